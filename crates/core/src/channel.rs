@@ -1,0 +1,165 @@
+//! Bounded channels between pipeline stages.
+//!
+//! Every queue in spanlake is bounded. These wrappers exist so a stage can tell "full"
+//! (backpressure: answer the client with a retryable refusal) from "closed" (the pipeline is
+//! shutting down), and so queue depth can be observed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::batch::Batch;
+
+/// Create a bounded channel of `capacity` batches, named for logs and metrics.
+pub fn bounded(name: impl Into<Arc<str>>, capacity: usize) -> (Sender, Receiver) {
+    let name = name.into();
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (Sender { inner: tx, name: name.clone() }, Receiver { inner: rx, name })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("queue {0} is full")]
+    Full(Arc<str>),
+    #[error("queue {0} is closed: the pipeline is shutting down")]
+    Closed(Arc<str>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Sender {
+    inner: mpsc::Sender<Batch>,
+    name: Arc<str>,
+}
+
+impl Sender {
+    /// Send, waiting for room: the stage upstream slows down to the pace of this one.
+    pub async fn send(&self, batch: Batch) -> Result<(), SendError> {
+        self.inner.send(batch).await.map_err(|_| SendError::Closed(self.name.clone()))
+    }
+
+    /// Send without waiting.
+    pub fn try_send(&self, batch: Batch) -> Result<(), SendError> {
+        self.inner.try_send(batch).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full(self.name.clone()),
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed(self.name.clone()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Batches waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.inner.max_capacity() - self.inner.capacity()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.inner.max_capacity()
+    }
+}
+
+#[derive(Debug)]
+pub struct Receiver {
+    inner: mpsc::Receiver<Batch>,
+    name: Arc<str>,
+}
+
+impl Receiver {
+    /// The next batch, or `None` once every sender is gone and the queue is drained.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        self.inner.recv().await
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IntakeError {
+    /// Every pipeline queue stayed full for the whole admission wait: retry later.
+    #[error("spanlake is overloaded: {0}")]
+    Full(String),
+    /// The collector is shutting down.
+    #[error("spanlake is shutting down")]
+    Closed,
+}
+
+/// Where a receiver hands what it accepted: the first queue of every pipeline that lists it.
+///
+/// A batch is admitted into all of them or none: room is reserved in every queue first, so a
+/// client told "retry" has not had half its spans taken.
+#[derive(Clone, Debug)]
+pub struct Intake {
+    queues: Vec<Sender>,
+    admission_wait: Duration,
+}
+
+impl Intake {
+    pub fn new(queues: Vec<Sender>, admission_wait: Duration) -> Self {
+        Intake { queues, admission_wait }
+    }
+
+    pub fn queues(&self) -> &[Sender] {
+        &self.queues
+    }
+
+    /// Admit a batch into every pipeline, waiting at most the admission wait for room.
+    pub async fn submit(&self, batch: Batch) -> Result<(), IntakeError> {
+        let deadline = tokio::time::Instant::now() + self.admission_wait;
+        let mut permits = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            match tokio::time::timeout_at(deadline, q.inner.reserve()).await {
+                Ok(Ok(p)) => permits.push(p),
+                Ok(Err(_)) => return Err(IntakeError::Closed),
+                Err(_) => {
+                    return Err(IntakeError::Full(format!(
+                        "queue {} is full ({} batches)",
+                        q.name,
+                        q.capacity()
+                    )));
+                }
+            }
+        }
+        let n = permits.len();
+        for (i, p) in permits.into_iter().enumerate() {
+            if i + 1 == n {
+                p.send(batch);
+                break;
+            }
+            p.send(batch.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn intake_tells_full_from_closed() {
+        let (tx, mut rx) = bounded("p", 1);
+        let intake = Intake::new(vec![tx], Duration::from_millis(50));
+        intake.submit(Batch::spans(vec![])).await.expect("room for one");
+        let err = intake.submit(Batch::spans(vec![])).await.expect_err("queue is full");
+        assert_eq!(err, IntakeError::Full("queue p is full (1 batches)".into()));
+        assert!(rx.recv().await.is_some());
+        drop(rx);
+        let err = intake.submit(Batch::spans(vec![])).await.expect_err("closed");
+        assert_eq!(err, IntakeError::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn intake_admits_into_all_or_none() {
+        let (tx1, mut rx1) = bounded("a", 4);
+        let (tx2, _rx2) = bounded("b", 1);
+        tx2.try_send(Batch::spans(vec![])).expect("fill b");
+        let intake = Intake::new(vec![tx1, tx2], Duration::from_millis(10));
+        assert!(matches!(intake.submit(Batch::spans(vec![])).await, Err(IntakeError::Full(_))));
+        // nothing reached queue a either
+        assert!(rx1.inner.try_recv().is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! The spine every component of spanlake shares.
+//!
+//! spanlake's data flow is `receivers → processors → exporters`, joined by bounded channels.
+//! This crate holds only what every stage of that flow needs:
+//!
+//! - [`batch`]: the unit that travels through a pipeline — whole batches, never span by span —
+//!   and the completion guards (in-flight permits, acknowledgements) a batch carries with it;
+//! - [`channel`]: the bounded channel between two stages, which tells "full" (backpressure,
+//!   the client should retry) from "closed" (shutting down);
+//! - [`component`]: the traits receivers, processors and exporters implement;
+//! - [`ids`]: OTLP id checks and the table-driven hex encoding used on the span path.
+//!
+//! It does no I/O and knows no protocol beyond the OTLP data types.
+
+pub mod batch;
+pub mod channel;
+pub mod component;
+pub mod ids;
+
+pub use batch::{Batch, Guard, Signal};
+pub use channel::{Intake, IntakeError, Receiver, SendError, Sender, bounded};
+pub use component::{Exporter, Fanout, Processor, Receiver as ReceiverComponent, RunningReceiver};
+pub use opentelemetry_proto::tonic as otlp;
+pub use tokio_util::sync::CancellationToken;
