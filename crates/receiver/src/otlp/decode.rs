@@ -1,0 +1,138 @@
+//! Decoding OTLP requests and refusing spans with invalid ids.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+use spanlake_core::ids::{id_problem, to_hex};
+
+pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    ExportTraceServiceRequest::decode(body).map_err(|e| format!("the body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}"))
+}
+
+/// OTLP/JSON: lowerCamelCase names, hex ids (any case), 64-bit integers as strings or numbers,
+/// enums as integers; unknown fields are ignored.
+pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not a valid OTLP JSON ExportTraceServiceRequest: {e}"))
+}
+
+/// Spans refused from one request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rejections {
+    pub count: i64,
+    /// The first few reasons, for the client's `partial_success.error_message`.
+    pub message: String,
+}
+
+const MAX_REASONS: usize = 3;
+
+/// Remove every span with an invalid trace id, span id or parent span id, keeping the valid
+/// spans of the same request. Empty scope and resource groups left behind are removed too.
+pub fn keep_valid_spans(resource_spans: &mut Vec<ResourceSpans>) -> Rejections {
+    let mut rej = Rejections::default();
+    let mut reasons = Vec::new();
+    for rs in resource_spans.iter_mut() {
+        for ss in rs.scope_spans.iter_mut() {
+            ss.spans.retain(|span| {
+                let problem = id_problem(&span.trace_id, 16, true)
+                    .map(|p| ("trace_id", p))
+                    .or_else(|| id_problem(&span.span_id, 8, true).map(|p| ("span_id", p)))
+                    .or_else(|| id_problem(&span.parent_span_id, 8, false).map(|p| ("parent_span_id", p)));
+                match problem {
+                    None => true,
+                    Some((field, why)) => {
+                        rej.count += 1;
+                        if reasons.len() < MAX_REASONS {
+                            let who = if span.span_id.len() == 8 {
+                                format!("span {:?} ({})", span.name, to_hex(&span.span_id))
+                            } else {
+                                format!("span {:?}", span.name)
+                            };
+                            reasons.push(format!("{who}: {field} {why}"));
+                        }
+                        false
+                    }
+                }
+            });
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    if rej.count > 0 {
+        let more = rej.count as usize - reasons.len();
+        rej.message = format!(
+            "{} span(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, neither all zeros): {}{}",
+            rej.count,
+            reasons.join("; "),
+            if more > 0 { format!("; and {more} more") } else { String::new() }
+        );
+    }
+    rej
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    #[test]
+    fn json_follows_the_otlp_rules() {
+        let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},
+          "scopeSpans":[{"scope":{"name":"s"},"spans":[{
+            "traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"eee19b7ec3c1b174",
+            "name":"GET /","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":1700000000500000000,
+            "attributes":[{"key":"n","value":{"intValue":"42"}},{"key":"m","value":{"intValue":7}}],
+            "somethingNew":{"x":1},
+            "status":{"code":2,"message":"boom"}}]}]}]}"#;
+        let req = decode_json(body).expect("valid OTLP JSON");
+        let span = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(to_hex(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+        assert_eq!(span.kind, 2);
+        assert_eq!(span.start_time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(span.end_time_unix_nano, 1_700_000_000_500_000_000);
+        let ints: Vec<_> = span.attributes.iter().map(|kv| kv.value.as_ref().and_then(|v| v.value.clone())).collect();
+        assert_eq!(ints, vec![Some(Value::IntValue(42)), Some(Value::IntValue(7))]);
+        assert_eq!(span.status.as_ref().map(|s| s.code), Some(2));
+    }
+
+    #[test]
+    fn bad_json_says_where() {
+        let err = decode_json(b"{\"resourceSpans\": [").expect_err("truncated");
+        assert!(err.contains("not a valid OTLP JSON") && err.contains("line 1"), "{err}");
+        let err = decode_json(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#).expect_err("bad hex");
+        assert!(err.contains("not a valid OTLP JSON"), "{err}");
+    }
+
+    fn span(name: &str, trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>) -> Span {
+        Span { name: name.into(), trace_id: trace, span_id: id, parent_span_id: parent, ..Default::default() }
+    }
+
+    #[test]
+    fn invalid_ids_are_refused_one_by_one() {
+        use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+        let mut rs = vec![
+            ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span("ok", vec![1; 16], vec![2; 8], vec![]),
+                        span("short", vec![1; 15], vec![3; 8], vec![]),
+                        span("zero", vec![1; 16], vec![0; 8], vec![]),
+                        span("child", vec![1; 16], vec![4; 8], vec![2; 8]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span("badparent", vec![1; 16], vec![5; 8], vec![9; 3])], ..Default::default() }],
+                ..Default::default()
+            },
+        ];
+        let rej = keep_valid_spans(&mut rs);
+        assert_eq!(rej.count, 3);
+        assert_eq!(rej.message, "3 span(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, neither all zeros): span \"short\" (0303030303030303): trace_id has 15 bytes; it must have 16; span \"zero\" (0000000000000000): span_id is all zeros; span \"badparent\" (0505050505050505): parent_span_id has 3 bytes; it must have 8");
+        assert_eq!(rs.len(), 1, "the emptied resource group is dropped");
+        let names: Vec<_> = rs[0].scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["ok", "child"]);
+    }
+}

@@ -1,0 +1,72 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+
+use std::net::SocketAddr;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use spanlake_core::{Batch, CancellationToken, Intake, IntakeError};
+use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use super::config::GrpcConfig;
+use super::decode::keep_valid_spans;
+
+struct Service {
+    intake: Intake,
+}
+
+#[tonic::async_trait]
+impl TraceService for Service {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut resource_spans = request.into_inner().resource_spans;
+        let rejected = keep_valid_spans(&mut resource_spans);
+        let batch = Batch::spans(resource_spans);
+        if !batch.is_empty() {
+            self.intake.submit(batch).await.map_err(status_of)?;
+        }
+        let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected.count,
+            error_message: rejected.message,
+        });
+        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+    }
+}
+
+/// Overload and shutdown are both retryable for an OTLP client: `UNAVAILABLE`.
+pub(crate) fn status_of(e: IntakeError) -> Status {
+    match e {
+        IntakeError::Full(why) => Status::unavailable(format!("spanlake is overloaded ({why}); retry later")),
+        IntakeError::Closed => Status::unavailable("spanlake is shutting down; retry against another instance or later"),
+    }
+}
+
+pub(crate) fn start(
+    config: &GrpcConfig,
+    intake: Intake,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
+    let listener = super::bind(&config.endpoint)?;
+    let addr = listener.local_addr()?;
+    let max = config.max_recv_msg_size_mib * 1024 * 1024;
+    let svc = TraceServiceServer::new(Service { intake })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, %addr, "OTLP/gRPC server stopped with an error");
+        }
+    });
+    Ok((addr, task))
+}

@@ -1,0 +1,278 @@
+//! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
+use spanlake_core::{Batch, CancellationToken, Intake, IntakeError};
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::config::{CorsConfig, HttpConfig};
+use super::decode::{decode_json, decode_protobuf, keep_valid_spans};
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error response.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+struct Shared {
+    intake: Intake,
+    max_body: usize,
+}
+
+pub(crate) fn start(
+    config: &HttpConfig,
+    intake: Intake,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
+    let listener = super::bind(&config.endpoint)?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared { intake, max_body: config.max_request_body_size });
+    let mut router = Router::new()
+        .route(&config.traces_url_path, post(export))
+        .with_state(shared)
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    if let Some(cors) = &config.cors {
+        if !cors.allowed_origins.is_empty() {
+            router = router.layer(cors_layer(cors));
+        }
+    }
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, %addr, "OTLP/HTTP server stopped with an error");
+        }
+    });
+    Ok((addr, task))
+}
+
+fn cors_layer(c: &CorsConfig) -> CorsLayer {
+    let patterns: Vec<String> = c.allowed_origins.clone();
+    let any = patterns.iter().any(|p| p == "*");
+    let origin = if any {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            let Ok(o) = origin.to_str() else { return false };
+            patterns.iter().any(|p| origin_matches(p, o))
+        })
+    };
+    let mut headers = vec![header::CONTENT_TYPE, header::CONTENT_ENCODING];
+    headers.extend(c.allowed_headers.iter().filter_map(|h| h.parse().ok()));
+    let mut layer = CorsLayer::new().allow_origin(origin).allow_methods([Method::POST]).allow_headers(headers);
+    if let Some(secs) = c.max_age {
+        layer = layer.max_age(std::time::Duration::from_secs(secs));
+    }
+    layer
+}
+
+/// `https://*.example.com` matches `https://app.example.com`; without `*`, an exact match.
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern.eq_ignore_ascii_case(origin),
+        Some((pre, post)) => {
+            origin.len() >= pre.len() + post.len()
+                && origin[..pre.len()].eq_ignore_ascii_case(pre)
+                && origin[origin.len() - post.len()..].eq_ignore_ascii_case(post)
+        }
+    }
+}
+
+fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
+    let grpc_code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => 3, // INVALID_ARGUMENT
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+        StatusCode::TOO_MANY_REQUESTS => 8, // RESOURCE_EXHAUSTED
+        _ => 14,                            // UNAVAILABLE
+    };
+    let body = match encoding {
+        Encoding::Protobuf => RpcStatus { code: grpc_code, message }.encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": grpc_code, "message": message }).to_string().into_bytes(),
+    };
+    let mut resp = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
+    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        "" => Err("the request has no Content-Type; send application/x-protobuf or application/json".into()),
+        _ => Err(format!("Content-Type {raw:?} is not supported; send application/x-protobuf or application/json")),
+    }
+}
+
+async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let encoding = match media_type(&headers) {
+        Ok(e) => e,
+        Err(msg) => return error(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, msg),
+    };
+    let max = shared.max_body;
+    let too_large = || error(encoding, StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than max_request_body_size ({max} bytes)"));
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > max {
+            return too_large();
+        }
+    }
+    let raw: Bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) => {
+            let source_is_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util_limit::LengthLimitError>());
+            if source_is_limit || e.to_string().contains("length limit") {
+                return too_large();
+            }
+            return error(encoding, StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"));
+        }
+    };
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let body = match content_encoding.as_str() {
+        "" | "identity" => raw,
+        "gzip" | "x-gzip" => match gunzip(&raw, max) {
+            Ok(b) => b,
+            Err(GunzipError::TooLarge) => return too_large(),
+            Err(GunzipError::Invalid(e)) => {
+                return error(encoding, StatusCode::BAD_REQUEST, format!("the body is marked Content-Encoding: gzip but is not valid gzip: {e}"));
+            }
+        },
+        other => {
+            return error(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other:?} is not supported; send gzip or no encoding"));
+        }
+    };
+    let decoded = match encoding {
+        Encoding::Protobuf => decode_protobuf(&body),
+        Encoding::Json => decode_json(&body),
+    };
+    let mut resource_spans = match decoded {
+        Ok(r) => r.resource_spans,
+        Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
+    };
+    let rejected = keep_valid_spans(&mut resource_spans);
+    let batch = Batch::spans(resource_spans);
+    if !batch.is_empty() {
+        if let Err(e) = shared.intake.submit(batch).await {
+            let msg = match e {
+                IntakeError::Full(why) => format!("spanlake is overloaded ({why}); retry later"),
+                IntakeError::Closed => "spanlake is shutting down; retry later".to_string(),
+            };
+            return error(encoding, StatusCode::SERVICE_UNAVAILABLE, msg);
+        }
+    }
+    let partial_success = (rejected.count > 0)
+        .then(|| ExportTracePartialSuccess { rejected_spans: rejected.count, error_message: rejected.message });
+    let response = ExportTraceServiceResponse { partial_success };
+    let body = match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json => json_response(&response),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn json_response(r: &ExportTraceServiceResponse) -> Vec<u8> {
+    match &r.partial_success {
+        None => b"{}".to_vec(),
+        Some(p) => serde_json::json!({
+            "partialSuccess": { "rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message }
+        })
+        .to_string()
+        .into_bytes(),
+    }
+}
+
+enum GunzipError {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Decompress, refusing to inflate past `max` bytes (a small bomb must not take the memory).
+fn gunzip(data: &[u8], max: usize) -> Result<Bytes, GunzipError> {
+    let mut out = Vec::with_capacity((data.len() * 4).min(max));
+    let mut dec = flate2::read::MultiGzDecoder::new(data).take(max as u64 + 1);
+    dec.read_to_end(&mut out).map_err(GunzipError::Invalid)?;
+    if out.len() > max {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
+mod http_body_util_limit {
+    pub use http_body_util::LengthLimitError;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_one_wildcard() {
+        assert!(origin_matches("https://app.example.com", "https://app.example.com"));
+        assert!(!origin_matches("https://app.example.com", "https://evil.com"));
+        assert!(origin_matches("https://*.example.com", "https://a.example.com"));
+        assert!(!origin_matches("https://*.example.com", "https://example.org"));
+        assert!(!origin_matches("https://*.example.com", "http://a.example.com"));
+    }
+
+    #[test]
+    fn content_types() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        assert_eq!(media_type(&h), Ok(Encoding::Json));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(
+            media_type(&h),
+            Err("Content-Type \"text/plain\" is not supported; send application/x-protobuf or application/json".into())
+        );
+    }
+
+    #[test]
+    fn gunzip_refuses_to_inflate_past_the_limit() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![0u8; 1 << 20]).expect("compress");
+        let small = enc.finish().expect("compress");
+        assert!(matches!(gunzip(&small, 1 << 16), Err(GunzipError::TooLarge)));
+        assert_eq!(gunzip(&small, 1 << 20).map(|b| b.len()).ok(), Some(1 << 20));
+        assert!(matches!(gunzip(b"not gzip", 100), Err(GunzipError::Invalid(_))));
+    }
+}

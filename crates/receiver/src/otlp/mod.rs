@@ -1,0 +1,69 @@
+//! The OTLP receiver: gRPC and HTTP.
+
+mod config;
+mod decode;
+mod grpc;
+mod http;
+
+pub use config::{CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols};
+pub use decode::{decode_json, decode_protobuf, keep_valid_spans, Rejections};
+
+use spanlake_core::{CancellationToken, Intake, ReceiverComponent, RunningReceiver};
+
+/// The OTLP receiver, built from its validated config.
+pub struct OtlpReceiver {
+    config: OtlpReceiverConfig,
+}
+
+impl OtlpReceiver {
+    pub fn new(config: OtlpReceiverConfig) -> Self {
+        OtlpReceiver { config }
+    }
+}
+
+impl ReceiverComponent for OtlpReceiver {
+    fn start(
+        self: Box<Self>,
+        intake: Intake,
+        shutdown: CancellationToken,
+    ) -> Result<RunningReceiver, std::io::Error> {
+        let mut listening = Vec::new();
+        let mut tasks = Vec::new();
+        if let Some(g) = &self.config.protocols.grpc {
+            let (addr, task) = grpc::start(g, intake.clone(), shutdown.clone())?;
+            listening.push(("otlp/grpc".to_string(), addr));
+            tasks.push(task);
+        }
+        if let Some(h) = &self.config.protocols.http {
+            let (addr, task) = http::start(h, intake.clone(), shutdown.clone())?;
+            listening.push(("otlp/http".to_string(), addr));
+            tasks.push(task);
+        }
+        drop(intake);
+        let task = tokio::spawn(async move {
+            for t in tasks {
+                if let Err(e) = t.await {
+                    tracing::error!(error = %e, "OTLP server task failed");
+                }
+            }
+        });
+        Ok(RunningReceiver { listening, task })
+    }
+}
+
+/// Bind a TCP listener for a server, resolving `host:port` (port 0 picks a free port).
+pub(crate) fn bind(endpoint: &str) -> Result<tokio::net::TcpListener, std::io::Error> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in endpoint.to_socket_addrs()? {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return tokio::net::TcpListener::from_std(l);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{endpoint} resolves to no address"))))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {endpoint}: {e}")))
+}
