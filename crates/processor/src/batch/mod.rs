@@ -1,0 +1,246 @@
+//! The batch processor.
+//!
+//! Spans are grouped into batches of at most `max_size`; a span waits at most `timeout` for its
+//! batch; at most `max_inflight` batches are being exported at once. A batch holds an in-flight
+//! slot until every exporter has taken it (the slot travels with the batch as a guard and is
+//! released when the last copy is dropped). While all slots are taken the processor stops
+//! reading its input, so the bounded queues upstream fill and receivers refuse with a
+//! retryable error instead of anything growing without bound.
+
+mod config;
+mod split;
+
+pub use config::{BatchConfig, ENV_OVERRIDES};
+pub use split::Pending;
+
+use std::sync::Arc;
+
+use spanlake_core::{Batch, Fanout, Processor, Receiver};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub struct BatchProcessor {
+    config: BatchConfig,
+    name: String,
+}
+
+impl BatchProcessor {
+    pub fn new(name: impl Into<String>, config: BatchConfig) -> Self {
+        BatchProcessor { config, name: name.into() }
+    }
+}
+
+impl Processor for BatchProcessor {
+    fn start(self: Box<Self>, input: Receiver, output: Fanout) -> JoinHandle<()> {
+        tokio::spawn(run(self.name, self.config, input, output))
+    }
+}
+
+struct Emitter {
+    slots: Arc<Semaphore>,
+    output: Fanout,
+    name: String,
+}
+
+impl Emitter {
+    /// Wait for an in-flight slot, then send. Returns false once the downstream is closed.
+    async fn emit(&self, mut batch: Batch) -> bool {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else { return false };
+        batch.add_guard(Arc::new(slot));
+        match self.output.send(batch).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(processor = %self.name, error = %e, "batch lost: the exporters are gone");
+                false
+            }
+        }
+    }
+}
+
+async fn run(name: String, config: BatchConfig, mut input: Receiver, output: Fanout) {
+    let emitter = Emitter { slots: Arc::new(Semaphore::new(config.max_inflight)), output, name };
+    let mut pending = Pending::default();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            next = input.recv() => {
+                let Some(batch) = next else { break };
+                let arrived_into_empty = pending.is_empty();
+                pending.push(batch);
+                let mut emitted = false;
+                while pending.len() >= config.max_size {
+                    let chunk = pending.take(config.max_size);
+                    emitted = true;
+                    if !emitter.emit(chunk).await {
+                        return;
+                    }
+                }
+                if pending.is_empty() {
+                    deadline = None;
+                } else if arrived_into_empty || emitted {
+                    // What is left arrived with this batch (older spans leave first).
+                    deadline = Some(Instant::now() + config.timeout);
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                deadline = None;
+                let chunk = pending.take(config.max_size);
+                if !emitter.emit(chunk).await {
+                    return;
+                }
+            }
+        }
+    }
+    // Input closed: flush everything, still within the size and in-flight limits.
+    while !pending.is_empty() {
+        let chunk = pending.take(config.max_size);
+        if !emitter.emit(chunk).await {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use spanlake_core::bounded;
+    use std::time::Duration;
+
+    fn spans(n: usize, first: usize) -> Batch {
+        let spans = (first..first + n).map(|i| Span { name: i.to_string(), ..Default::default() }).collect();
+        Batch::spans(vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }])
+    }
+
+    fn names(b: &Batch) -> Vec<usize> {
+        let spanlake_core::Signal::Spans(rs) = &b.signal;
+        rs.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.parse().expect("number")).collect()
+    }
+
+    struct Harness {
+        input: spanlake_core::Sender,
+        output: spanlake_core::Receiver,
+        task: JoinHandle<()>,
+    }
+
+    fn start(max_size: usize, timeout_ms: u64, max_inflight: usize, in_cap: usize) -> Harness {
+        let (input, in_rx) = bounded("in", in_cap);
+        let (out_tx, output) = bounded("out", 1000);
+        let config = BatchConfig { max_size, timeout: Duration::from_millis(timeout_ms), max_inflight };
+        let task = Box::new(BatchProcessor::new("batch", config)).start(in_rx, Fanout::new(vec![out_tx]));
+        Harness { input, output, task }
+    }
+
+    /// Let the processor task run until it waits again.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn try_next(h: &mut Harness) -> Option<Option<Batch>> {
+        futures_now(h.output.recv())
+    }
+
+    fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_span_waits_at_most_the_timeout() {
+        let mut h = start(100, 1000, 3, 8);
+        h.input.send(spans(3, 0)).await.expect("send");
+        settle().await;
+        tokio::time::advance(Duration::from_millis(999)).await;
+        settle().await;
+        assert!(try_next(&mut h).is_none(), "sent before its timeout");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        let b = try_next(&mut h).flatten().expect("sent at its timeout");
+        assert_eq!(names(&b), vec![0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_counts_from_the_first_span_of_the_batch() {
+        let mut h = start(100, 1000, 3, 8);
+        h.input.send(spans(1, 0)).await.expect("send");
+        settle().await;
+        tokio::time::advance(Duration::from_millis(600)).await;
+        h.input.send(spans(1, 1)).await.expect("send");
+        settle().await;
+        tokio::time::advance(Duration::from_millis(400)).await;
+        settle().await;
+        let b = try_next(&mut h).flatten().expect("both spans at 1000ms");
+        assert_eq!(names(&b), vec![0, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn big_requests_are_split_at_max_size() {
+        let mut h = start(100, 1000, 10, 8);
+        h.input.send(spans(250, 0)).await.expect("send");
+        settle().await;
+        let a = try_next(&mut h).flatten().expect("first full batch at once");
+        let b = try_next(&mut h).flatten().expect("second full batch at once");
+        assert_eq!((a.len(), b.len()), (100, 100));
+        assert_eq!(names(&a), (0..100).collect::<Vec<_>>());
+        assert!(try_next(&mut h).is_none(), "the rest waits for the timeout");
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        settle().await;
+        let c = try_next(&mut h).flatten().expect("rest at the timeout");
+        assert_eq!(names(&c), (200..250).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_inflight_pushes_back_upstream() {
+        let mut h = start(10, 1000, 2, 1);
+        for i in 0..3 {
+            h.input.send(spans(10, i * 10)).await.expect("send");
+            settle().await;
+        }
+        let first = try_next(&mut h).flatten().expect("first");
+        let second = try_next(&mut h).flatten().expect("second");
+        assert!(try_next(&mut h).is_none(), "a third batch while two are in flight");
+        // The processor is stuck waiting for a slot: its input queue fills, and stays full.
+        h.input.send(spans(10, 30)).await.expect("one more fits in the queue");
+        settle().await;
+        assert_eq!(h.input.try_send(spans(1, 99)), Err(spanlake_core::SendError::Full("in".into())));
+        drop(first); // an exporter finished a batch
+        settle().await;
+        let third = try_next(&mut h).flatten().expect("third once a slot is free");
+        assert_eq!(names(&third), (20..30).collect::<Vec<_>>());
+        drop((second, third));
+        let Harness { input, mut output, task } = h;
+        drop(input);
+        let fourth = output.recv().await.expect("flushed on close");
+        assert_eq!(names(&fourth), (30..40).collect::<Vec<_>>());
+        task.await.expect("processor exits when its input closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_the_input_flushes_everything() {
+        let mut h = start(4, 60_000, 100, 8);
+        h.input.send(spans(10, 0)).await.expect("send");
+        drop(h.input);
+        h.task.await.expect("exits");
+        let mut got = Vec::new();
+        while let Some(b) = h.output.recv().await {
+            assert!(b.len() <= 4);
+            got.extend(names(&b));
+        }
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+    }
+}
