@@ -1,0 +1,95 @@
+//! Settings of the Parquet exporter.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `exporters: parquet:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetConfig {
+    /// Root of the lake; spans go under `<path>/spans/date=YYYY-MM-DD/hour=HH/`. Default
+    /// `./spanlake-data`; `spanlake run --data DIR` overrides it.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// A file is committed once its partition holds about this many rows. Default `131072`.
+    #[serde(default = "default_max_rows")]
+    pub max_rows_per_file: usize,
+    /// A file is committed at the latest this long after its first row arrived. Default `60s`.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_file_age: Duration,
+    /// Rows per Parquet row group. Default `131072`.
+    #[serde(default = "default_row_group")]
+    pub row_group_size: usize,
+    /// zstd level, 1 (fastest) to 22 (smallest). Default `3`.
+    #[serde(default = "default_level")]
+    pub compression_level: i32,
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            path: default_path(),
+            max_rows_per_file: default_max_rows(),
+            max_file_age: default_max_age(),
+            row_group_size: default_row_group(),
+            compression_level: default_level(),
+        }
+    }
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("./spanlake-data")
+}
+fn default_max_rows() -> usize {
+    131_072
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_row_group() -> usize {
+    131_072
+}
+fn default_level() -> i32 {
+    3
+}
+
+impl ParquetConfig {
+    /// Every problem with these settings, as `(key, message)`. No I/O.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            p.push(("path", "path must name a directory (e.g. ./spanlake-data)".to_string()));
+        }
+        if self.max_rows_per_file == 0 {
+            p.push(("max_rows_per_file", "max_rows_per_file must be at least 1".to_string()));
+        }
+        if self.max_file_age.is_zero() {
+            p.push(("max_file_age", "max_file_age must be above 0 (e.g. 60s)".to_string()));
+        }
+        if self.row_group_size == 0 {
+            p.push(("row_group_size", "row_group_size must be at least 1".to_string()));
+        }
+        if !(1..=22).contains(&self.compression_level) {
+            p.push(("compression_level", format!("compression_level {} is not a zstd level; use 1 to 22", self.compression_level)));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deserializes_with_defaults() {
+        let c: ParquetConfig = serde_yaml::from_str("path: /lake\nmax_file_age: 5m\n").expect("valid");
+        assert_eq!(c.path, PathBuf::from("/lake"));
+        assert_eq!(c.max_file_age, Duration::from_secs(300));
+        assert_eq!(c.max_rows_per_file, 131_072);
+        assert!(c.validate().is_empty());
+        let c: ParquetConfig = serde_yaml::from_str("compression_level: 30\nmax_rows_per_file: 0\n").expect("parses");
+        assert_eq!(c.validate().len(), 2);
+    }
+}

@@ -1,0 +1,437 @@
+//! OTLP spans → Arrow rows of the `spans` schema.
+//!
+//! Builders are appended to straight from the OTLP structs: ids are hex-encoded through a
+//! table into one reused buffer, attribute values are written as text into another, so the
+//! conversion allocates per column, not per span.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int64Builder, ListArray, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StructArray,
+    TimestampMicrosecondBuilder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::Field;
+use arrow::error::ArrowError;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use spanlake_core::ids::push_hex;
+
+use super::schema::{event_fields, kind_name, link_fields, span_schema, status_name};
+use crate::attributes::text_of;
+
+/// Hours since the epoch, the partition a row goes to.
+pub type HourKey = i64;
+
+pub const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+struct AttrMaps {
+    values: MapBuilder<StringBuilder, StringBuilder>,
+    types: MapBuilder<StringBuilder, StringBuilder>,
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
+    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+}
+
+impl AttrMaps {
+    fn new() -> Self {
+        AttrMaps { values: map_builder(), types: map_builder() }
+    }
+
+    fn append(&mut self, kvs: &[KeyValue], text: &mut String) -> Result<(), ArrowError> {
+        for kv in kvs {
+            let tag = text_of(kv.value.as_ref().and_then(|v| v.value.as_ref()), text);
+            self.values.keys().append_value(&kv.key);
+            match tag {
+                Some("empty") => self.values.values().append_null(),
+                _ => self.values.values().append_value(text.as_str()),
+            }
+            if let Some(tag) = tag {
+                self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(tag);
+            }
+        }
+        self.values.append(true)?;
+        self.types.append(true)
+    }
+
+    fn finish(&mut self) -> [ArrayRef; 2] {
+        [Arc::new(self.values.finish()), Arc::new(self.types.finish())]
+    }
+}
+
+fn opt_str(b: &mut StringBuilder, s: &str) {
+    if s.is_empty() { b.append_null() } else { b.append_value(s) }
+}
+
+fn hex_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8]) {
+    scratch.clear();
+    push_hex(scratch, id);
+    b.append_value(scratch.as_str());
+}
+
+/// Ids are kept as lowercase hex when they are binary OTLP ids.
+fn id_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8], nullable: bool) {
+    if id.is_empty() && nullable {
+        b.append_null();
+    } else {
+        hex_into(b, scratch, id);
+    }
+}
+
+#[derive(Default)]
+struct Events {
+    offsets: Vec<i32>,
+    time: Int64Builder,
+    name: StringBuilder,
+    attrs: Option<AttrMaps>,
+    dropped: Int64Builder,
+}
+
+#[derive(Default)]
+struct Links {
+    offsets: Vec<i32>,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    trace_state: StringBuilder,
+    flags: Int64Builder,
+    attrs: Option<AttrMaps>,
+    dropped: Int64Builder,
+}
+
+/// Column builders for a run of spans.
+pub struct SpanRows {
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    trace_state: StringBuilder,
+    flags: Int64Builder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    start: Int64Builder,
+    end: Int64Builder,
+    duration: Int64Builder,
+    start_ts: TimestampMicrosecondBuilder,
+    end_ts: TimestampMicrosecondBuilder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    service_name: StringBuilder,
+    attrs: AttrMaps,
+    dropped_attrs: Int64Builder,
+    events: Events,
+    dropped_events: Int64Builder,
+    links: Links,
+    dropped_links: Int64Builder,
+    resource_attrs: AttrMaps,
+    resource_dropped: Int64Builder,
+    resource_schema_url: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attrs: AttrMaps,
+    scope_dropped: Int64Builder,
+    scope_schema_url: StringBuilder,
+    ingest: Int64Builder,
+    /// The partition of each row.
+    pub hours: Vec<HourKey>,
+    text: String,
+    ids: String,
+}
+
+impl Default for SpanRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpanRows {
+    pub fn new() -> Self {
+        SpanRows {
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent_span_id: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            flags: Int64Builder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            start: Int64Builder::new(),
+            end: Int64Builder::new(),
+            duration: Int64Builder::new(),
+            start_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            end_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            service_name: StringBuilder::new(),
+            attrs: AttrMaps::new(),
+            dropped_attrs: Int64Builder::new(),
+            events: Events { offsets: vec![0], attrs: Some(AttrMaps::new()), ..Default::default() },
+            dropped_events: Int64Builder::new(),
+            links: Links { offsets: vec![0], attrs: Some(AttrMaps::new()), ..Default::default() },
+            dropped_links: Int64Builder::new(),
+            resource_attrs: AttrMaps::new(),
+            resource_dropped: Int64Builder::new(),
+            resource_schema_url: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            scope_attrs: AttrMaps::new(),
+            scope_dropped: Int64Builder::new(),
+            scope_schema_url: StringBuilder::new(),
+            ingest: Int64Builder::new(),
+            hours: Vec::new(),
+            text: String::new(),
+            ids: String::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.hours.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hours.is_empty()
+    }
+
+    /// Append every span of `groups`, received at `ingest_ns`.
+    pub fn append(&mut self, groups: &[ResourceSpans], ingest_ns: i64) -> Result<(), ArrowError> {
+        for rs in groups {
+            let (rattrs, rdropped): (&[KeyValue], u32) =
+                rs.resource.as_ref().map(|r| (r.attributes.as_slice(), r.dropped_attributes_count)).unwrap_or((&[], 0));
+            let service = rattrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| {
+                match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                }
+            });
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    self.append_span(span, ingest_ns)?;
+                    match service {
+                        Some(s) => self.service_name.append_value(s),
+                        None => self.service_name.append_null(),
+                    }
+                    self.resource_attrs.append(rattrs, &mut self.text)?;
+                    self.resource_dropped.append_value(rdropped as i64);
+                    opt_str(&mut self.resource_schema_url, &rs.schema_url);
+                    match &ss.scope {
+                        Some(sc) => {
+                            opt_str(&mut self.scope_name, &sc.name);
+                            opt_str(&mut self.scope_version, &sc.version);
+                            self.scope_attrs.append(&sc.attributes, &mut self.text)?;
+                            self.scope_dropped.append_value(sc.dropped_attributes_count as i64);
+                        }
+                        None => {
+                            self.scope_name.append_null();
+                            self.scope_version.append_null();
+                            self.scope_attrs.append(&[], &mut self.text)?;
+                            self.scope_dropped.append_value(0);
+                        }
+                    }
+                    opt_str(&mut self.scope_schema_url, &ss.schema_url);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append_span(&mut self, span: &Span, ingest_ns: i64) -> Result<(), ArrowError> {
+        let ids = &mut self.ids;
+        id_into(&mut self.trace_id, ids, &span.trace_id, false);
+        id_into(&mut self.span_id, ids, &span.span_id, false);
+        id_into(&mut self.parent_span_id, ids, &span.parent_span_id, true);
+        opt_str(&mut self.trace_state, &span.trace_state);
+        self.flags.append_value(span.flags as i64);
+        self.name.append_value(&span.name);
+        match kind_name(span.kind) {
+            Some(k) => self.kind.append_value(k),
+            None => self.kind.append_value(span.kind.to_string()),
+        }
+        let start = clamp_nanos(span.start_time_unix_nano);
+        self.start.append_value(start);
+        self.start_ts.append_value(start / 1000);
+        if span.end_time_unix_nano == 0 {
+            self.end.append_null();
+            self.end_ts.append_null();
+            self.duration.append_null();
+        } else {
+            let end = clamp_nanos(span.end_time_unix_nano);
+            self.end.append_value(end);
+            self.end_ts.append_value(end / 1000);
+            self.duration.append_value(end.saturating_sub(start));
+        }
+        let (code, message) = span.status.as_ref().map(|s| (s.code, s.message.as_str())).unwrap_or((0, ""));
+        match status_name(code) {
+            Some(c) => self.status_code.append_value(c),
+            None => self.status_code.append_value(code.to_string()),
+        }
+        opt_str(&mut self.status_message, message);
+        self.attrs.append(&span.attributes, &mut self.text)?;
+        self.dropped_attrs.append_value(span.dropped_attributes_count as i64);
+
+        let ev = &mut self.events;
+        let ev_attrs = ev.attrs.as_mut().expect("event attribute builders");
+        for e in &span.events {
+            ev.time.append_value(clamp_nanos(e.time_unix_nano));
+            ev.name.append_value(&e.name);
+            ev_attrs.append(&e.attributes, &mut self.text)?;
+            ev.dropped.append_value(e.dropped_attributes_count as i64);
+        }
+        let last = *ev.offsets.last().expect("offsets start at 0");
+        ev.offsets.push(last + span.events.len() as i32);
+        self.dropped_events.append_value(span.dropped_events_count as i64);
+
+        let ln = &mut self.links;
+        let ln_attrs = ln.attrs.as_mut().expect("link attribute builders");
+        for l in &span.links {
+            hex_into(&mut ln.trace_id, &mut self.ids, &l.trace_id);
+            hex_into(&mut ln.span_id, &mut self.ids, &l.span_id);
+            opt_str(&mut ln.trace_state, &l.trace_state);
+            ln.flags.append_value(l.flags as i64);
+            ln_attrs.append(&l.attributes, &mut self.text)?;
+            ln.dropped.append_value(l.dropped_attributes_count as i64);
+        }
+        let last = *ln.offsets.last().expect("offsets start at 0");
+        ln.offsets.push(last + span.links.len() as i32);
+        self.dropped_links.append_value(span.dropped_links_count as i64);
+
+        self.ingest.append_value(ingest_ns);
+        let at = if start > 0 { start } else { ingest_ns };
+        self.hours.push(at.div_euclid(NANOS_PER_HOUR));
+        Ok(())
+    }
+
+    /// The rows as a record batch of [`span_schema`]; the builders are left empty for reuse.
+    pub fn finish(&mut self) -> Result<(RecordBatch, Vec<HourKey>), ArrowError> {
+        let [a, at] = self.attrs.finish();
+        let [ra, rat] = self.resource_attrs.finish();
+        let [sa, sat] = self.scope_attrs.finish();
+        let events = {
+            let e = &mut self.events;
+            let [ea, eat] = e.attrs.as_mut().expect("builders").finish();
+            let fields = event_fields();
+            let values = StructArray::try_new(
+                fields.clone(),
+                vec![Arc::new(e.time.finish()), Arc::new(e.name.finish()), ea, eat, Arc::new(e.dropped.finish())],
+                None,
+            )?;
+            let offsets = OffsetBuffer::new(std::mem::replace(&mut e.offsets, vec![0]).into());
+            let field = Arc::new(Field::new("element", arrow::datatypes::DataType::Struct(fields), false));
+            Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
+        };
+        let links = {
+            let l = &mut self.links;
+            let [la, lat] = l.attrs.as_mut().expect("builders").finish();
+            let fields = link_fields();
+            let values = StructArray::try_new(
+                fields.clone(),
+                vec![
+                    Arc::new(l.trace_id.finish()),
+                    Arc::new(l.span_id.finish()),
+                    Arc::new(l.trace_state.finish()),
+                    Arc::new(l.flags.finish()),
+                    la,
+                    lat,
+                    Arc::new(l.dropped.finish()),
+                ],
+                None,
+            )?;
+            let offsets = OffsetBuffer::new(std::mem::replace(&mut l.offsets, vec![0]).into());
+            let field = Arc::new(Field::new("element", arrow::datatypes::DataType::Struct(fields), false));
+            Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.start_ts.finish()),
+            Arc::new(self.end_ts.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.service_name.finish()),
+            a,
+            at,
+            Arc::new(self.dropped_attrs.finish()),
+            events,
+            Arc::new(self.dropped_events.finish()),
+            links,
+            Arc::new(self.dropped_links.finish()),
+            ra,
+            rat,
+            Arc::new(self.resource_dropped.finish()),
+            Arc::new(self.resource_schema_url.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            sa,
+            sat,
+            Arc::new(self.scope_dropped.finish()),
+            Arc::new(self.scope_schema_url.finish()),
+            Arc::new(self.ingest.finish()),
+        ];
+        let batch = RecordBatch::try_new(span_schema(), columns)?;
+        Ok((batch, std::mem::take(&mut self.hours)))
+    }
+}
+
+/// OTLP times are unsigned; past year 2262 they do not fit the INT64 columns and are clamped.
+fn clamp_nanos(t: u64) -> i64 {
+    t.min(i64::MAX as u64) as i64
+}
+
+/// `(YYYY-MM-DD, HH)` of an hour key, in UTC.
+pub fn partition_of(hour: HourKey) -> (String, String) {
+    let days = hour.div_euclid(24);
+    let h = hour.rem_euclid(24);
+    let (y, m, d) = civil_from_days(days);
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{h:02}"))
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_utc_dates_and_hours() {
+        assert_eq!(partition_of(0), ("1970-01-01".into(), "00".into()));
+        // 2024-02-29T23:xx
+        let t = 1_709_250_000_i64 * 1_000_000_000; // 2024-02-29T23:40:00Z
+        assert_eq!(partition_of(t / NANOS_PER_HOUR), ("2024-02-29".into(), "23".into()));
+        let t = 1_767_225_600_i64 * 1_000_000_000; // 2026-01-01T00:00:00Z
+        assert_eq!(partition_of(t / NANOS_PER_HOUR), ("2026-01-01".into(), "00".into()));
+    }
+
+    #[test]
+    fn rows_match_the_schema() {
+        use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+        let span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "a".into(), start_time_unix_nano: 5, ..Default::default() };
+        let mut rows = SpanRows::new();
+        rows.append(&[ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span.clone(), span], ..Default::default() }], ..Default::default() }], 7)
+            .expect("append");
+        let (batch, hours) = rows.finish().expect("finish");
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(hours, vec![0, 0]);
+        // builders are reusable
+        let (empty, _) = rows.finish().expect("finish empty");
+        assert_eq!(empty.num_rows(), 0);
+    }
+}
