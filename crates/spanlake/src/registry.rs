@@ -1,0 +1,245 @@
+//! The registry: every component type spanlake knows, by the name used in pipeline files.
+//!
+//! Decoding a pipeline file goes through here, so `spanlake validate` and `spanlake run` see
+//! the same problems, each on its line.
+
+use std::path::PathBuf;
+
+use spanlake_config::{ComponentId, Document, Path, PipelineSpec, Problem, Problems, RawComponent, RawConfig, ServiceConfig};
+use spanlake_core::{Exporter, Processor, ReceiverComponent};
+use spanlake_exporter::debug::{DebugConfig, DebugExporter};
+use spanlake_exporter::parquet::{ParquetConfig, ParquetExporter};
+use spanlake_processor::batch::{BatchConfig, BatchProcessor};
+use spanlake_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
+
+pub const RECEIVERS: &[&str] = &["otlp"];
+pub const PROCESSORS: &[&str] = &["batch"];
+pub const EXPORTERS: &[&str] = &["parquet", "debug"];
+
+#[derive(Debug, Clone)]
+pub enum ReceiverSettings {
+    Otlp(OtlpReceiverConfig),
+}
+
+#[derive(Debug, Clone)]
+pub enum ProcessorSettings {
+    Batch(BatchConfig),
+}
+
+#[derive(Debug, Clone)]
+pub enum ExporterSettings {
+    Parquet(ParquetConfig),
+    Debug(DebugConfig),
+}
+
+/// A pipeline file, fully decoded and validated: ready to start.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub file: String,
+    pub receivers: Vec<(ComponentId, ReceiverSettings)>,
+    pub processors: Vec<(ComponentId, ProcessorSettings)>,
+    pub exporters: Vec<(ComponentId, ExporterSettings)>,
+    pub pipelines: Vec<PipelineSpec>,
+    pub service: ServiceConfig,
+    /// Overrides taken from the environment (`BATCH_MAX=50`), to say so at start.
+    pub overrides: Vec<String>,
+}
+
+/// Options given on the command line that change the file's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data DIR`: the root of every Parquet exporter.
+    pub data: Option<PathBuf>,
+}
+
+fn sub(path: &[String], keys: &[&str]) -> Path {
+    let mut p = path.to_vec();
+    p.extend(keys.iter().map(|k| k.to_string()));
+    p
+}
+
+fn unknown(doc: &Document, c: &RawComponent, section: &str, known: &[&str]) -> Problem {
+    doc.problem(&c.path, format!("{section}: unknown type {:?} in {:?}; known: {}", c.id.kind, c.id.to_string(), known.join(", ")))
+}
+
+/// Parse, decode and validate a pipeline file. Every problem is reported, each on its line.
+pub fn plan(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    overrides: &Overrides,
+) -> Result<Plan, Problems> {
+    let doc = Document::parse(file, text, env)?;
+    let (raw, mut problems) = RawConfig::from_document(&doc);
+    let mut plan = Plan {
+        file: file.to_string(),
+        receivers: Vec::new(),
+        processors: Vec::new(),
+        exporters: Vec::new(),
+        pipelines: raw.pipelines.clone(),
+        service: raw.service.clone(),
+        overrides: Vec::new(),
+    };
+    for c in &raw.receivers {
+        match c.id.kind.as_str() {
+            "otlp" => match doc.decode::<OtlpReceiverConfig>(&c.path) {
+                Ok(cfg) => {
+                    for (keys, msg) in cfg.validate() {
+                        problems.push(doc.problem(&sub(&c.path, &keys), format!("receiver {:?}: {msg}", c.id.to_string())));
+                    }
+                    plan.receivers.push((c.id.clone(), ReceiverSettings::Otlp(cfg)));
+                }
+                Err(p) => problems.push(p),
+            },
+            _ => problems.push(unknown(&doc, c, "receivers", RECEIVERS)),
+        }
+    }
+    for c in &raw.processors {
+        match c.id.kind.as_str() {
+            "batch" => match doc.decode::<BatchConfig>(&c.path) {
+                Ok(mut cfg) => {
+                    match cfg.apply_env(env) {
+                        Ok(applied) => plan.overrides.extend(applied.into_iter().map(|a| format!("processor {}: {a}", c.id))),
+                        Err(errs) => {
+                            for e in errs {
+                                problems.push(doc.problem(&c.path, format!("processor {:?}: {e}", c.id.to_string())));
+                            }
+                        }
+                    }
+                    for (key, msg) in cfg.validate() {
+                        problems.push(doc.problem(&sub(&c.path, &[key]), format!("processor {:?}: {msg}", c.id.to_string())));
+                    }
+                    plan.processors.push((c.id.clone(), ProcessorSettings::Batch(cfg)));
+                }
+                Err(p) => problems.push(p),
+            },
+            _ => problems.push(unknown(&doc, c, "processors", PROCESSORS)),
+        }
+    }
+    for c in &raw.exporters {
+        match c.id.kind.as_str() {
+            "parquet" => match doc.decode::<ParquetConfig>(&c.path) {
+                Ok(mut cfg) => {
+                    if let Some(d) = &overrides.data {
+                        cfg.path = d.clone();
+                    }
+                    for (key, msg) in cfg.validate() {
+                        problems.push(doc.problem(&sub(&c.path, &[key]), format!("exporter {:?}: {msg}", c.id.to_string())));
+                    }
+                    plan.exporters.push((c.id.clone(), ExporterSettings::Parquet(cfg)));
+                }
+                Err(p) => problems.push(p),
+            },
+            "debug" => match doc.decode::<DebugConfig>(&c.path) {
+                Ok(cfg) => plan.exporters.push((c.id.clone(), ExporterSettings::Debug(cfg))),
+                Err(p) => problems.push(p),
+            },
+            _ => problems.push(unknown(&doc, c, "exporters", EXPORTERS)),
+        }
+    }
+    // Two parquet exporters writing the same directory would interleave partitions.
+    let mut roots: Vec<(&ComponentId, &PathBuf)> = Vec::new();
+    for (id, s) in &plan.exporters {
+        if let ExporterSettings::Parquet(p) = s {
+            if let Some((other, _)) = roots.iter().find(|(_, r)| *r == &p.path) {
+                let path = raw.exporters.iter().find(|c| &c.id == id).map(|c| sub(&c.path, &["path"])).unwrap_or_default();
+                problems.push(doc.problem(&path, format!("exporter {:?}: path {} is already written by exporter {:?}; give each its own directory", id.to_string(), p.path.display(), other.to_string())));
+            }
+            roots.push((id, &p.path));
+        }
+    }
+    if problems.is_empty() { Ok(plan) } else { Err(Problems::new(file, problems)) }
+}
+
+impl Plan {
+    pub fn build_receiver(&self, id: &ComponentId) -> Option<Box<dyn ReceiverComponent>> {
+        self.receivers.iter().find(|(i, _)| i == id).map(|(_, s)| match s {
+            ReceiverSettings::Otlp(c) => Box::new(OtlpReceiver::new(c.clone())) as Box<dyn ReceiverComponent>,
+        })
+    }
+
+    pub fn build_processor(&self, id: &ComponentId) -> Option<Box<dyn Processor>> {
+        self.processors.iter().find(|(i, _)| i == id).map(|(_, s)| match s {
+            ProcessorSettings::Batch(c) => Box::new(BatchProcessor::new(id.to_string(), c.clone())) as Box<dyn Processor>,
+        })
+    }
+
+    pub fn build_exporter(&self, id: &ComponentId) -> Option<Box<dyn Exporter>> {
+        self.exporters.iter().find(|(i, _)| i == id).map(|(_, s)| match s {
+            ExporterSettings::Parquet(c) => Box::new(ParquetExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>,
+            ExporterSettings::Debug(c) => Box::new(DebugExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_embedded_pipelines_are_valid() {
+        for (name, text) in [("default.yaml", crate::DEFAULT_PIPELINE), ("sidecar.yaml", include_str!("../../../pipelines/sidecar.yaml"))] {
+            let plan = plan(name, text, &no_env, &Overrides::default()).unwrap_or_else(|p| panic!("{p}"));
+            assert_eq!(plan.pipelines.len(), 1);
+        }
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_file_and_line() {
+        let text = "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: nowhere
+  kafka:
+processors:
+  batch:
+    max_size: 0
+    timout: 5s
+exporters:
+  parquet:
+    compression_level: 99
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [parquet, s3]
+";
+        let err = plan("bad.yaml", text, &no_env, &Overrides::default()).expect_err("invalid");
+        assert_eq!(
+            err.to_string(),
+            "\
+bad.yaml:5: receiver \"otlp\": protocols.grpc.endpoint: \"nowhere\" is not host:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)
+bad.yaml:6: receivers: unknown type \"kafka\" in \"kafka\"; known: otlp
+bad.yaml:10: processors.batch.timout: unknown field `timout`, expected one of `max_size`, `timeout`, `max_inflight`
+bad.yaml:13: exporter \"parquet\": compression_level 99 is not a zstd level; use 1 to 22
+bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exporters: (defined: parquet)"
+        );
+    }
+
+    #[test]
+    fn batch_environment_overrides_are_applied_and_checked() {
+        let env = |k: &str| (k == "BATCH_MAX").then(|| "500".to_string());
+        let p = plan("default.yaml", crate::DEFAULT_PIPELINE, &env, &Overrides::default()).expect("valid");
+        let ProcessorSettings::Batch(b) = &p.processors[0].1;
+        assert_eq!(b.max_size, 500);
+        assert_eq!(p.overrides, vec!["processor batch: BATCH_MAX=500".to_string()]);
+        let env = |k: &str| (k == "TRACE_BATCH_MS").then(|| "soon".to_string());
+        let err = plan("default.yaml", crate::DEFAULT_PIPELINE, &env, &Overrides::default()).expect_err("bad env");
+        assert_eq!(err.to_string(), "default.yaml:13: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0");
+    }
+
+    #[test]
+    fn data_overrides_every_parquet_path() {
+        let o = Overrides { data: Some(PathBuf::from("/elsewhere")) };
+        let p = plan("default.yaml", crate::DEFAULT_PIPELINE, &no_env, &o).expect("valid");
+        let ExporterSettings::Parquet(c) = &p.exporters[0].1 else { panic!("parquet first") };
+        assert_eq!(c.path, PathBuf::from("/elsewhere"));
+    }
+}
