@@ -61,6 +61,7 @@ pub(crate) fn start(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(refine_status))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await;
@@ -69,4 +70,41 @@ pub(crate) fn start(
         }
     });
     Ok((addr, task))
+}
+
+/// Give a request that could not be decoded a status a client will not retry. tonic answers an
+/// undecodable message with `INTERNAL` and one over the size limit with `OUT_OF_RANGE`, which
+/// OTLP exporters retry; the request is the problem, so: `INVALID_ARGUMENT` and
+/// `RESOURCE_EXHAUSTED` without retry information (both final for an OTLP client).
+fn refine_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers_mut();
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
+    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").replace("%20", " ");
+    let refined = match code {
+        Some(13) if message.starts_with("failed to decode") => Some("3"),
+        Some(11) if message.contains("message length too large") => Some("8"),
+        _ => None,
+    };
+    if let Some(code) = refined {
+        headers.insert("grpc-status", http::HeaderValue::from_static(code));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of_response(code: &str, message: &str) -> String {
+        let resp = http::Response::builder().header("grpc-status", code).header("grpc-message", message).body(()).expect("response");
+        refine_status(resp).headers()["grpc-status"].to_str().expect("ascii").to_string()
+    }
+
+    #[test]
+    fn decode_failures_are_final_for_the_client() {
+        assert_eq!(status_of_response("13", "failed%20to%20decode%20Protobuf%20message"), "3");
+        assert_eq!(status_of_response("11", "Error,%20decoded%20message%20length%20too%20large"), "8");
+        assert_eq!(status_of_response("14", "spanlake%20is%20overloaded"), "14");
+        assert_eq!(status_of_response("13", "something else"), "13");
+    }
 }
