@@ -29,7 +29,10 @@ impl Problems {
     pub fn new(file: &str, mut list: Vec<Problem>) -> Self {
         list.sort_by_key(|p| p.line);
         list.dedup();
-        Problems { file: file.to_string(), list }
+        Problems {
+            file: file.to_string(),
+            list,
+        }
     }
 }
 
@@ -65,11 +68,15 @@ impl Document {
         let text = substitute(text, env).map_err(|list| {
             Problems::new(
                 file,
-                list.into_iter().map(|(line, message)| Problem { line, message }).collect(),
+                list.into_iter()
+                    .map(|(line, message)| Problem { line, message })
+                    .collect(),
             )
         })?;
-        let one = |line: usize, message: String| Problems::new(file, vec![Problem { line, message }]);
-        let lines = LineIndex::build(&text).map_err(|(line, msg)| one(line, format!("not valid YAML: {msg}")))?;
+        let one =
+            |line: usize, message: String| Problems::new(file, vec![Problem { line, message }]);
+        let lines = LineIndex::build(&text)
+            .map_err(|(line, msg)| one(line, format!("not valid YAML: {msg}")))?;
         let root: Value = serde_yaml::from_str(&text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
             one(line, format!("not valid YAML: {e}"))
@@ -77,9 +84,18 @@ impl Document {
         let root = match root {
             Value::Null => Value::Mapping(Default::default()),
             v @ Value::Mapping(_) => v,
-            _ => return Err(one(1, "a pipeline file must be a mapping (receivers:, exporters:, service:)".into())),
+            _ => {
+                return Err(one(
+                    1,
+                    "a pipeline file must be a mapping (receivers:, exporters:, service:)".into(),
+                ));
+            }
         };
-        Ok(Document { file: file.to_string(), root, lines })
+        Ok(Document {
+            file: file.to_string(),
+            root,
+            lines,
+        })
     }
 
     pub fn file(&self) -> &str {
@@ -109,7 +125,10 @@ impl Document {
 
     /// A problem located at `path`.
     pub fn problem(&self, path: &[String], message: impl Into<String>) -> Problem {
-        Problem { line: self.line_of(path), message: message.into() }
+        Problem {
+            line: self.line_of(path),
+            message: message.into(),
+        }
     }
 
     /// Decode the value at `path` into a config struct. An absent or empty value decodes as an
@@ -130,12 +149,15 @@ impl Document {
                 }
             }
             let message = err.inner().to_string();
-            if let Some(field) = unknown_field(&message) {
-                if full.last().map(String::as_str) != Some(field) {
-                    full.push(field.to_string());
-                }
+            if let Some(field) = unknown_field(&message)
+                && full.last().map(String::as_str) != Some(field)
+            {
+                full.push(field.to_string());
             }
-            Problem { line: self.line_of(&full), message: format!("{}: {message}", dotted(&full)) }
+            Problem {
+                line: self.line_of(&full),
+                message: format!("{}: {message}", dotted(&full)),
+            }
         })
     }
 }
@@ -187,15 +209,28 @@ mod tests {
 
     #[test]
     fn decode_reports_unknown_keys_on_their_line() {
-        let doc = Document::parse("f.yaml", "x:\n  inner:\n    size: 3\n    sise: 4\n", &no_env).expect("parses");
-        let err = doc.decode::<Inner>(&p(&["x", "inner"])).expect_err("unknown key");
+        let doc = Document::parse(
+            "f.yaml",
+            "x:\n  inner:\n    size: 3\n    sise: 4\n",
+            &no_env,
+        )
+        .expect("parses");
+        let err = doc
+            .decode::<Inner>(&p(&["x", "inner"]))
+            .expect_err("unknown key");
         assert_eq!(err.line, 4);
-        assert!(err.message.starts_with("x.inner.sise: unknown field `sise`, expected"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("x.inner.sise: unknown field `sise`, expected"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn decode_reports_bad_values_on_their_line() {
-        let doc = Document::parse("f.yaml", "x:\n  size: 3\n  timeout: soon\n", &no_env).expect("parses");
+        let doc =
+            Document::parse("f.yaml", "x:\n  size: 3\n  timeout: soon\n", &no_env).expect("parses");
         let err = doc.decode::<Inner>(&p(&["x"])).expect_err("bad duration");
         assert_eq!(err.line, 3);
         assert!(err.message.starts_with("x.timeout: "), "{}", err.message);
@@ -204,12 +239,19 @@ mod tests {
     #[test]
     fn empty_component_means_defaults() {
         let doc = Document::parse("f.yaml", "x:\n  inner:\n", &no_env).expect("parses");
-        assert_eq!(doc.decode::<Inner>(&p(&["x", "inner"])).expect("defaults"), Inner { size: 0, timeout: None });
+        assert_eq!(
+            doc.decode::<Inner>(&p(&["x", "inner"])).expect("defaults"),
+            Inner {
+                size: 0,
+                timeout: None
+            }
+        );
     }
 
     #[test]
     fn yaml_syntax_errors_have_a_line() {
-        let err = Document::parse("f.yaml", "a: 1\nb: [1, 2\nc: 3\n", &no_env).expect_err("bad yaml");
+        let err =
+            Document::parse("f.yaml", "a: 1\nb: [1, 2\nc: 3\n", &no_env).expect_err("bad yaml");
         assert_eq!(err.list.len(), 1);
         assert!(err.to_string().starts_with("f.yaml:"), "{err}");
         assert!(err.to_string().contains("not valid YAML"), "{err}");

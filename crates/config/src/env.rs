@@ -20,7 +20,10 @@ pub fn substitute(
                 rest = after;
             } else if let Some(body) = tail.strip_prefix("${") {
                 let Some(end) = body.find('}') else {
-                    problems.push((line_no, "unclosed \"${\": write ${env:VAR} or $$ for a literal $".into()));
+                    problems.push((
+                        line_no,
+                        "unclosed \"${\": write ${env:VAR} or $$ for a literal $".into(),
+                    ));
                     out.push_str(tail);
                     rest = "";
                     continue;
@@ -42,7 +45,10 @@ pub fn substitute(
                     || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     || name.starts_with(|c: char| c.is_ascii_digit())
                 {
-                    problems.push((line_no, format!("\"${{{reference}}}\": {name:?} is not a valid variable name")));
+                    problems.push((
+                        line_no,
+                        format!("\"${{{reference}}}\": {name:?} is not a valid variable name"),
+                    ));
                     continue;
                 }
                 match (lookup(name), default) {
@@ -62,7 +68,11 @@ pub fn substitute(
         }
         out.push_str(rest);
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -79,7 +89,8 @@ mod tests {
 
     #[test]
     fn substitutes_values_and_defaults() {
-        let text = "a: ${env:HOST}:4317\nb: ${env:PORT:-4318}\nc: x$$y\nd: ${env:EMPTY:-z}\ne: $5\n";
+        let text =
+            "a: ${env:HOST}:4317\nb: ${env:PORT:-4318}\nc: x$$y\nd: ${env:EMPTY:-z}\ne: $5\n";
         assert_eq!(
             substitute(text, &env).expect("resolves"),
             "a: 10.0.0.1:4317\nb: 4318\nc: x$y\nd: \ne: $5\n"

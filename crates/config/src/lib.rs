@@ -17,7 +17,6 @@ mod pipeline;
 pub use document::{Document, Path, Problem, Problems};
 pub use env::substitute;
 pub use pipeline::{
-    LogEncoding, LogsConfig,
-    ComponentId, PipelineSpec, RawComponent, RawConfig, Reference, ServiceConfig, Signal,
-    TelemetryConfig,
+    ComponentId, LogEncoding, LogsConfig, PipelineSpec, RawComponent, RawConfig, Reference,
+    ServiceConfig, Signal, TelemetryConfig,
 };

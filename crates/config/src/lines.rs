@@ -18,7 +18,9 @@ impl LineIndex {
         parser
             .load(&mut builder, false)
             .map_err(|e| (e.marker().line(), e.info().to_string()))?;
-        Ok(LineIndex { lines: builder.lines })
+        Ok(LineIndex {
+            lines: builder.lines,
+        })
     }
 
     /// The line of `path`, or of its nearest ancestor that has one.
@@ -36,8 +38,14 @@ impl LineIndex {
 }
 
 enum Frame {
-    Map { path: Vec<String>, key: Option<String> },
-    Seq { path: Vec<String>, index: usize },
+    Map {
+        path: Vec<String>,
+        key: Option<String>,
+    },
+    Seq {
+        path: Vec<String>,
+        index: usize,
+    },
 }
 
 #[derive(Default)]

@@ -22,13 +22,21 @@ impl ComponentId {
             Some((k, n)) => (k, Some(n)),
             None => (s, None),
         };
-        let ok = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        let ok = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        };
         if !ok(kind) || name.is_some_and(|n| !ok(n)) {
             return Err(format!(
                 "{s:?} is not a component id: write type[/name] with letters, digits, '_', '-' or '.'"
             ));
         }
-        Ok(ComponentId { kind: kind.to_string(), name: name.map(str::to_string) })
+        Ok(ComponentId {
+            kind: kind.to_string(),
+            name: name.map(str::to_string),
+        })
     }
 }
 
@@ -90,15 +98,10 @@ struct PipelineFields {
 /// `service.telemetry`: the collector's own logs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct TelemetryConfig {
     #[serde(default)]
     pub logs: LogsConfig,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig { logs: LogsConfig::default() }
-    }
 }
 
 /// `service.telemetry.logs`.
@@ -115,7 +118,10 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig { level: default_level(), encoding: default_encoding() }
+        LogsConfig {
+            level: default_level(),
+            encoding: default_encoding(),
+        }
     }
 }
 
@@ -204,10 +210,14 @@ impl RawConfig {
                 if !SECTIONS.contains(&name) && name != "service" {
                     let path = vec![name.to_string()];
                     let hint = match name {
-                        "extensions" | "connectors" => format!("{name} are not supported by spanlake"),
+                        "extensions" | "connectors" => {
+                            format!("{name} are not supported by spanlake")
+                        }
                         _ => "expected one of receivers, processors, exporters, service".into(),
                     };
-                    problems.push(doc.problem(&path, format!("unknown top-level key {name:?}: {hint}")));
+                    problems.push(
+                        doc.problem(&path, format!("unknown top-level key {name:?}: {hint}")),
+                    );
                 }
             }
         }
@@ -217,7 +227,10 @@ impl RawConfig {
                 Some(Value::Mapping(m)) => {
                     for (k, _) in m {
                         let Some(id) = k.as_str() else {
-                            problems.push(doc.problem(&[key(section)], format!("{section}: component ids must be strings")));
+                            problems.push(doc.problem(
+                                &[key(section)],
+                                format!("{section}: component ids must be strings"),
+                            ));
                             continue;
                         };
                         let path = vec![key(section), id.to_string()];
@@ -227,7 +240,10 @@ impl RawConfig {
                         }
                     }
                 }
-                Some(_) => problems.push(doc.problem(&[key(section)], format!("{section} must be a mapping of component ids to settings"))),
+                Some(_) => problems.push(doc.problem(
+                    &[key(section)],
+                    format!("{section} must be a mapping of component ids to settings"),
+                )),
             }
         }
         let service: ServiceConfig = match doc.decode(&[key("service")]) {
@@ -238,7 +254,13 @@ impl RawConfig {
             }
         };
         let [receivers, processors, exporters] = sections;
-        let mut config = RawConfig { receivers, processors, exporters, service, pipelines: Vec::new() };
+        let mut config = RawConfig {
+            receivers,
+            processors,
+            exporters,
+            service,
+            pipelines: Vec::new(),
+        };
         config.read_pipelines(doc, &mut problems);
         (config, problems)
     }
@@ -264,7 +286,10 @@ impl RawConfig {
                     continue;
                 }
                 _ => {
-                    problems.push(doc.problem(&path, format!("service.pipelines.{pid}: a pipeline id is traces or traces/NAME")));
+                    problems.push(doc.problem(
+                        &path,
+                        format!("service.pipelines.{pid}: a pipeline id is traces or traces/NAME"),
+                    ));
                     continue;
                 }
             };
@@ -281,16 +306,36 @@ impl RawConfig {
                 receivers: Vec::new(),
                 processors: Vec::new(),
                 exporters: Vec::new(),
-                channel_capacity: fields.channel_capacity.unwrap_or(self.service.channel_capacity),
+                channel_capacity: fields
+                    .channel_capacity
+                    .unwrap_or(self.service.channel_capacity),
                 line,
             };
             if spec.channel_capacity == 0 {
-                problems.push(doc.problem(&[path.clone(), vec![key("channel_capacity")]].concat(), format!("service.pipelines.{pid}.channel_capacity must be at least 1")));
+                problems.push(doc.problem(
+                    &[path.clone(), vec![key("channel_capacity")]].concat(),
+                    format!("service.pipelines.{pid}.channel_capacity must be at least 1"),
+                ));
             }
             let lists = [
-                ("receivers", &fields.receivers, &self.receivers, &mut spec.receivers),
-                ("processors", &fields.processors, &self.processors, &mut spec.processors),
-                ("exporters", &fields.exporters, &self.exporters, &mut spec.exporters),
+                (
+                    "receivers",
+                    &fields.receivers,
+                    &self.receivers,
+                    &mut spec.receivers,
+                ),
+                (
+                    "processors",
+                    &fields.processors,
+                    &self.processors,
+                    &mut spec.processors,
+                ),
+                (
+                    "exporters",
+                    &fields.exporters,
+                    &self.exporters,
+                    &mut spec.exporters,
+                ),
             ];
             for (section, names, defined, out) in lists {
                 let mut seen = BTreeSet::new();
@@ -298,29 +343,47 @@ impl RawConfig {
                     let item = [path.clone(), vec![key(section), i.to_string()]].concat();
                     let line = doc.line_of(&item);
                     let Ok(id) = ComponentId::parse(name) else {
-                        problems.push(doc.problem(&item, format!("service.pipelines.{pid}.{section}: {name:?} is not a component id")));
+                        problems.push(doc.problem(
+                            &item,
+                            format!(
+                                "service.pipelines.{pid}.{section}: {name:?} is not a component id"
+                            ),
+                        ));
                         continue;
                     };
                     if !defined.iter().any(|c| c.id == id) {
                         let known: Vec<String> = defined.iter().map(|c| c.id.to_string()).collect();
-                        let known = if known.is_empty() { "none are defined".to_string() } else { format!("defined: {}", known.join(", ")) };
+                        let known = if known.is_empty() {
+                            "none are defined".to_string()
+                        } else {
+                            format!("defined: {}", known.join(", "))
+                        };
                         problems.push(doc.problem(&item, format!(
                             "service.pipelines.{pid}.{section}: {name:?} is not defined under {section}: ({known})"
                         )));
                         continue;
                     }
                     if !seen.insert(id.clone()) {
-                        problems.push(doc.problem(&item, format!("service.pipelines.{pid}.{section}: {name:?} is listed twice")));
+                        problems.push(doc.problem(
+                            &item,
+                            format!("service.pipelines.{pid}.{section}: {name:?} is listed twice"),
+                        ));
                         continue;
                     }
                     out.push(Reference { id, line });
                 }
             }
             if fields.receivers.is_empty() {
-                problems.push(doc.problem(&path, format!("service.pipelines.{pid}: a pipeline needs at least one receiver")));
+                problems.push(doc.problem(
+                    &path,
+                    format!("service.pipelines.{pid}: a pipeline needs at least one receiver"),
+                ));
             }
             if fields.exporters.is_empty() {
-                problems.push(doc.problem(&path, format!("service.pipelines.{pid}: a pipeline needs at least one exporter")));
+                problems.push(doc.problem(
+                    &path,
+                    format!("service.pipelines.{pid}: a pipeline needs at least one exporter"),
+                ));
             }
             self.pipelines.push(spec);
         }
@@ -341,7 +404,10 @@ mod tests {
     fn read(text: &str) -> (RawConfig, Vec<String>) {
         let doc = Document::parse("p.yaml", text, &no_env).expect("parses");
         let (cfg, problems) = RawConfig::from_document(&doc);
-        let mut msgs: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.line, p.message)).collect();
+        let mut msgs: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.line, p.message))
+            .collect();
         msgs.sort();
         (cfg, msgs)
     }
@@ -352,10 +418,24 @@ mod tests {
             "receivers:\n  otlp:\nprocessors:\n  batch:\nexporters:\n  parquet:\n  debug/verbose:\n    verbosity: detailed\nservice:\n  shutdown_timeout: 3s\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [parquet, debug/verbose]\n      channel_capacity: 8\n",
         );
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(cfg.exporters[1].id, ComponentId { kind: "debug".into(), name: Some("verbose".into()) });
+        assert_eq!(
+            cfg.exporters[1].id,
+            ComponentId {
+                kind: "debug".into(),
+                name: Some("verbose".into())
+            }
+        );
         assert_eq!(cfg.service.shutdown_timeout, Duration::from_secs(3));
         let p = &cfg.pipelines[0];
-        assert_eq!((p.receivers.len(), p.processors.len(), p.exporters.len(), p.channel_capacity), (1, 1, 2, 8));
+        assert_eq!(
+            (
+                p.receivers.len(),
+                p.processors.len(),
+                p.exporters.len(),
+                p.channel_capacity
+            ),
+            (1, 1, 2, 8)
+        );
         assert_eq!(p.exporters[1].line, 15);
     }
 
@@ -379,16 +459,28 @@ mod tests {
     fn component_ids_are_checked() {
         assert!(ComponentId::parse("otlp/").is_err());
         assert!(ComponentId::parse("a b").is_err());
-        assert_eq!(ComponentId::parse("parquet/x-1").expect("valid").to_string(), "parquet/x-1");
+        assert_eq!(
+            ComponentId::parse("parquet/x-1")
+                .expect("valid")
+                .to_string(),
+            "parquet/x-1"
+        );
     }
 
     #[test]
     fn service_defaults() {
         let (cfg, problems) = read("service:\n  pipelines: {}\n");
-        assert_eq!(problems, vec!["2: service.pipelines: no pipeline is defined".to_string()]);
+        assert_eq!(
+            problems,
+            vec!["2: service.pipelines: no pipeline is defined".to_string()]
+        );
         let d = ServiceConfig::default();
         assert_eq!(
-            (cfg.service.shutdown_timeout, cfg.service.channel_capacity, cfg.service.admission_wait),
+            (
+                cfg.service.shutdown_timeout,
+                cfg.service.channel_capacity,
+                cfg.service.admission_wait
+            ),
             (d.shutdown_timeout, d.channel_capacity, d.admission_wait)
         );
         assert_eq!(cfg.service.telemetry.logs.encoding, LogEncoding::Text);

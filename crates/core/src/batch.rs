@@ -41,7 +41,11 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     pub fn spans(resource_spans: Vec<ResourceSpans>) -> Self {
         let items = count_spans(&resource_spans);
-        Batch { signal: Signal::Spans(resource_spans), items, guards: Vec::new() }
+        Batch {
+            signal: Signal::Spans(resource_spans),
+            items,
+            guards: Vec::new(),
+        }
     }
 
     /// Number of spans in the batch.

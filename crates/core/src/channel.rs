@@ -15,7 +15,13 @@ use crate::batch::Batch;
 pub fn bounded(name: impl Into<Arc<str>>, capacity: usize) -> (Sender, Receiver) {
     let name = name.into();
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (Sender { inner: tx, name: name.clone() }, Receiver { inner: rx, name })
+    (
+        Sender {
+            inner: tx,
+            name: name.clone(),
+        },
+        Receiver { inner: rx, name },
+    )
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,7 +41,10 @@ pub struct Sender {
 impl Sender {
     /// Send, waiting for room: the stage upstream slows down to the pace of this one.
     pub async fn send(&self, batch: Batch) -> Result<(), SendError> {
-        self.inner.send(batch).await.map_err(|_| SendError::Closed(self.name.clone()))
+        self.inner
+            .send(batch)
+            .await
+            .map_err(|_| SendError::Closed(self.name.clone()))
     }
 
     /// Send without waiting.
@@ -99,7 +108,10 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(queues: Vec<Sender>, admission_wait: Duration) -> Self {
-        Intake { queues, admission_wait }
+        Intake {
+            queues,
+            admission_wait,
+        }
     }
 
     pub fn queues(&self) -> &[Sender] {
@@ -143,12 +155,21 @@ mod tests {
     async fn intake_tells_full_from_closed() {
         let (tx, mut rx) = bounded("p", 1);
         let intake = Intake::new(vec![tx], Duration::from_millis(50));
-        intake.submit(Batch::spans(vec![])).await.expect("room for one");
-        let err = intake.submit(Batch::spans(vec![])).await.expect_err("queue is full");
+        intake
+            .submit(Batch::spans(vec![]))
+            .await
+            .expect("room for one");
+        let err = intake
+            .submit(Batch::spans(vec![]))
+            .await
+            .expect_err("queue is full");
         assert_eq!(err, IntakeError::Full("queue p is full (1 batches)".into()));
         assert!(rx.recv().await.is_some());
         drop(rx);
-        let err = intake.submit(Batch::spans(vec![])).await.expect_err("closed");
+        let err = intake
+            .submit(Batch::spans(vec![]))
+            .await
+            .expect_err("closed");
         assert_eq!(err, IntakeError::Closed);
     }
 
@@ -158,7 +179,10 @@ mod tests {
         let (tx2, _rx2) = bounded("b", 1);
         tx2.try_send(Batch::spans(vec![])).expect("fill b");
         let intake = Intake::new(vec![tx1, tx2], Duration::from_millis(10));
-        assert!(matches!(intake.submit(Batch::spans(vec![])).await, Err(IntakeError::Full(_))));
+        assert!(matches!(
+            intake.submit(Batch::spans(vec![])).await,
+            Err(IntakeError::Full(_))
+        ));
         // nothing reached queue a either
         assert!(rx1.inner.try_recv().is_err());
     }

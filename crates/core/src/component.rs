@@ -62,7 +62,10 @@ impl Fanout {
             let b = if i + 1 == n {
                 batch.take().expect("last output takes the batch")
             } else {
-                batch.as_ref().expect("batch kept for later outputs").clone()
+                batch
+                    .as_ref()
+                    .expect("batch kept for later outputs")
+                    .clone()
             };
             out.send(b).await?;
         }

@@ -47,7 +47,13 @@ mod tests {
         assert_eq!(id_problem(&[1; 16], 16, true), None);
         assert_eq!(id_problem(&[], 16, true).as_deref(), Some("is missing"));
         assert_eq!(id_problem(&[], 8, false), None);
-        assert_eq!(id_problem(&[0; 16], 16, true).as_deref(), Some("is all zeros"));
-        assert_eq!(id_problem(&[1; 15], 16, true).as_deref(), Some("has 15 bytes; it must have 16"));
+        assert_eq!(
+            id_problem(&[0; 16], 16, true).as_deref(),
+            Some("is all zeros")
+        );
+        assert_eq!(
+            id_problem(&[1; 15], 16, true).as_deref(),
+            Some("has 15 bytes; it must have 16")
+        );
     }
 }

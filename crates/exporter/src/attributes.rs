@@ -36,7 +36,10 @@ pub fn text_of(value: Option<&Value>, out: &mut String) -> Option<&'static str> 
             Some("bytes")
         }
         Some(Value::ArrayValue(a)) => {
-            out.push_str(&Json::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect()).to_string());
+            out.push_str(
+                &Json::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect())
+                    .to_string(),
+            );
             Some("array")
         }
         Some(Value::KvlistValue(kv)) => {
@@ -53,7 +56,15 @@ pub fn text_of(value: Option<&Value>, out: &mut String) -> Option<&'static str> 
 }
 
 fn kvlist_json(kv: &KeyValueList) -> serde_json::Map<String, Json> {
-    kv.values.iter().map(|e| (e.key.clone(), json_of(e.value.as_ref().and_then(|v| v.value.as_ref())))).collect()
+    kv.values
+        .iter()
+        .map(|e| {
+            (
+                e.key.clone(),
+                json_of(e.value.as_ref().and_then(|v| v.value.as_ref())),
+            )
+        })
+        .collect()
 }
 
 /// Plain JSON of a value nested in an array or key-value list: strings, integers, doubles
@@ -64,9 +75,15 @@ pub fn json_of(value: Option<&Value>) -> Json {
         Some(Value::StringValue(s)) => Json::String(s.clone()),
         Some(Value::BoolValue(b)) => Json::Bool(*b),
         Some(Value::IntValue(i)) => Json::from(*i),
-        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d).map(Json::Number).unwrap_or(Json::Null),
-        Some(Value::BytesValue(b)) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        Some(Value::ArrayValue(a)) => Json::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect()),
+        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(Json::Number)
+            .unwrap_or(Json::Null),
+        Some(Value::BytesValue(b)) => {
+            Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(Value::ArrayValue(a)) => {
+            Json::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect())
+        }
         Some(Value::KvlistValue(kv)) => Json::Object(kvlist_json(kv)),
         Some(Value::StringValueStrindex(i)) => Json::from(*i),
         None => Json::Null,
@@ -82,9 +99,25 @@ fn value_of_json(j: &Json) -> Option<Value> {
             _ => Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
         },
         Json::String(s) => Value::StringValue(s.clone()),
-        Json::Array(a) => Value::ArrayValue(ArrayValue { values: a.iter().map(|v| AnyValue { value: value_of_json(v) }).collect() }),
+        Json::Array(a) => Value::ArrayValue(ArrayValue {
+            values: a
+                .iter()
+                .map(|v| AnyValue {
+                    value: value_of_json(v),
+                })
+                .collect(),
+        }),
         Json::Object(o) => Value::KvlistValue(KeyValueList {
-            values: o.iter().map(|(k, v)| KeyValue { key: k.clone(), value: Some(AnyValue { value: value_of_json(v) }), ..Default::default() }).collect(),
+            values: o
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: Some(AnyValue {
+                        value: value_of_json(v),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
         }),
     })
 }
@@ -96,7 +129,11 @@ pub fn value_of(text: &str, tag: Option<&str>) -> Option<Option<Value>> {
         Some("bool") => Some(Value::BoolValue(text.parse().ok()?)),
         Some("int") => Some(Value::IntValue(text.parse().ok()?)),
         Some("double") => Some(Value::DoubleValue(text.parse().ok()?)),
-        Some("bytes") => Some(Value::BytesValue(base64::engine::general_purpose::STANDARD.decode(text).ok()?)),
+        Some("bytes") => Some(Value::BytesValue(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()?,
+        )),
         Some("array" | "kvlist") => value_of_json(&serde_json::from_str(text).ok()?),
         Some("strindex") => Some(Value::StringValueStrindex(text.parse().ok()?)),
         Some("empty") => None,
@@ -114,7 +151,9 @@ mod tests {
             ".*".prop_map(|s| Some(Value::StringValue(s))),
             any::<bool>().prop_map(|b| Some(Value::BoolValue(b))),
             any::<i64>().prop_map(|i| Some(Value::IntValue(i))),
-            any::<f64>().prop_filter("finite", |d| d.is_finite()).prop_map(|d| Some(Value::DoubleValue(d))),
+            any::<f64>()
+                .prop_filter("finite", |d| d.is_finite())
+                .prop_map(|d| Some(Value::DoubleValue(d))),
             prop::collection::vec(any::<u8>(), 0..20).prop_map(|b| Some(Value::BytesValue(b))),
             Just(None),
         ]
@@ -125,15 +164,29 @@ mod tests {
         let inner = prop_oneof![
             ".*".prop_map(|s| Some(Value::StringValue(s))),
             any::<i64>().prop_map(|i| Some(Value::IntValue(i))),
-            any::<f64>().prop_filter("finite", |d| d.is_finite()).prop_map(|d| Some(Value::DoubleValue(d))),
+            any::<f64>()
+                .prop_filter("finite", |d| d.is_finite())
+                .prop_map(|d| Some(Value::DoubleValue(d))),
             any::<bool>().prop_map(|b| Some(Value::BoolValue(b))),
         ];
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5)
-                .prop_map(|v| Some(Value::ArrayValue(ArrayValue { values: v.into_iter().map(|value| AnyValue { value }).collect() }))),
-            prop::collection::btree_map("[a-z.]{1,8}", inner, 0..5).prop_map(|m| Some(Value::KvlistValue(KeyValueList {
-                values: m.into_iter().map(|(key, value)| KeyValue { key, value: Some(AnyValue { value }), ..Default::default() }).collect()
-            }))),
+            prop::collection::vec(inner.clone(), 0..5).prop_map(|v| Some(Value::ArrayValue(
+                ArrayValue {
+                    values: v.into_iter().map(|value| AnyValue { value }).collect()
+                }
+            ))),
+            prop::collection::btree_map("[a-z.]{1,8}", inner, 0..5).prop_map(|m| Some(
+                Value::KvlistValue(KeyValueList {
+                    values: m
+                        .into_iter()
+                        .map(|(key, value)| KeyValue {
+                            key,
+                            value: Some(AnyValue { value }),
+                            ..Default::default()
+                        })
+                        .collect()
+                })
+            )),
         ]
     }
 
@@ -151,15 +204,29 @@ mod tests {
         let mut s = String::new();
         assert_eq!(text_of(Some(&Value::IntValue(-42)), &mut s), Some("int"));
         assert_eq!(s, "-42");
-        assert_eq!(text_of(Some(&Value::DoubleValue(0.25)), &mut s), Some("double"));
+        assert_eq!(
+            text_of(Some(&Value::DoubleValue(0.25)), &mut s),
+            Some("double")
+        );
         assert_eq!(s, "0.25");
-        assert_eq!(text_of(Some(&Value::StringValue("GET".into())), &mut s), None);
+        assert_eq!(
+            text_of(Some(&Value::StringValue("GET".into())), &mut s),
+            None
+        );
         assert_eq!(s, "GET");
-        let arr = Value::ArrayValue(ArrayValue { values: vec![
-            AnyValue { value: Some(Value::StringValue("a".into())) },
-            AnyValue { value: Some(Value::IntValue(1)) },
-            AnyValue { value: Some(Value::DoubleValue(1.0)) },
-        ]});
+        let arr = Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(Value::StringValue("a".into())),
+                },
+                AnyValue {
+                    value: Some(Value::IntValue(1)),
+                },
+                AnyValue {
+                    value: Some(Value::DoubleValue(1.0)),
+                },
+            ],
+        });
         assert_eq!(text_of(Some(&arr), &mut s), Some("array"));
         assert_eq!(s, r#"["a",1,1.0]"#);
     }

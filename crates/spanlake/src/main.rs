@@ -17,7 +17,11 @@ pub(crate) const DEFAULT_PIPELINE: &str = include_str!("../../../pipelines/defau
 const DEFAULT_PIPELINE_NAME: &str = "pipelines/default.yaml (embedded)";
 
 #[derive(Parser)]
-#[command(name = "spanlake", version, about = "OpenTelemetry trace collector that writes a queryable Parquet lake")]
+#[command(
+    name = "spanlake",
+    version,
+    about = "OpenTelemetry trace collector that writes a queryable Parquet lake"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,14 +49,25 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn load(config: Option<&PathBuf>, overrides: &registry::Overrides) -> Result<registry::Plan, (ExitCode, String)> {
+fn load(
+    config: Option<&PathBuf>,
+    overrides: &registry::Overrides,
+) -> Result<registry::Plan, (ExitCode, String)> {
     let (name, text) = match config {
-        None => (DEFAULT_PIPELINE_NAME.to_string(), DEFAULT_PIPELINE.to_string()),
+        None => (
+            DEFAULT_PIPELINE_NAME.to_string(),
+            DEFAULT_PIPELINE.to_string(),
+        ),
         Some(path) => {
             let name = path.display().to_string();
             match std::fs::read_to_string(path) {
                 Ok(t) => (name, t),
-                Err(e) => return Err((ExitCode::from(2), format!("{name}: cannot read the pipeline file: {e}"))),
+                Err(e) => {
+                    return Err((
+                        ExitCode::from(2),
+                        format!("{name}: cannot read the pipeline file: {e}"),
+                    ));
+                }
             }
         }
     };
@@ -61,14 +76,18 @@ fn load(config: Option<&PathBuf>, overrides: &registry::Overrides) -> Result<reg
 
 fn init_logs(t: &TelemetryConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&t.logs.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&t.logs.level));
     let json = match env("SPANLAKE_LOG_FORMAT").as_deref() {
         Some("json") => true,
         Some("text") => false,
         _ => t.logs.encoding == LogEncoding::Json,
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -79,16 +98,22 @@ fn init_logs(t: &TelemetryConfig) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match load(Some(&config), &registry::Overrides::default()) {
-            Ok(plan) => {
-                println!("{}: valid ({} pipeline(s))", config.display(), plan.pipelines.len());
-                ExitCode::SUCCESS
+        Command::Validate { config } => {
+            match load(Some(&config), &registry::Overrides::default()) {
+                Ok(plan) => {
+                    println!(
+                        "{}: valid ({} pipeline(s))",
+                        config.display(),
+                        plan.pipelines.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err((code, msg)) => {
+                    println!("{msg}");
+                    code
+                }
             }
-            Err((code, msg)) => {
-                println!("{msg}");
-                code
-            }
-        },
+        }
         Command::Run { config, data } => {
             let overrides = registry::Overrides { data };
             let plan = match load(config.as_ref(), &overrides) {
@@ -99,7 +124,10 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(&plan.service.telemetry);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("spanlake: cannot start the async runtime: {e}");

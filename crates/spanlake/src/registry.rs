@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
-use spanlake_config::{ComponentId, Document, Path, PipelineSpec, Problem, Problems, RawComponent, RawConfig, ServiceConfig};
+use spanlake_config::{
+    ComponentId, Document, Path, PipelineSpec, Problem, Problems, RawComponent, RawConfig,
+    ServiceConfig,
+};
 use spanlake_core::{Exporter, Processor, ReceiverComponent};
 use spanlake_exporter::debug::{DebugConfig, DebugExporter};
 use spanlake_exporter::parquet::{ParquetConfig, ParquetExporter};
@@ -59,7 +62,15 @@ fn sub(path: &[String], keys: &[&str]) -> Path {
 }
 
 fn unknown(doc: &Document, c: &RawComponent, section: &str, known: &[&str]) -> Problem {
-    doc.problem(&c.path, format!("{section}: unknown type {:?} in {:?}; known: {}", c.id.kind, c.id.to_string(), known.join(", ")))
+    doc.problem(
+        &c.path,
+        format!(
+            "{section}: unknown type {:?} in {:?}; known: {}",
+            c.id.kind,
+            c.id.to_string(),
+            known.join(", ")
+        ),
+    )
 }
 
 /// Parse, decode and validate a pipeline file. Every problem is reported, each on its line.
@@ -85,9 +96,13 @@ pub fn plan(
             "otlp" => match doc.decode::<OtlpReceiverConfig>(&c.path) {
                 Ok(cfg) => {
                     for (keys, msg) in cfg.validate() {
-                        problems.push(doc.problem(&sub(&c.path, &keys), format!("receiver {:?}: {msg}", c.id.to_string())));
+                        problems.push(doc.problem(
+                            &sub(&c.path, &keys),
+                            format!("receiver {:?}: {msg}", c.id.to_string()),
+                        ));
                     }
-                    plan.receivers.push((c.id.clone(), ReceiverSettings::Otlp(cfg)));
+                    plan.receivers
+                        .push((c.id.clone(), ReceiverSettings::Otlp(cfg)));
                 }
                 Err(p) => problems.push(p),
             },
@@ -99,17 +114,28 @@ pub fn plan(
             "batch" => match doc.decode::<BatchConfig>(&c.path) {
                 Ok(mut cfg) => {
                     match cfg.apply_env(env) {
-                        Ok(applied) => plan.overrides.extend(applied.into_iter().map(|a| format!("processor {}: {a}", c.id))),
+                        Ok(applied) => plan.overrides.extend(
+                            applied
+                                .into_iter()
+                                .map(|a| format!("processor {}: {a}", c.id)),
+                        ),
                         Err(errs) => {
                             for e in errs {
-                                problems.push(doc.problem(&c.path, format!("processor {:?}: {e}", c.id.to_string())));
+                                problems.push(doc.problem(
+                                    &c.path,
+                                    format!("processor {:?}: {e}", c.id.to_string()),
+                                ));
                             }
                         }
                     }
                     for (key, msg) in cfg.validate() {
-                        problems.push(doc.problem(&sub(&c.path, &[key]), format!("processor {:?}: {msg}", c.id.to_string())));
+                        problems.push(doc.problem(
+                            &sub(&c.path, &[key]),
+                            format!("processor {:?}: {msg}", c.id.to_string()),
+                        ));
                     }
-                    plan.processors.push((c.id.clone(), ProcessorSettings::Batch(cfg)));
+                    plan.processors
+                        .push((c.id.clone(), ProcessorSettings::Batch(cfg)));
                 }
                 Err(p) => problems.push(p),
             },
@@ -124,14 +150,20 @@ pub fn plan(
                         cfg.path = d.clone();
                     }
                     for (key, msg) in cfg.validate() {
-                        problems.push(doc.problem(&sub(&c.path, &[key]), format!("exporter {:?}: {msg}", c.id.to_string())));
+                        problems.push(doc.problem(
+                            &sub(&c.path, &[key]),
+                            format!("exporter {:?}: {msg}", c.id.to_string()),
+                        ));
                     }
-                    plan.exporters.push((c.id.clone(), ExporterSettings::Parquet(cfg)));
+                    plan.exporters
+                        .push((c.id.clone(), ExporterSettings::Parquet(cfg)));
                 }
                 Err(p) => problems.push(p),
             },
             "debug" => match doc.decode::<DebugConfig>(&c.path) {
-                Ok(cfg) => plan.exporters.push((c.id.clone(), ExporterSettings::Debug(cfg))),
+                Ok(cfg) => plan
+                    .exporters
+                    .push((c.id.clone(), ExporterSettings::Debug(cfg))),
                 Err(p) => problems.push(p),
             },
             _ => problems.push(unknown(&doc, c, "exporters", EXPORTERS)),
@@ -142,33 +174,59 @@ pub fn plan(
     for (id, s) in &plan.exporters {
         if let ExporterSettings::Parquet(p) = s {
             if let Some((other, _)) = roots.iter().find(|(_, r)| *r == &p.path) {
-                let path = raw.exporters.iter().find(|c| &c.id == id).map(|c| sub(&c.path, &["path"])).unwrap_or_default();
+                let path = raw
+                    .exporters
+                    .iter()
+                    .find(|c| &c.id == id)
+                    .map(|c| sub(&c.path, &["path"]))
+                    .unwrap_or_default();
                 problems.push(doc.problem(&path, format!("exporter {:?}: path {} is already written by exporter {:?}; give each its own directory", id.to_string(), p.path.display(), other.to_string())));
             }
             roots.push((id, &p.path));
         }
     }
-    if problems.is_empty() { Ok(plan) } else { Err(Problems::new(file, problems)) }
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Problems::new(file, problems))
+    }
 }
 
 impl Plan {
     pub fn build_receiver(&self, id: &ComponentId) -> Option<Box<dyn ReceiverComponent>> {
-        self.receivers.iter().find(|(i, _)| i == id).map(|(_, s)| match s {
-            ReceiverSettings::Otlp(c) => Box::new(OtlpReceiver::new(c.clone())) as Box<dyn ReceiverComponent>,
-        })
+        self.receivers
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| match s {
+                ReceiverSettings::Otlp(c) => {
+                    Box::new(OtlpReceiver::new(c.clone())) as Box<dyn ReceiverComponent>
+                }
+            })
     }
 
     pub fn build_processor(&self, id: &ComponentId) -> Option<Box<dyn Processor>> {
-        self.processors.iter().find(|(i, _)| i == id).map(|(_, s)| match s {
-            ProcessorSettings::Batch(c) => Box::new(BatchProcessor::new(id.to_string(), c.clone())) as Box<dyn Processor>,
-        })
+        self.processors
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| match s {
+                ProcessorSettings::Batch(c) => {
+                    Box::new(BatchProcessor::new(id.to_string(), c.clone())) as Box<dyn Processor>
+                }
+            })
     }
 
     pub fn build_exporter(&self, id: &ComponentId) -> Option<Box<dyn Exporter>> {
-        self.exporters.iter().find(|(i, _)| i == id).map(|(_, s)| match s {
-            ExporterSettings::Parquet(c) => Box::new(ParquetExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>,
-            ExporterSettings::Debug(c) => Box::new(DebugExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>,
-        })
+        self.exporters
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| match s {
+                ExporterSettings::Parquet(c) => {
+                    Box::new(ParquetExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>
+                }
+                ExporterSettings::Debug(c) => {
+                    Box::new(DebugExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>
+                }
+            })
     }
 }
 
@@ -182,8 +240,15 @@ mod tests {
 
     #[test]
     fn the_embedded_pipelines_are_valid() {
-        for (name, text) in [("default.yaml", crate::DEFAULT_PIPELINE), ("sidecar.yaml", include_str!("../../../pipelines/sidecar.yaml"))] {
-            let plan = plan(name, text, &no_env, &Overrides::default()).unwrap_or_else(|p| panic!("{p}"));
+        for (name, text) in [
+            ("default.yaml", crate::DEFAULT_PIPELINE),
+            (
+                "sidecar.yaml",
+                include_str!("../../../pipelines/sidecar.yaml"),
+            ),
+        ] {
+            let plan =
+                plan(name, text, &no_env, &Overrides::default()).unwrap_or_else(|p| panic!("{p}"));
             assert_eq!(plan.pipelines.len(), 1);
         }
     }
@@ -226,20 +291,42 @@ bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exp
     #[test]
     fn batch_environment_overrides_are_applied_and_checked() {
         let env = |k: &str| (k == "BATCH_MAX").then(|| "500".to_string());
-        let p = plan("default.yaml", crate::DEFAULT_PIPELINE, &env, &Overrides::default()).expect("valid");
+        let p = plan(
+            "default.yaml",
+            crate::DEFAULT_PIPELINE,
+            &env,
+            &Overrides::default(),
+        )
+        .expect("valid");
         let ProcessorSettings::Batch(b) = &p.processors[0].1;
         assert_eq!(b.max_size, 500);
-        assert_eq!(p.overrides, vec!["processor batch: BATCH_MAX=500".to_string()]);
+        assert_eq!(
+            p.overrides,
+            vec!["processor batch: BATCH_MAX=500".to_string()]
+        );
         let env = |k: &str| (k == "TRACE_BATCH_MS").then(|| "soon".to_string());
-        let err = plan("default.yaml", crate::DEFAULT_PIPELINE, &env, &Overrides::default()).expect_err("bad env");
-        assert_eq!(err.to_string(), "default.yaml:13: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0");
+        let err = plan(
+            "default.yaml",
+            crate::DEFAULT_PIPELINE,
+            &env,
+            &Overrides::default(),
+        )
+        .expect_err("bad env");
+        assert_eq!(
+            err.to_string(),
+            "default.yaml:13: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0"
+        );
     }
 
     #[test]
     fn data_overrides_every_parquet_path() {
-        let o = Overrides { data: Some(PathBuf::from("/elsewhere")) };
+        let o = Overrides {
+            data: Some(PathBuf::from("/elsewhere")),
+        };
         let p = plan("default.yaml", crate::DEFAULT_PIPELINE, &no_env, &o).expect("valid");
-        let ExporterSettings::Parquet(c) = &p.exporters[0].1 else { panic!("parquet first") };
+        let ExporterSettings::Parquet(c) = &p.exporters[0].1 else {
+            panic!("parquet first")
+        };
         assert_eq!(c.path, PathBuf::from("/elsewhere"));
     }
 }

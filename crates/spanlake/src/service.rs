@@ -41,7 +41,9 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
             if exporter_queues.contains_key(&r.id) {
                 continue;
             }
-            let exporter = plan.build_exporter(&r.id).ok_or_else(|| anyhow!("exporter {} is not in the plan", r.id))?;
+            let exporter = plan
+                .build_exporter(&r.id)
+                .ok_or_else(|| anyhow!("exporter {} is not in the plan", r.id))?;
             let (tx, rx) = bounded(format!("exporter/{}", r.id), capacity);
             exporters.push((r.id.clone(), exporter.start(rx)));
             exporter_queues.insert(r.id.clone(), tx);
@@ -52,10 +54,16 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
     let mut heads: BTreeMap<ComponentId, Vec<Sender>> = BTreeMap::new();
     let mut processors = Vec::new();
     for p in &plan.pipelines {
-        let outputs: Vec<Sender> = p.exporters.iter().map(|r| exporter_queues[&r.id].clone()).collect();
+        let outputs: Vec<Sender> = p
+            .exporters
+            .iter()
+            .map(|r| exporter_queues[&r.id].clone())
+            .collect();
         let mut next: Vec<Sender> = outputs;
         for (i, r) in p.processors.iter().enumerate().rev() {
-            let processor = plan.build_processor(&r.id).ok_or_else(|| anyhow!("processor {} is not in the plan", r.id))?;
+            let processor = plan
+                .build_processor(&r.id)
+                .ok_or_else(|| anyhow!("processor {} is not in the plan", r.id))?;
             let (tx, rx) = bounded(format!("{}/{}:{}", p.id, i, r.id), p.channel_capacity);
             processors.push(processor.start(rx, Fanout::new(next)));
             next = vec![tx];
@@ -74,22 +82,39 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
     let mut listening = Vec::new();
     let mut receivers = Vec::new();
     for (id, queues) in heads {
-        let receiver = plan.build_receiver(&id).ok_or_else(|| anyhow!("receiver {id} is not in the plan"))?;
+        let receiver = plan
+            .build_receiver(&id)
+            .ok_or_else(|| anyhow!("receiver {id} is not in the plan"))?;
         let intake = Intake::new(queues, plan.service.admission_wait);
-        let running = receiver.start(intake, shutdown.clone()).with_context(|| format!("receiver {id}"))?;
+        let running = receiver
+            .start(intake, shutdown.clone())
+            .with_context(|| format!("receiver {id}"))?;
         for (proto, addr) in running.listening {
             listening.push((id.clone(), proto, addr));
         }
         receivers.push(running.task);
     }
-    Ok(Running { listening, shutdown, receivers, processors, exporters, timeout: plan.service.shutdown_timeout })
+    Ok(Running {
+        listening,
+        shutdown,
+        receivers,
+        processors,
+        exporters,
+        timeout: plan.service.shutdown_timeout,
+    })
 }
 
 impl Running {
     /// Stop accepting, drain every queue, commit, within the shutdown timeout.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        let Running { receivers, processors, exporters, timeout, .. } = self;
+        let Running {
+            receivers,
+            processors,
+            exporters,
+            timeout,
+            ..
+        } = self;
         let drain = async move {
             for r in receivers {
                 let _ = r.await;
@@ -109,7 +134,10 @@ impl Running {
         };
         match tokio::time::timeout(timeout, drain).await {
             Ok(failed) if failed.is_empty() => Ok(()),
-            Ok(failed) => Err(anyhow!("shutdown finished with errors; some spans are not committed:\n  {}", failed.join("\n  "))),
+            Ok(failed) => Err(anyhow!(
+                "shutdown finished with errors; some spans are not committed:\n  {}",
+                failed.join("\n  ")
+            )),
             Err(_) => Err(anyhow!(
                 "shutdown did not finish within shutdown_timeout ({}); spans still queued are not committed",
                 humantime_duration(timeout)
@@ -124,24 +152,46 @@ fn humantime_duration(d: Duration) -> String {
 
 /// The start-up block: what listens where, which file runs, where spans go.
 pub fn banner(plan: &Plan, running: &Running) -> String {
-    let mut s = format!("spanlake {} running {}\n", env!("CARGO_PKG_VERSION"), plan.file);
+    let mut s = format!(
+        "spanlake {} running {}\n",
+        env!("CARGO_PKG_VERSION"),
+        plan.file
+    );
     for (id, proto, addr) in &running.listening {
-        s.push_str(&format!("  {proto:<10} listening on {addr}   (receiver {id})\n"));
+        s.push_str(&format!(
+            "  {proto:<10} listening on {addr}   (receiver {id})\n"
+        ));
     }
     for (id, settings) in &plan.exporters {
-        if !plan.pipelines.iter().any(|p| p.exporters.iter().any(|r| &r.id == id)) {
+        if !plan
+            .pipelines
+            .iter()
+            .any(|p| p.exporters.iter().any(|r| &r.id == id))
+        {
             continue;
         }
         match settings {
             ExporterSettings::Parquet(c) => {
                 let root = std::path::absolute(&c.path).unwrap_or_else(|_| c.path.clone());
-                s.push_str(&format!("  {:<10} writing to {}   (exporter {id})\n", "parquet", root.join("spans").display()));
+                s.push_str(&format!(
+                    "  {:<10} writing to {}   (exporter {id})\n",
+                    "parquet",
+                    root.join("spans").display()
+                ));
             }
-            ExporterSettings::Debug(_) => s.push_str(&format!("  {:<10} writing JSON lines to stdout   (exporter {id})\n", "debug")),
+            ExporterSettings::Debug(_) => s.push_str(&format!(
+                "  {:<10} writing JSON lines to stdout   (exporter {id})\n",
+                "debug"
+            )),
         }
     }
     for p in &plan.pipelines {
-        let names = |v: &[spanlake_config::Reference]| v.iter().map(|r| r.id.to_string()).collect::<Vec<_>>().join(", ");
+        let names = |v: &[spanlake_config::Reference]| {
+            v.iter()
+                .map(|r| r.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut chain = vec![names(&p.receivers)];
         chain.extend(p.processors.iter().map(|r| r.id.to_string()));
         chain.push(names(&p.exporters));

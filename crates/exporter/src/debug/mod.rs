@@ -39,32 +39,59 @@ pub struct DebugExporter {
 
 impl DebugExporter {
     pub fn new(name: impl Into<String>, config: DebugConfig) -> Self {
-        DebugExporter { name: name.into(), config }
+        DebugExporter {
+            name: name.into(),
+            config,
+        }
     }
 }
 
 fn attrs_json(kvs: &[KeyValue]) -> Json {
-    Json::Object(kvs.iter().map(|kv| (kv.key.clone(), json_of(kv.value.as_ref().and_then(|v| v.value.as_ref())))).collect::<Map<_, _>>())
+    Json::Object(
+        kvs.iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    json_of(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                )
+            })
+            .collect::<Map<_, _>>(),
+    )
 }
 
 /// The lines for one batch, each ending in a newline.
 pub fn render(groups: &[ResourceSpans], verbosity: Verbosity, exporter: &str) -> Vec<u8> {
     let mut out = Vec::new();
     if verbosity == Verbosity::Basic {
-        let n: usize = groups.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        let n: usize = groups
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
         let _ = serde_json::to_writer(&mut out, &json!({ "exporter": exporter, "spans": n }));
         out.push(b'\n');
         return out;
     }
     for rs in groups {
-        let rattrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let rattrs = rs
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
         for ss in &rs.scope_spans {
             for span in &ss.spans {
                 let line = if verbosity == Verbosity::Detailed {
                     json!({ "resource": rs.resource, "scope": ss.scope, "span": span })
                 } else {
-                    let service = rattrs.iter().find(|kv| kv.key == "service.name").map(|kv| json_of(kv.value.as_ref().and_then(|v| v.value.as_ref())));
-                    let status = span.status.as_ref().map(|s| (s.code, s.message.clone())).unwrap_or_default();
+                    let service = rattrs
+                        .iter()
+                        .find(|kv| kv.key == "service.name")
+                        .map(|kv| json_of(kv.value.as_ref().and_then(|v| v.value.as_ref())));
+                    let status = span
+                        .status
+                        .as_ref()
+                        .map(|s| (s.code, s.message.clone()))
+                        .unwrap_or_default();
                     json!({
                         "trace_id": to_hex(&span.trace_id),
                         "span_id": to_hex(&span.span_id),
@@ -124,10 +151,22 @@ mod tests {
             kind: 2,
             start_time_unix_nano: 10,
             end_time_unix_nano: 25,
-            attributes: vec![KeyValue { key: "n".into(), value: Some(AnyValue { value: Some(Value::IntValue(3)) }), ..Default::default() }],
+            attributes: vec![KeyValue {
+                key: "n".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::IntValue(3)),
+                }),
+                ..Default::default()
+            }],
             ..Default::default()
         };
-        let groups = vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span.clone(), span], ..Default::default() }], ..Default::default() }];
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span.clone(), span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
         let out = String::from_utf8(render(&groups, Verbosity::Normal, "debug")).expect("utf8");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -136,7 +175,8 @@ mod tests {
         assert_eq!(v["kind"], "SERVER");
         assert_eq!(v["duration_ns"], 15);
         assert_eq!(v["attributes"]["n"], 3);
-        let detailed = String::from_utf8(render(&groups, Verbosity::Detailed, "debug")).expect("utf8");
+        let detailed =
+            String::from_utf8(render(&groups, Verbosity::Detailed, "debug")).expect("utf8");
         let v: Json = serde_json::from_str(detailed.lines().next().expect("a line")).expect("json");
         assert_eq!(v["span"]["traceId"], "abababababababababababababababab");
         let basic = String::from_utf8(render(&groups, Verbosity::Basic, "debug")).expect("utf8");

@@ -60,19 +60,37 @@ impl ParquetConfig {
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         if self.path.as_os_str().is_empty() {
-            p.push(("path", "path must name a directory (e.g. ./spanlake-data)".to_string()));
+            p.push((
+                "path",
+                "path must name a directory (e.g. ./spanlake-data)".to_string(),
+            ));
         }
         if self.max_rows_per_file == 0 {
-            p.push(("max_rows_per_file", "max_rows_per_file must be at least 1".to_string()));
+            p.push((
+                "max_rows_per_file",
+                "max_rows_per_file must be at least 1".to_string(),
+            ));
         }
         if self.max_file_age.is_zero() {
-            p.push(("max_file_age", "max_file_age must be above 0 (e.g. 60s)".to_string()));
+            p.push((
+                "max_file_age",
+                "max_file_age must be above 0 (e.g. 60s)".to_string(),
+            ));
         }
         if self.row_group_size == 0 {
-            p.push(("row_group_size", "row_group_size must be at least 1".to_string()));
+            p.push((
+                "row_group_size",
+                "row_group_size must be at least 1".to_string(),
+            ));
         }
         if !(1..=22).contains(&self.compression_level) {
-            p.push(("compression_level", format!("compression_level {} is not a zstd level; use 1 to 22", self.compression_level)));
+            p.push((
+                "compression_level",
+                format!(
+                    "compression_level {} is not a zstd level; use 1 to 22",
+                    self.compression_level
+                ),
+            ));
         }
         p
     }
@@ -84,12 +102,14 @@ mod tests {
 
     #[test]
     fn deserializes_with_defaults() {
-        let c: ParquetConfig = serde_yaml::from_str("path: /lake\nmax_file_age: 5m\n").expect("valid");
+        let c: ParquetConfig =
+            serde_yaml::from_str("path: /lake\nmax_file_age: 5m\n").expect("valid");
         assert_eq!(c.path, PathBuf::from("/lake"));
         assert_eq!(c.max_file_age, Duration::from_secs(300));
         assert_eq!(c.max_rows_per_file, 131_072);
         assert!(c.validate().is_empty());
-        let c: ParquetConfig = serde_yaml::from_str("compression_level: 30\nmax_rows_per_file: 0\n").expect("parses");
+        let c: ParquetConfig =
+            serde_yaml::from_str("compression_level: 30\nmax_rows_per_file: 0\n").expect("parses");
         assert_eq!(c.validate().len(), 2);
     }
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int64Builder, ListArray, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StructArray,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Int64Builder, ListArray, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::Field;
@@ -31,13 +31,20 @@ struct AttrMaps {
 }
 
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
+    let names = MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
     MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
 }
 
 impl AttrMaps {
     fn new() -> Self {
-        AttrMaps { values: map_builder(), types: map_builder() }
+        AttrMaps {
+            values: map_builder(),
+            types: map_builder(),
+        }
     }
 
     fn append(&mut self, kvs: &[KeyValue], text: &mut String) -> Result<(), ArrowError> {
@@ -58,12 +65,19 @@ impl AttrMaps {
     }
 
     fn finish(&mut self) -> [ArrayRef; 2] {
-        [Arc::new(self.values.finish()), Arc::new(self.types.finish())]
+        [
+            Arc::new(self.values.finish()),
+            Arc::new(self.types.finish()),
+        ]
     }
 }
 
 fn opt_str(b: &mut StringBuilder, s: &str) {
-    if s.is_empty() { b.append_null() } else { b.append_value(s) }
+    if s.is_empty() {
+        b.append_null()
+    } else {
+        b.append_value(s)
+    }
 }
 
 fn hex_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8]) {
@@ -165,9 +179,17 @@ impl SpanRows {
             service_name: StringBuilder::new(),
             attrs: AttrMaps::new(),
             dropped_attrs: Int64Builder::new(),
-            events: Events { offsets: vec![0], attrs: Some(AttrMaps::new()), ..Default::default() },
+            events: Events {
+                offsets: vec![0],
+                attrs: Some(AttrMaps::new()),
+                ..Default::default()
+            },
             dropped_events: Int64Builder::new(),
-            links: Links { offsets: vec![0], attrs: Some(AttrMaps::new()), ..Default::default() },
+            links: Links {
+                offsets: vec![0],
+                attrs: Some(AttrMaps::new()),
+                ..Default::default()
+            },
             dropped_links: Int64Builder::new(),
             resource_attrs: AttrMaps::new(),
             resource_dropped: Int64Builder::new(),
@@ -195,14 +217,24 @@ impl SpanRows {
     /// Append every span of `groups`, received at `ingest_ns`.
     pub fn append(&mut self, groups: &[ResourceSpans], ingest_ns: i64) -> Result<(), ArrowError> {
         for rs in groups {
-            let (rattrs, rdropped): (&[KeyValue], u32) =
-                rs.resource.as_ref().map(|r| (r.attributes.as_slice(), r.dropped_attributes_count)).unwrap_or((&[], 0));
-            let service = rattrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| {
-                match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.as_str()),
-                    _ => None,
-                }
-            });
+            let (rattrs, rdropped): (&[KeyValue], u32) = rs
+                .resource
+                .as_ref()
+                .map(|r| (r.attributes.as_slice(), r.dropped_attributes_count))
+                .unwrap_or((&[], 0));
+            let service = rattrs
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .and_then(
+                    |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                s,
+                            ),
+                        ) => Some(s.as_str()),
+                        _ => None,
+                    },
+                );
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
                     self.append_span(span, ingest_ns)?;
@@ -218,7 +250,8 @@ impl SpanRows {
                             opt_str(&mut self.scope_name, &sc.name);
                             opt_str(&mut self.scope_version, &sc.version);
                             self.scope_attrs.append(&sc.attributes, &mut self.text)?;
-                            self.scope_dropped.append_value(sc.dropped_attributes_count as i64);
+                            self.scope_dropped
+                                .append_value(sc.dropped_attributes_count as i64);
                         }
                         None => {
                             self.scope_name.append_null();
@@ -259,14 +292,19 @@ impl SpanRows {
             self.end_ts.append_value(end / 1000);
             self.duration.append_value(end.saturating_sub(start));
         }
-        let (code, message) = span.status.as_ref().map(|s| (s.code, s.message.as_str())).unwrap_or((0, ""));
+        let (code, message) = span
+            .status
+            .as_ref()
+            .map(|s| (s.code, s.message.as_str()))
+            .unwrap_or((0, ""));
         match status_name(code) {
             Some(c) => self.status_code.append_value(c),
             None => self.status_code.append_value(code.to_string()),
         }
         opt_str(&mut self.status_message, message);
         self.attrs.append(&span.attributes, &mut self.text)?;
-        self.dropped_attrs.append_value(span.dropped_attributes_count as i64);
+        self.dropped_attrs
+            .append_value(span.dropped_attributes_count as i64);
 
         let ev = &mut self.events;
         let ev_attrs = ev.attrs.as_mut().expect("event attribute builders");
@@ -278,7 +316,8 @@ impl SpanRows {
         }
         let last = *ev.offsets.last().expect("offsets start at 0");
         ev.offsets.push(last + span.events.len() as i32);
-        self.dropped_events.append_value(span.dropped_events_count as i64);
+        self.dropped_events
+            .append_value(span.dropped_events_count as i64);
 
         let ln = &mut self.links;
         let ln_attrs = ln.attrs.as_mut().expect("link attribute builders");
@@ -292,7 +331,8 @@ impl SpanRows {
         }
         let last = *ln.offsets.last().expect("offsets start at 0");
         ln.offsets.push(last + span.links.len() as i32);
-        self.dropped_links.append_value(span.dropped_links_count as i64);
+        self.dropped_links
+            .append_value(span.dropped_links_count as i64);
 
         self.ingest.append_value(ingest_ns);
         let at = if start > 0 { start } else { ingest_ns };
@@ -311,11 +351,21 @@ impl SpanRows {
             let fields = event_fields();
             let values = StructArray::try_new(
                 fields.clone(),
-                vec![Arc::new(e.time.finish()), Arc::new(e.name.finish()), ea, eat, Arc::new(e.dropped.finish())],
+                vec![
+                    Arc::new(e.time.finish()),
+                    Arc::new(e.name.finish()),
+                    ea,
+                    eat,
+                    Arc::new(e.dropped.finish()),
+                ],
                 None,
             )?;
             let offsets = OffsetBuffer::new(std::mem::replace(&mut e.offsets, vec![0]).into());
-            let field = Arc::new(Field::new("element", arrow::datatypes::DataType::Struct(fields), false));
+            let field = Arc::new(Field::new(
+                "element",
+                arrow::datatypes::DataType::Struct(fields),
+                false,
+            ));
             Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
         };
         let links = {
@@ -336,7 +386,11 @@ impl SpanRows {
                 None,
             )?;
             let offsets = OffsetBuffer::new(std::mem::replace(&mut l.offsets, vec![0]).into());
-            let field = Arc::new(Field::new("element", arrow::datatypes::DataType::Struct(fields), false));
+            let field = Arc::new(Field::new(
+                "element",
+                arrow::datatypes::DataType::Struct(fields),
+                false,
+            ));
             Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
         };
         let columns: Vec<ArrayRef> = vec![
@@ -415,18 +469,39 @@ mod tests {
         assert_eq!(partition_of(0), ("1970-01-01".into(), "00".into()));
         // 2024-02-29T23:xx
         let t = 1_709_250_000_i64 * 1_000_000_000; // 2024-02-29T23:40:00Z
-        assert_eq!(partition_of(t / NANOS_PER_HOUR), ("2024-02-29".into(), "23".into()));
+        assert_eq!(
+            partition_of(t / NANOS_PER_HOUR),
+            ("2024-02-29".into(), "23".into())
+        );
         let t = 1_767_225_600_i64 * 1_000_000_000; // 2026-01-01T00:00:00Z
-        assert_eq!(partition_of(t / NANOS_PER_HOUR), ("2026-01-01".into(), "00".into()));
+        assert_eq!(
+            partition_of(t / NANOS_PER_HOUR),
+            ("2026-01-01".into(), "00".into())
+        );
     }
 
     #[test]
     fn rows_match_the_schema() {
         use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
-        let span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "a".into(), start_time_unix_nano: 5, ..Default::default() };
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "a".into(),
+            start_time_unix_nano: 5,
+            ..Default::default()
+        };
         let mut rows = SpanRows::new();
-        rows.append(&[ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span.clone(), span], ..Default::default() }], ..Default::default() }], 7)
-            .expect("append");
+        rows.append(
+            &[ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span.clone(), span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            7,
+        )
+        .expect("append");
         let (batch, hours) = rows.finish().expect("finish");
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(hours, vec![0, 0]);

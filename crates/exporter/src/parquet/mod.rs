@@ -20,7 +20,10 @@ pub struct ParquetExporter {
 
 impl ParquetExporter {
     pub fn new(name: impl Into<String>, config: ParquetConfig) -> Self {
-        ParquetExporter { name: name.into(), config }
+        ParquetExporter {
+            name: name.into(),
+            config,
+        }
     }
 }
 
@@ -44,7 +47,8 @@ async fn on_writer<T: Send + 'static>(
 impl Exporter for ParquetExporter {
     fn start(self: Box<Self>, mut input: Receiver) -> JoinHandle<Result<(), String>> {
         let name = self.name.clone();
-        let tick_every = (self.config.max_file_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick_every =
+            (self.config.max_file_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut writer = LakeWriter::new(self.name, self.config);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(tick_every);

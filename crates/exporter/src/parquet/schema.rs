@@ -13,7 +13,10 @@ pub fn map_type() -> DataType {
         Field::new("key", DataType::Utf8, false),
         Field::new("value", DataType::Utf8, true),
     ]);
-    DataType::Map(Arc::new(Field::new("key_value", DataType::Struct(entries), false)), false)
+    DataType::Map(
+        Arc::new(Field::new("key_value", DataType::Struct(entries), false)),
+        false,
+    )
 }
 
 fn attrs(prefix: &str) -> [Field; 2] {
@@ -52,7 +55,11 @@ pub fn link_fields() -> Fields {
 }
 
 pub fn list_of(fields: Fields) -> DataType {
-    DataType::List(Arc::new(Field::new("element", DataType::Struct(fields), false)))
+    DataType::List(Arc::new(Field::new(
+        "element",
+        DataType::Struct(fields),
+        false,
+    )))
 }
 
 /// The schema of every spans file.

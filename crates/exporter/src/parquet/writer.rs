@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use arrow::array::RecordBatch;
-use arrow::compute::{SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::array::BooleanArray;
+use arrow::array::RecordBatch;
+use arrow::compute::{
+    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
+};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use super::config::ParquetConfig;
 use super::convert::{HourKey, SpanRows, partition_of};
@@ -28,11 +30,22 @@ use super::schema::{SCHEMA_VERSION, span_schema};
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("exporter {exporter}: cannot convert spans to Arrow: {source}")]
-    Arrow { exporter: String, source: arrow::error::ArrowError },
+    Arrow {
+        exporter: String,
+        source: arrow::error::ArrowError,
+    },
     #[error("exporter {exporter}: cannot write {path}: {source}")]
-    Io { exporter: String, path: PathBuf, source: std::io::Error },
+    Io {
+        exporter: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("exporter {exporter}: cannot encode Parquet file {path}: {source}")]
-    Parquet { exporter: String, path: PathBuf, source: parquet::errors::ParquetError },
+    Parquet {
+        exporter: String,
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
 }
 
 struct Partition {
@@ -60,7 +73,10 @@ pub struct LakeWriter {
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 impl LakeWriter {
@@ -75,13 +91,31 @@ impl LakeWriter {
             .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
             .set_column_dictionary_enabled(trace_id, false)
             .set_sorting_columns(Some(vec![
-                SortingColumn { column_idx: 0, descending: false, nulls_first: false },
-                SortingColumn { column_idx: 7, descending: false, nulls_first: false },
+                SortingColumn {
+                    column_idx: 0,
+                    descending: false,
+                    nulls_first: false,
+                },
+                SortingColumn {
+                    column_idx: 7,
+                    descending: false,
+                    nulls_first: false,
+                },
             ]))
-            .set_key_value_metadata(Some(vec![KeyValue::new("spanlake.schema_version".into(), SCHEMA_VERSION.to_string())]))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "spanlake.schema_version".into(),
+                SCHEMA_VERSION.to_string(),
+            )]))
             .set_created_by(format!("spanlake {}", env!("CARGO_PKG_VERSION")))
             .build();
-        LakeWriter { name: name.into(), config, props, rows: SpanRows::new(), partitions: BTreeMap::new(), buffered: 0 }
+        LakeWriter {
+            name: name.into(),
+            config,
+            props,
+            rows: SpanRows::new(),
+            partitions: BTreeMap::new(),
+            buffered: 0,
+        }
     }
 
     /// Rows waiting for their file.
@@ -91,9 +125,15 @@ impl LakeWriter {
 
     /// Convert and buffer spans; commit every partition that reached `max_rows_per_file`.
     pub fn append(&mut self, groups: &[ResourceSpans]) -> Result<Vec<Committed>, WriteError> {
-        let arrow_err = |source| WriteError::Arrow { exporter: self.name.clone(), source };
+        let arrow_err = |source| WriteError::Arrow {
+            exporter: self.name.clone(),
+            source,
+        };
         self.rows.append(groups, now_nanos()).map_err(arrow_err)?;
-        let (batch, hours) = self.rows.finish().map_err(|source| WriteError::Arrow { exporter: self.name.clone(), source })?;
+        let (batch, hours) = self.rows.finish().map_err(|source| WriteError::Arrow {
+            exporter: self.name.clone(),
+            source,
+        })?;
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -106,7 +146,11 @@ impl LakeWriter {
             keys.dedup();
             for key in keys {
                 let mask: BooleanArray = hours.iter().map(|&h| Some(h == key)).collect();
-                let part = filter_record_batch(&batch, &mask).map_err(|source| WriteError::Arrow { exporter: self.name.clone(), source })?;
+                let part =
+                    filter_record_batch(&batch, &mask).map_err(|source| WriteError::Arrow {
+                        exporter: self.name.clone(),
+                        source,
+                    })?;
                 self.buffer(key, part);
             }
         }
@@ -120,7 +164,11 @@ impl LakeWriter {
     }
 
     fn buffer(&mut self, key: HourKey, batch: RecordBatch) {
-        let p = self.partitions.entry(key).or_insert_with(|| Partition { batches: Vec::new(), rows: 0, opened: Instant::now() });
+        let p = self.partitions.entry(key).or_insert_with(|| Partition {
+            batches: Vec::new(),
+            rows: 0,
+            opened: Instant::now(),
+        });
         p.rows += batch.num_rows();
         self.buffered += batch.num_rows();
         p.batches.push(batch);
@@ -149,7 +197,9 @@ impl LakeWriter {
         let mut done = Vec::new();
         let mut first_err = None;
         for key in keys {
-            let Some(part) = self.partitions.get(key) else { continue };
+            let Some(part) = self.partitions.get(key) else {
+                continue;
+            };
             match self.write_file(*key, &part.batches) {
                 Ok(c) => {
                     self.buffered -= part.rows;
@@ -171,16 +221,34 @@ impl LakeWriter {
 
     fn write_file(&self, key: HourKey, batches: &[RecordBatch]) -> Result<Committed, WriteError> {
         let (date, hour) = partition_of(key);
-        let dir = self.config.path.join("spans").join(format!("date={date}")).join(format!("hour={hour}"));
-        let io = |path: &Path, source| WriteError::Io { exporter: self.name.clone(), path: path.to_path_buf(), source };
-        let arrow = |source| WriteError::Arrow { exporter: self.name.clone(), source };
+        let dir = self
+            .config
+            .path
+            .join("spans")
+            .join(format!("date={date}"))
+            .join(format!("hour={hour}"));
+        let io = |path: &Path, source| WriteError::Io {
+            exporter: self.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
+        let arrow = |source| WriteError::Arrow {
+            exporter: self.name.clone(),
+            source,
+        };
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
 
         let schema = span_schema();
         let all = concat_batches(&schema, batches).map_err(arrow)?;
         let sort = [
-            SortColumn { values: all.column(0).clone(), options: None },
-            SortColumn { values: all.column(7).clone(), options: None },
+            SortColumn {
+                values: all.column(0).clone(),
+                options: None,
+            },
+            SortColumn {
+                values: all.column(7).clone(),
+                options: None,
+            },
         ];
         let order = lexsort_to_indices(&sort, None).map_err(arrow)?;
         let sorted = take_record_batch(&all, &order).map_err(arrow)?;
@@ -192,12 +260,23 @@ impl LakeWriter {
         let path = dir.join(format!("{stem}.parquet"));
         let result = (|| {
             let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-            let parquet = |source| WriteError::Parquet { exporter: self.name.clone(), path: path.clone(), source };
+            let parquet = |source| WriteError::Parquet {
+                exporter: self.name.clone(),
+                path: path.clone(),
+                source,
+            };
             // The bloom filter is sized for the rows of this file.
-            let props = self.props.clone().into_builder()
-                .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), sorted.num_rows().max(1) as u64)
+            let props = self
+                .props
+                .clone()
+                .into_builder()
+                .set_column_bloom_filter_max_ndv(
+                    ColumnPath::from("trace_id"),
+                    sorted.num_rows().max(1) as u64,
+                )
                 .build();
-            let mut w = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(parquet)?;
+            let mut w =
+                ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(parquet)?;
             w.write(&sorted).map_err(parquet)?;
             let file = w.into_inner().map_err(parquet)?;
             let mut file = file;
@@ -215,7 +294,10 @@ impl LakeWriter {
             return Err(e);
         }
         tracing::debug!(exporter = %self.name, path = %path.display(), rows = sorted.num_rows(), "committed");
-        Ok(Committed { path, rows: sorted.num_rows() })
+        Ok(Committed {
+            path,
+            rows: sorted.num_rows(),
+        })
     }
 }
 
@@ -228,13 +310,24 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("spanlake-writer-{tag}-{}-{}", std::process::id(), now_nanos()));
+        let d = std::env::temp_dir().join(format!(
+            "spanlake-writer-{tag}-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
         fs::create_dir_all(&d).expect("temp dir");
         d
     }
 
     fn span(trace: u8, id: u8, start: u64) -> Span {
-        Span { trace_id: vec![trace; 16], span_id: vec![id; 8], name: format!("s{id}"), start_time_unix_nano: start, end_time_unix_nano: start + 10, ..Default::default() }
+        Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            name: format!("s{id}"),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 10,
+            ..Default::default()
+        }
     }
 
     fn files(root: &Path) -> Vec<PathBuf> {
@@ -243,7 +336,11 @@ mod tests {
         while let Some(d) = stack.pop() {
             for e in fs::read_dir(&d).expect("read dir") {
                 let p = e.expect("entry").path();
-                if p.is_dir() { stack.push(p) } else { out.push(p) }
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    out.push(p)
+                }
             }
         }
         out.sort();
@@ -255,35 +352,92 @@ mod tests {
         let root = tempdir("sorted");
         let hour = 3_600_000_000_000u64;
         let base = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z
-        let config = ParquetConfig { path: root.clone(), ..Default::default() };
+        let config = ParquetConfig {
+            path: root.clone(),
+            ..Default::default()
+        };
         let mut w = LakeWriter::new("parquet", config);
-        let spans = vec![span(9, 1, base + 50), span(3, 2, base + 70), span(3, 3, base + 60), span(5, 4, base + hour + 1)];
-        let groups = vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
-        assert!(w.append(&groups).expect("append").is_empty(), "nothing committed before a file is full");
+        let spans = vec![
+            span(9, 1, base + 50),
+            span(3, 2, base + 70),
+            span(3, 3, base + 60),
+            span(5, 4, base + hour + 1),
+        ];
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        assert!(
+            w.append(&groups).expect("append").is_empty(),
+            "nothing committed before a file is full"
+        );
         assert_eq!(w.buffered_rows(), 4);
         let committed = w.commit_all().expect("commit");
         assert_eq!(committed.len(), 2);
         assert_eq!(w.buffered_rows(), 0);
         let all = files(&root);
         assert_eq!(all.len(), 2, "no temporary file is left: {all:?}");
-        let rel: Vec<String> = all.iter().map(|p| p.strip_prefix(&root).expect("under root").parent().expect("dir").display().to_string()).collect();
-        assert_eq!(rel, vec!["spans/date=2026-01-01/hour=00", "spans/date=2026-01-01/hour=01"]);
+        let rel: Vec<String> = all
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&root)
+                    .expect("under root")
+                    .parent()
+                    .expect("dir")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            rel,
+            vec![
+                "spans/date=2026-01-01/hour=00",
+                "spans/date=2026-01-01/hour=01"
+            ]
+        );
 
         let file = File::open(&all[0]).expect("open");
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
         let batch = reader.map(|b| b.expect("batch")).next().expect("one batch");
-        let ids = batch.column(1).as_any().downcast_ref::<StringArray>().expect("span ids");
+        let ids = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("span ids");
         let order: Vec<&str> = (0..ids.len()).map(|i| ids.value(i)).collect();
-        assert_eq!(order, vec!["0303030303030303", "0202020202020202", "0101010101010101"], "by trace id, then start time");
-        let dur = batch.column(9).as_any().downcast_ref::<Int64Array>().expect("durations");
+        assert_eq!(
+            order,
+            vec!["0303030303030303", "0202020202020202", "0101010101010101"],
+            "by trace id, then start time"
+        );
+        let dur = batch
+            .column(9)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("durations");
         assert_eq!(dur.value(0), 10);
 
         let options = parquet::file::serialized_reader::ReadOptionsBuilder::new()
-            .with_reader_properties(parquet::file::properties::ReaderProperties::builder().set_read_bloom_filter(true).build())
+            .with_reader_properties(
+                parquet::file::properties::ReaderProperties::builder()
+                    .set_read_bloom_filter(true)
+                    .build(),
+            )
             .build();
-        let meta = SerializedFileReader::new_with_options(File::open(&all[0]).expect("open"), options).expect("footer");
+        let meta =
+            SerializedFileReader::new_with_options(File::open(&all[0]).expect("open"), options)
+                .expect("footer");
         let rg = meta.get_row_group(0).expect("row group");
-        assert!(rg.get_column_bloom_filter(0).is_some(), "a bloom filter on trace_id");
+        assert!(
+            rg.get_column_bloom_filter(0).is_some(),
+            "a bloom filter on trace_id"
+        );
         fs::remove_dir_all(&root).ok();
     }
 
@@ -292,12 +446,27 @@ mod tests {
         let root = tempdir("readonly");
         let blocker = root.join("file-not-dir");
         fs::write(&blocker, b"x").expect("write");
-        let config = ParquetConfig { path: blocker.clone(), ..Default::default() };
+        let config = ParquetConfig {
+            path: blocker.clone(),
+            ..Default::default()
+        };
         let mut w = LakeWriter::new("parquet", config);
-        let groups = vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span(1, 1, 5)], ..Default::default() }], ..Default::default() }];
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(1, 1, 5)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
         w.append(&groups).expect("buffered");
-        let err = w.commit_all().expect_err("cannot create a directory under a file");
-        assert!(err.to_string().starts_with("exporter parquet: cannot write "), "{err}");
+        let err = w
+            .commit_all()
+            .expect_err("cannot create a directory under a file");
+        assert!(
+            err.to_string()
+                .starts_with("exporter parquet: cannot write "),
+            "{err}"
+        );
         assert_eq!(w.buffered_rows(), 1, "rows are kept");
         fs::remove_file(&blocker).expect("clear the fault");
         assert_eq!(w.commit_all().expect("commits now").len(), 1);

@@ -24,7 +24,11 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_size: default_max_size(), timeout: default_timeout(), max_inflight: default_max_inflight() }
+        BatchConfig {
+            max_size: default_max_size(),
+            timeout: default_timeout(),
+            max_inflight: default_max_inflight(),
+        }
     }
 }
 
@@ -39,17 +43,26 @@ fn default_max_inflight() -> usize {
 }
 
 /// The variables that override the batch settings, each with its seed-compatible alias.
-pub const ENV_OVERRIDES: [(&str, &str); 3] =
-    [("BATCH_MAX", "TRACE_BATCH_MAX"), ("BATCH_MS", "TRACE_BATCH_MS"), ("MAX_INFLIGHT", "TRACE_MAX_INFLIGHT")];
+pub const ENV_OVERRIDES: [(&str, &str); 3] = [
+    ("BATCH_MAX", "TRACE_BATCH_MAX"),
+    ("BATCH_MS", "TRACE_BATCH_MS"),
+    ("MAX_INFLIGHT", "TRACE_MAX_INFLIGHT"),
+];
 
 impl BatchConfig {
     /// Apply `BATCH_MAX` (spans), `BATCH_MS` (milliseconds) and `MAX_INFLIGHT` from `env`; the
     /// unprefixed name wins over the `TRACE_` one. Returns what was applied, or every bad value.
-    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, Vec<String>> {
+    pub fn apply_env(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<String>, Vec<String>> {
         let mut applied = Vec::new();
         let mut errors = Vec::new();
         for (i, (name, alias)) in ENV_OVERRIDES.iter().enumerate() {
-            let Some((var, raw)) = env(name).map(|v| (*name, v)).or_else(|| env(alias).map(|v| (*alias, v))) else {
+            let Some((var, raw)) = env(name)
+                .map(|v| (*name, v))
+                .or_else(|| env(alias).map(|v| (*alias, v)))
+            else {
                 continue;
             };
             let value = raw.trim();
@@ -62,10 +75,16 @@ impl BatchConfig {
                     }
                     applied.push(format!("{var}={n}"));
                 }
-                _ => errors.push(format!("environment variable {var}={raw:?} must be a whole number above 0")),
+                _ => errors.push(format!(
+                    "environment variable {var}={raw:?} must be a whole number above 0"
+                )),
             }
         }
-        if errors.is_empty() { Ok(applied) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(applied)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Every problem with these settings, as `(key, message)`. No I/O.
@@ -75,10 +94,16 @@ impl BatchConfig {
             p.push(("max_size", "max_size must be at least 1 span".to_string()));
         }
         if self.timeout.is_zero() {
-            p.push(("timeout", "timeout must be above 0 (e.g. 200ms)".to_string()));
+            p.push((
+                "timeout",
+                "timeout must be above 0 (e.g. 200ms)".to_string(),
+            ));
         }
         if self.max_inflight == 0 {
-            p.push(("max_inflight", "max_inflight must be at least 1".to_string()));
+            p.push((
+                "max_inflight",
+                "max_inflight must be at least 1".to_string(),
+            ));
         }
         p
     }
@@ -91,9 +116,16 @@ mod tests {
     #[test]
     fn defaults_are_the_seeds() {
         let c: BatchConfig = serde_yaml::from_str("{}").expect("defaults");
-        assert_eq!((c.max_size, c.timeout, c.max_inflight), (100, Duration::from_millis(1000), 3));
-        let c: BatchConfig = serde_yaml::from_str("max_size: 512\ntimeout: 200ms\nmax_inflight: 8\n").expect("set");
-        assert_eq!((c.max_size, c.timeout, c.max_inflight), (512, Duration::from_millis(200), 8));
+        assert_eq!(
+            (c.max_size, c.timeout, c.max_inflight),
+            (100, Duration::from_millis(1000), 3)
+        );
+        let c: BatchConfig =
+            serde_yaml::from_str("max_size: 512\ntimeout: 200ms\nmax_inflight: 8\n").expect("set");
+        assert_eq!(
+            (c.max_size, c.timeout, c.max_inflight),
+            (512, Duration::from_millis(200), 8)
+        );
         assert!(serde_yaml::from_str::<BatchConfig>("send_batch_size: 5").is_err());
     }
 
@@ -106,8 +138,17 @@ mod tests {
             "TRACE_BATCH_MS" => Some("250".to_string()),
             _ => None,
         };
-        assert_eq!(c.apply_env(&env), Ok(vec!["BATCH_MAX=50".to_string(), "TRACE_BATCH_MS=250".to_string()]));
-        assert_eq!((c.max_size, c.timeout, c.max_inflight), (50, Duration::from_millis(250), 3));
+        assert_eq!(
+            c.apply_env(&env),
+            Ok(vec![
+                "BATCH_MAX=50".to_string(),
+                "TRACE_BATCH_MS=250".to_string()
+            ])
+        );
+        assert_eq!(
+            (c.max_size, c.timeout, c.max_inflight),
+            (50, Duration::from_millis(250), 3)
+        );
     }
 
     #[test]
@@ -122,7 +163,8 @@ mod tests {
             c.apply_env(&env),
             Err(vec![
                 "environment variable BATCH_MS=\"0\" must be a whole number above 0".to_string(),
-                "environment variable MAX_INFLIGHT=\"lots\" must be a whole number above 0".to_string(),
+                "environment variable MAX_INFLIGHT=\"lots\" must be a whole number above 0"
+                    .to_string(),
             ])
         );
     }

@@ -27,7 +27,10 @@ pub struct BatchProcessor {
 
 impl BatchProcessor {
     pub fn new(name: impl Into<String>, config: BatchConfig) -> Self {
-        BatchProcessor { config, name: name.into() }
+        BatchProcessor {
+            config,
+            name: name.into(),
+        }
     }
 }
 
@@ -46,7 +49,9 @@ struct Emitter {
 impl Emitter {
     /// Wait for an in-flight slot, then send. Returns false once the downstream is closed.
     async fn emit(&self, mut batch: Batch) -> bool {
-        let Ok(slot) = self.slots.clone().acquire_owned().await else { return false };
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return false;
+        };
         batch.add_guard(Arc::new(slot));
         match self.output.send(batch).await {
             Ok(()) => true,
@@ -59,7 +64,11 @@ impl Emitter {
 }
 
 async fn run(name: String, config: BatchConfig, mut input: Receiver, output: Fanout) {
-    let emitter = Emitter { slots: Arc::new(Semaphore::new(config.max_inflight)), output, name };
+    let emitter = Emitter {
+        slots: Arc::new(Semaphore::new(config.max_inflight)),
+        output,
+        name,
+    };
     let mut pending = Pending::default();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -116,13 +125,28 @@ mod tests {
     use std::time::Duration;
 
     fn spans(n: usize, first: usize) -> Batch {
-        let spans = (first..first + n).map(|i| Span { name: i.to_string(), ..Default::default() }).collect();
-        Batch::spans(vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }])
+        let spans = (first..first + n)
+            .map(|i| Span {
+                name: i.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        Batch::spans(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
     }
 
     fn names(b: &Batch) -> Vec<usize> {
         let spanlake_core::Signal::Spans(rs) = &b.signal;
-        rs.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.parse().expect("number")).collect()
+        rs.iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.parse().expect("number"))
+            .collect()
     }
 
     struct Harness {
@@ -134,9 +158,18 @@ mod tests {
     fn start(max_size: usize, timeout_ms: u64, max_inflight: usize, in_cap: usize) -> Harness {
         let (input, in_rx) = bounded("in", in_cap);
         let (out_tx, output) = bounded("out", 1000);
-        let config = BatchConfig { max_size, timeout: Duration::from_millis(timeout_ms), max_inflight };
-        let task = Box::new(BatchProcessor::new("batch", config)).start(in_rx, Fanout::new(vec![out_tx]));
-        Harness { input, output, task }
+        let config = BatchConfig {
+            max_size,
+            timeout: Duration::from_millis(timeout_ms),
+            max_inflight,
+        };
+        let task =
+            Box::new(BatchProcessor::new("batch", config)).start(in_rx, Fanout::new(vec![out_tx]));
+        Harness {
+            input,
+            output,
+            task,
+        }
     }
 
     /// Let the processor task run until it waits again.
@@ -193,8 +226,12 @@ mod tests {
         let mut h = start(100, 1000, 10, 8);
         h.input.send(spans(250, 0)).await.expect("send");
         settle().await;
-        let a = try_next(&mut h).flatten().expect("first full batch at once");
-        let b = try_next(&mut h).flatten().expect("second full batch at once");
+        let a = try_next(&mut h)
+            .flatten()
+            .expect("first full batch at once");
+        let b = try_next(&mut h)
+            .flatten()
+            .expect("second full batch at once");
         assert_eq!((a.len(), b.len()), (100, 100));
         assert_eq!(names(&a), (0..100).collect::<Vec<_>>());
         assert!(try_next(&mut h).is_none(), "the rest waits for the timeout");
@@ -213,17 +250,32 @@ mod tests {
         }
         let first = try_next(&mut h).flatten().expect("first");
         let second = try_next(&mut h).flatten().expect("second");
-        assert!(try_next(&mut h).is_none(), "a third batch while two are in flight");
+        assert!(
+            try_next(&mut h).is_none(),
+            "a third batch while two are in flight"
+        );
         // The processor is stuck waiting for a slot: its input queue fills, and stays full.
-        h.input.send(spans(10, 30)).await.expect("one more fits in the queue");
+        h.input
+            .send(spans(10, 30))
+            .await
+            .expect("one more fits in the queue");
         settle().await;
-        assert_eq!(h.input.try_send(spans(1, 99)), Err(spanlake_core::SendError::Full("in".into())));
+        assert_eq!(
+            h.input.try_send(spans(1, 99)),
+            Err(spanlake_core::SendError::Full("in".into()))
+        );
         drop(first); // an exporter finished a batch
         settle().await;
-        let third = try_next(&mut h).flatten().expect("third once a slot is free");
+        let third = try_next(&mut h)
+            .flatten()
+            .expect("third once a slot is free");
         assert_eq!(names(&third), (20..30).collect::<Vec<_>>());
         drop((second, third));
-        let Harness { input, mut output, task } = h;
+        let Harness {
+            input,
+            mut output,
+            task,
+        } = h;
         drop(input);
         let fourth = output.recv().await.expect("flushed on close");
         assert_eq!(names(&fourth), (30..40).collect::<Vec<_>>());

@@ -42,7 +42,9 @@ impl Pending {
         let mut need = n.min(self.count);
         self.count -= need;
         while need > 0 {
-            let Some(front) = self.groups.front_mut() else { break };
+            let Some(front) = self.groups.front_mut() else {
+                break;
+            };
             let in_front: usize = front.scope_spans.iter().map(|s| s.spans.len()).sum();
             if in_front <= need {
                 need -= in_front;
@@ -56,7 +58,10 @@ impl Pending {
                 schema_url: front.schema_url.clone(),
             };
             while need > 0 {
-                let scope = front.scope_spans.first_mut().expect("spans remain in the group");
+                let scope = front
+                    .scope_spans
+                    .first_mut()
+                    .expect("spans remain in the group");
                 if scope.spans.len() <= need {
                     need -= scope.spans.len();
                     part.scope_spans.push(front.scope_spans.remove(0));
@@ -72,7 +77,11 @@ impl Pending {
             }
             out.push(part);
         }
-        let guards = if self.count == 0 { std::mem::take(&mut self.guards) } else { self.guards.clone() };
+        let guards = if self.count == 0 {
+            std::mem::take(&mut self.guards)
+        } else {
+            self.guards.clone()
+        };
         Batch::from_parts(out, guards)
     }
 }
@@ -91,11 +100,25 @@ mod tests {
     fn build(shape: &[Vec<usize>], next: &mut usize) -> Batch {
         let mut groups = Vec::new();
         for (r, scopes) in shape.iter().enumerate() {
-            let mut rs = ResourceSpans { resource: Some(Resource::default()), ..Default::default() };
+            let mut rs = ResourceSpans {
+                resource: Some(Resource::default()),
+                ..Default::default()
+            };
             for (s, &n) in scopes.iter().enumerate() {
-                let spans = (0..n).map(|_| { *next += 1; Span { name: (*next - 1).to_string(), ..Default::default() } }).collect();
+                let spans = (0..n)
+                    .map(|_| {
+                        *next += 1;
+                        Span {
+                            name: (*next - 1).to_string(),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
                 rs.scope_spans.push(ScopeSpans {
-                    scope: Some(InstrumentationScope { name: format!("{r}.{s}"), ..Default::default() }),
+                    scope: Some(InstrumentationScope {
+                        name: format!("{r}.{s}"),
+                        ..Default::default()
+                    }),
                     spans,
                     ..Default::default()
                 });
@@ -110,7 +133,14 @@ mod tests {
         let Signal::Spans(rs) = &b.signal;
         rs.iter()
             .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| s.spans.iter().map(move |sp| (s.scope.as_ref().map(|x| x.name.clone()).unwrap_or_default(), sp.name.parse().expect("num"))))
+            .flat_map(|s| {
+                s.spans.iter().map(move |sp| {
+                    (
+                        s.scope.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
+                        sp.name.parse().expect("num"),
+                    )
+                })
+            })
             .collect()
     }
 

@@ -5,15 +5,10 @@ use serde::{Deserialize, Deserializer};
 /// `receivers: otlp:`. With no `protocols`, both gRPC and HTTP listen on their default ports.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct OtlpReceiverConfig {
     #[serde(default)]
     pub protocols: Protocols,
-}
-
-impl Default for OtlpReceiverConfig {
-    fn default() -> Self {
-        OtlpReceiverConfig { protocols: Protocols::default() }
-    }
 }
 
 /// `protocols:`: a protocol listed (even with no settings) is on; one left out is off.
@@ -28,7 +23,10 @@ pub struct Protocols {
 
 impl Default for Protocols {
     fn default() -> Self {
-        Protocols { grpc: Some(GrpcConfig::default()), http: Some(HttpConfig::default()) }
+        Protocols {
+            grpc: Some(GrpcConfig::default()),
+            http: Some(HttpConfig::default()),
+        }
     }
 }
 
@@ -55,7 +53,10 @@ pub struct GrpcConfig {
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        GrpcConfig { endpoint: default_grpc_endpoint(), max_recv_msg_size_mib: default_grpc_max() }
+        GrpcConfig {
+            endpoint: default_grpc_endpoint(),
+            max_recv_msg_size_mib: default_grpc_max(),
+        }
     }
 }
 
@@ -126,38 +127,68 @@ impl OtlpReceiverConfig {
         let mut problems = Vec::new();
         let p = &self.protocols;
         if p.grpc.is_none() && p.http.is_none() {
-            problems.push((vec!["protocols"], "protocols: enable grpc, http or both".to_string()));
+            problems.push((
+                vec!["protocols"],
+                "protocols: enable grpc, http or both".to_string(),
+            ));
         }
         if let Some(g) = &p.grpc {
             if let Err(e) = check_endpoint(&g.endpoint) {
-                problems.push((vec!["protocols", "grpc", "endpoint"], format!("protocols.grpc.endpoint: {e}")));
+                problems.push((
+                    vec!["protocols", "grpc", "endpoint"],
+                    format!("protocols.grpc.endpoint: {e}"),
+                ));
             }
             if g.max_recv_msg_size_mib == 0 {
-                problems.push((vec!["protocols", "grpc", "max_recv_msg_size_mib"], "protocols.grpc.max_recv_msg_size_mib must be at least 1".into()));
+                problems.push((
+                    vec!["protocols", "grpc", "max_recv_msg_size_mib"],
+                    "protocols.grpc.max_recv_msg_size_mib must be at least 1".into(),
+                ));
             }
         }
         if let Some(h) = &p.http {
             if let Err(e) = check_endpoint(&h.endpoint) {
-                problems.push((vec!["protocols", "http", "endpoint"], format!("protocols.http.endpoint: {e}")));
+                problems.push((
+                    vec!["protocols", "http", "endpoint"],
+                    format!("protocols.http.endpoint: {e}"),
+                ));
             }
             if h.max_request_body_size == 0 {
-                problems.push((vec!["protocols", "http", "max_request_body_size"], "protocols.http.max_request_body_size must be at least 1".into()));
+                problems.push((
+                    vec!["protocols", "http", "max_request_body_size"],
+                    "protocols.http.max_request_body_size must be at least 1".into(),
+                ));
             }
             if !h.traces_url_path.starts_with('/') {
-                problems.push((vec!["protocols", "http", "traces_url_path"], format!("protocols.http.traces_url_path {:?} must start with /", h.traces_url_path)));
+                problems.push((
+                    vec!["protocols", "http", "traces_url_path"],
+                    format!(
+                        "protocols.http.traces_url_path {:?} must start with /",
+                        h.traces_url_path
+                    ),
+                ));
             }
             if let Some(c) = &h.cors {
                 for o in &c.allowed_origins {
                     if o.matches('*').count() > 1 {
-                        problems.push((vec!["protocols", "http", "cors", "allowed_origins"], format!("protocols.http.cors.allowed_origins: {o:?} may hold at most one *")));
+                        problems.push((
+                            vec!["protocols", "http", "cors", "allowed_origins"],
+                            format!(
+                                "protocols.http.cors.allowed_origins: {o:?} may hold at most one *"
+                            ),
+                        ));
                     }
                 }
             }
         }
-        if let (Some(g), Some(h)) = (&p.grpc, &p.http) {
-            if g.endpoint == h.endpoint && !g.endpoint.ends_with(":0") {
-                problems.push((vec!["protocols", "http", "endpoint"], format!("protocols: grpc and http both listen on {}", g.endpoint)));
-            }
+        if let (Some(g), Some(h)) = (&p.grpc, &p.http)
+            && g.endpoint == h.endpoint
+            && !g.endpoint.ends_with(":0")
+        {
+            problems.push((
+                vec!["protocols", "http", "endpoint"],
+                format!("protocols: grpc and http both listen on {}", g.endpoint),
+            ));
         }
         problems
     }
@@ -166,12 +197,17 @@ impl OtlpReceiverConfig {
 /// `host:port`, with a port number.
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(format!("{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)"));
+        return Err(format!(
+            "{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)"
+        ));
     };
     if host.is_empty() {
-        return Err(format!("{endpoint:?} has no host; write 127.0.0.1{endpoint} (local only) or 0.0.0.0{endpoint}"));
+        return Err(format!(
+            "{endpoint:?} has no host; write 127.0.0.1{endpoint} (local only) or 0.0.0.0{endpoint}"
+        ));
     }
-    port.parse::<u16>().map_err(|_| format!("{endpoint:?}: {port:?} is not a port number"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{endpoint:?}: {port:?} is not a port number"))?;
     Ok(())
 }
 
@@ -187,8 +223,14 @@ mod tests {
     fn empty_means_both_protocols_on_default_ports() {
         let c = parse("{}");
         assert_eq!(c, OtlpReceiverConfig::default());
-        assert_eq!(c.protocols.grpc.as_ref().map(|g| g.endpoint.as_str()), Some("127.0.0.1:4317"));
-        assert_eq!(c.protocols.http.as_ref().map(|h| h.max_request_body_size), Some(20 * 1024 * 1024));
+        assert_eq!(
+            c.protocols.grpc.as_ref().map(|g| g.endpoint.as_str()),
+            Some("127.0.0.1:4317")
+        );
+        assert_eq!(
+            c.protocols.http.as_ref().map(|h| h.max_request_body_size),
+            Some(20 * 1024 * 1024)
+        );
     }
 
     #[test]
@@ -196,21 +238,30 @@ mod tests {
         let c = parse("protocols:\n  grpc:\n");
         assert_eq!(c.protocols.grpc, Some(GrpcConfig::default()));
         assert_eq!(c.protocols.http, None);
-        let c = parse("protocols:\n  http:\n    endpoint: 0.0.0.0:9000\n    cors:\n      allowed_origins: ['https://*.example.com']\n");
+        let c = parse(
+            "protocols:\n  http:\n    endpoint: 0.0.0.0:9000\n    cors:\n      allowed_origins: ['https://*.example.com']\n",
+        );
         let h = c.protocols.http.expect("http on");
         assert_eq!(h.endpoint, "0.0.0.0:9000");
-        assert_eq!(h.cors.expect("cors").allowed_origins, vec!["https://*.example.com".to_string()]);
+        assert_eq!(
+            h.cors.expect("cors").allowed_origins,
+            vec!["https://*.example.com".to_string()]
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = serde_yaml::from_str::<OtlpReceiverConfig>("protocols:\n  grpc:\n    endpont: x\n").expect_err("typo");
+        let err =
+            serde_yaml::from_str::<OtlpReceiverConfig>("protocols:\n  grpc:\n    endpont: x\n")
+                .expect_err("typo");
         assert!(err.to_string().contains("unknown field `endpont`"), "{err}");
     }
 
     #[test]
     fn validate_names_each_problem() {
-        let c = parse("protocols:\n  grpc:\n    endpoint: localhost\n  http:\n    endpoint: ':99999'\n    traces_url_path: v1/traces\n");
+        let c = parse(
+            "protocols:\n  grpc:\n    endpoint: localhost\n  http:\n    endpoint: ':99999'\n    traces_url_path: v1/traces\n",
+        );
         let msgs: Vec<String> = c.validate().into_iter().map(|(_, m)| m).collect();
         assert_eq!(msgs, vec![
             "protocols.grpc.endpoint: \"localhost\" is not host:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)".to_string(),

@@ -6,13 +6,16 @@ use prost::Message;
 use spanlake_core::ids::{id_problem, to_hex};
 
 pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
-    ExportTraceServiceRequest::decode(body).map_err(|e| format!("the body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}"))
+    ExportTraceServiceRequest::decode(body).map_err(|e| {
+        format!("the body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}")
+    })
 }
 
 /// OTLP/JSON: lowerCamelCase names, hex ids (any case), 64-bit integers as strings or numbers,
 /// enums as integers; unknown fields are ignored.
 pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
-    serde_json::from_slice(body).map_err(|e| format!("the body is not a valid OTLP JSON ExportTraceServiceRequest: {e}"))
+    serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not a valid OTLP JSON ExportTraceServiceRequest: {e}"))
 }
 
 /// Spans refused from one request.
@@ -36,7 +39,9 @@ pub fn keep_valid_spans(resource_spans: &mut Vec<ResourceSpans>) -> Rejections {
                 let problem = id_problem(&span.trace_id, 16, true)
                     .map(|p| ("trace_id", p))
                     .or_else(|| id_problem(&span.span_id, 8, true).map(|p| ("span_id", p)))
-                    .or_else(|| id_problem(&span.parent_span_id, 8, false).map(|p| ("parent_span_id", p)));
+                    .or_else(|| {
+                        id_problem(&span.parent_span_id, 8, false).map(|p| ("parent_span_id", p))
+                    });
                 match problem {
                     None => true,
                     Some((field, why)) => {
@@ -63,7 +68,11 @@ pub fn keep_valid_spans(resource_spans: &mut Vec<ResourceSpans>) -> Rejections {
             "{} span(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, neither all zeros): {}{}",
             rej.count,
             reasons.join("; "),
-            if more > 0 { format!("; and {more} more") } else { String::new() }
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
         );
     }
     rej
@@ -90,21 +99,39 @@ mod tests {
         assert_eq!(span.kind, 2);
         assert_eq!(span.start_time_unix_nano, 1_700_000_000_000_000_000);
         assert_eq!(span.end_time_unix_nano, 1_700_000_000_500_000_000);
-        let ints: Vec<_> = span.attributes.iter().map(|kv| kv.value.as_ref().and_then(|v| v.value.clone())).collect();
-        assert_eq!(ints, vec![Some(Value::IntValue(42)), Some(Value::IntValue(7))]);
+        let ints: Vec<_> = span
+            .attributes
+            .iter()
+            .map(|kv| kv.value.as_ref().and_then(|v| v.value.clone()))
+            .collect();
+        assert_eq!(
+            ints,
+            vec![Some(Value::IntValue(42)), Some(Value::IntValue(7))]
+        );
         assert_eq!(span.status.as_ref().map(|s| s.code), Some(2));
     }
 
     #[test]
     fn bad_json_says_where() {
         let err = decode_json(b"{\"resourceSpans\": [").expect_err("truncated");
-        assert!(err.contains("not a valid OTLP JSON") && err.contains("line 1"), "{err}");
-        let err = decode_json(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#).expect_err("bad hex");
+        assert!(
+            err.contains("not a valid OTLP JSON") && err.contains("line 1"),
+            "{err}"
+        );
+        let err =
+            decode_json(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#)
+                .expect_err("bad hex");
         assert!(err.contains("not a valid OTLP JSON"), "{err}");
     }
 
     fn span(name: &str, trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>) -> Span {
-        Span { name: name.into(), trace_id: trace, span_id: id, parent_span_id: parent, ..Default::default() }
+        Span {
+            name: name.into(),
+            trace_id: trace,
+            span_id: id,
+            parent_span_id: parent,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -124,15 +151,25 @@ mod tests {
                 ..Default::default()
             },
             ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans: vec![span("badparent", vec![1; 16], vec![5; 8], vec![9; 3])], ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span("badparent", vec![1; 16], vec![5; 8], vec![9; 3])],
+                    ..Default::default()
+                }],
                 ..Default::default()
             },
         ];
         let rej = keep_valid_spans(&mut rs);
         assert_eq!(rej.count, 3);
-        assert_eq!(rej.message, "3 span(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, neither all zeros): span \"short\" (0303030303030303): trace_id has 15 bytes; it must have 16; span \"zero\" (0000000000000000): span_id is all zeros; span \"badparent\" (0505050505050505): parent_span_id has 3 bytes; it must have 8");
+        assert_eq!(
+            rej.message,
+            "3 span(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, neither all zeros): span \"short\" (0303030303030303): trace_id has 15 bytes; it must have 16; span \"zero\" (0000000000000000): span_id is all zeros; span \"badparent\" (0505050505050505): parent_span_id has 3 bytes; it must have 8"
+        );
         assert_eq!(rs.len(), 1, "the emptied resource group is dropped");
-        let names: Vec<_> = rs[0].scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<_> = rs[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         assert_eq!(names, vec!["ok", "child"]);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -30,19 +32,25 @@ impl TraceService for Service {
         if !batch.is_empty() {
             self.intake.submit(batch).await.map_err(status_of)?;
         }
-        let partial_success = (rejected.count > 0).then(|| ExportTracePartialSuccess {
+        let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: rejected.count,
             error_message: rejected.message,
         });
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }
 
 /// Overload and shutdown are both retryable for an OTLP client: `UNAVAILABLE`.
 pub(crate) fn status_of(e: IntakeError) -> Status {
     match e {
-        IntakeError::Full(why) => Status::unavailable(format!("spanlake is overloaded ({why}); retry later")),
-        IntakeError::Closed => Status::unavailable("spanlake is shutting down; retry against another instance or later"),
+        IntakeError::Full(why) => {
+            Status::unavailable(format!("spanlake is overloaded ({why}); retry later"))
+        }
+        IntakeError::Closed => Status::unavailable(
+            "spanlake is shutting down; retry against another instance or later",
+        ),
     }
 }
 
@@ -78,8 +86,15 @@ pub(crate) fn start(
 /// `RESOURCE_EXHAUSTED` without retry information (both final for an OTLP client).
 fn refine_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
     let headers = resp.headers_mut();
-    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
-    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").replace("%20", " ");
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .replace("%20", " ");
     let refined = match code {
         Some(13) if message.starts_with("failed to decode") => Some("3"),
         Some(11) if message.contains("message length too large") => Some("8"),
@@ -96,14 +111,27 @@ mod tests {
     use super::*;
 
     fn status_of_response(code: &str, message: &str) -> String {
-        let resp = http::Response::builder().header("grpc-status", code).header("grpc-message", message).body(()).expect("response");
-        refine_status(resp).headers()["grpc-status"].to_str().expect("ascii").to_string()
+        let resp = http::Response::builder()
+            .header("grpc-status", code)
+            .header("grpc-message", message)
+            .body(())
+            .expect("response");
+        refine_status(resp).headers()["grpc-status"]
+            .to_str()
+            .expect("ascii")
+            .to_string()
     }
 
     #[test]
     fn decode_failures_are_final_for_the_client() {
-        assert_eq!(status_of_response("13", "failed%20to%20decode%20Protobuf%20message"), "3");
-        assert_eq!(status_of_response("11", "Error,%20decoded%20message%20length%20too%20large"), "8");
+        assert_eq!(
+            status_of_response("13", "failed%20to%20decode%20Protobuf%20message"),
+            "3"
+        );
+        assert_eq!(
+            status_of_response("11", "Error,%20decoded%20message%20length%20too%20large"),
+            "8"
+        );
         assert_eq!(status_of_response("14", "spanlake%20is%20overloaded"), "14");
         assert_eq!(status_of_response("13", "something else"), "13");
     }

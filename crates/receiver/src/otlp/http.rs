@@ -4,14 +4,16 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use prost::Message;
 use spanlake_core::{Batch, CancellationToken, Intake, IntakeError};
 use tokio::task::JoinHandle;
@@ -56,15 +58,18 @@ pub(crate) fn start(
 ) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
     let listener = super::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared { intake, max_body: config.max_request_body_size });
+    let shared = Arc::new(Shared {
+        intake,
+        max_body: config.max_request_body_size,
+    });
     let mut router = Router::new()
         .route(&config.traces_url_path, post(export))
         .with_state(shared)
         .layer(axum::extract::DefaultBodyLimit::disable());
-    if let Some(cors) = &config.cors {
-        if !cors.allowed_origins.is_empty() {
-            router = router.layer(cors_layer(cors));
-        }
+    if let Some(cors) = &config.cors
+        && !cors.allowed_origins.is_empty()
+    {
+        router = router.layer(cors_layer(cors));
     }
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, router)
@@ -90,7 +95,10 @@ fn cors_layer(c: &CorsConfig) -> CorsLayer {
     };
     let mut headers = vec![header::CONTENT_TYPE, header::CONTENT_ENCODING];
     headers.extend(c.allowed_headers.iter().filter_map(|h| h.parse().ok()));
-    let mut layer = CorsLayer::new().allow_origin(origin).allow_methods([Method::POST]).allow_headers(headers);
+    let mut layer = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::POST])
+        .allow_headers(headers);
     if let Some(secs) = c.max_age {
         layer = layer.max_age(std::time::Duration::from_secs(secs));
     }
@@ -117,24 +125,49 @@ fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
         _ => 14,                            // UNAVAILABLE
     };
     let body = match encoding {
-        Encoding::Protobuf => RpcStatus { code: grpc_code, message }.encode_to_vec(),
-        Encoding::Json => serde_json::json!({ "code": grpc_code, "message": message }).to_string().into_bytes(),
+        Encoding::Protobuf => RpcStatus {
+            code: grpc_code,
+            message,
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": grpc_code, "message": message })
+            .to_string()
+            .into_bytes(),
     };
-    let mut resp = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
 
 fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
-    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
-        "" => Err("the request has no Content-Type; send application/x-protobuf or application/json".into()),
-        _ => Err(format!("Content-Type {raw:?} is not supported; send application/x-protobuf or application/json")),
+        "" => Err(
+            "the request has no Content-Type; send application/x-protobuf or application/json"
+                .into(),
+        ),
+        _ => Err(format!(
+            "Content-Type {raw:?} is not supported; send application/x-protobuf or application/json"
+        )),
     }
 }
 
@@ -144,11 +177,20 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         Err(msg) => return error(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, msg),
     };
     let max = shared.max_body;
-    let too_large = || error(encoding, StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than max_request_body_size ({max} bytes)"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
-        if len > max {
-            return too_large();
-        }
+    let too_large = || {
+        error(
+            encoding,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than max_request_body_size ({max} bytes)"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > max
+    {
+        return too_large();
     }
     let raw: Bytes = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
@@ -158,7 +200,11 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             if source_is_limit || e.to_string().contains("length limit") {
                 return too_large();
             }
-            return error(encoding, StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"));
+            return error(
+                encoding,
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            );
         }
     };
     let content_encoding = headers
@@ -173,11 +219,19 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             Ok(b) => b,
             Err(GunzipError::TooLarge) => return too_large(),
             Err(GunzipError::Invalid(e)) => {
-                return error(encoding, StatusCode::BAD_REQUEST, format!("the body is marked Content-Encoding: gzip but is not valid gzip: {e}"));
+                return error(
+                    encoding,
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is marked Content-Encoding: gzip but is not valid gzip: {e}"),
+                );
             }
         },
         other => {
-            return error(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other:?} is not supported; send gzip or no encoding"));
+            return error(
+                encoding,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {other:?} is not supported; send gzip or no encoding"),
+            );
         }
     };
     let decoded = match encoding {
@@ -190,23 +244,30 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     };
     let rejected = keep_valid_spans(&mut resource_spans);
     let batch = Batch::spans(resource_spans);
-    if !batch.is_empty() {
-        if let Err(e) = shared.intake.submit(batch).await {
-            let msg = match e {
-                IntakeError::Full(why) => format!("spanlake is overloaded ({why}); retry later"),
-                IntakeError::Closed => "spanlake is shutting down; retry later".to_string(),
-            };
-            return error(encoding, StatusCode::SERVICE_UNAVAILABLE, msg);
-        }
+    if !batch.is_empty()
+        && let Err(e) = shared.intake.submit(batch).await
+    {
+        let msg = match e {
+            IntakeError::Full(why) => format!("spanlake is overloaded ({why}); retry later"),
+            IntakeError::Closed => "spanlake is shutting down; retry later".to_string(),
+        };
+        return error(encoding, StatusCode::SERVICE_UNAVAILABLE, msg);
     }
-    let partial_success = (rejected.count > 0)
-        .then(|| ExportTracePartialSuccess { rejected_spans: rejected.count, error_message: rejected.message });
+    let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
+        rejected_spans: rejected.count,
+        error_message: rejected.message,
+    });
     let response = ExportTraceServiceResponse { partial_success };
     let body = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
         Encoding::Json => json_response(&response),
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 fn json_response(r: &ExportTraceServiceResponse) -> Vec<u8> {
@@ -246,17 +307,35 @@ mod tests {
 
     #[test]
     fn origins_match_exactly_or_by_one_wildcard() {
-        assert!(origin_matches("https://app.example.com", "https://app.example.com"));
-        assert!(!origin_matches("https://app.example.com", "https://evil.com"));
-        assert!(origin_matches("https://*.example.com", "https://a.example.com"));
-        assert!(!origin_matches("https://*.example.com", "https://example.org"));
-        assert!(!origin_matches("https://*.example.com", "http://a.example.com"));
+        assert!(origin_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://app.example.com",
+            "https://evil.com"
+        ));
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://a.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://example.org"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "http://a.example.com"
+        ));
     }
 
     #[test]
     fn content_types() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         assert_eq!(media_type(&h), Ok(Encoding::Json));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert_eq!(
@@ -271,8 +350,14 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&vec![0u8; 1 << 20]).expect("compress");
         let small = enc.finish().expect("compress");
-        assert!(matches!(gunzip(&small, 1 << 16), Err(GunzipError::TooLarge)));
+        assert!(matches!(
+            gunzip(&small, 1 << 16),
+            Err(GunzipError::TooLarge)
+        ));
         assert_eq!(gunzip(&small, 1 << 20).map(|b| b.len()).ok(), Some(1 << 20));
-        assert!(matches!(gunzip(b"not gzip", 100), Err(GunzipError::Invalid(_))));
+        assert!(matches!(
+            gunzip(b"not gzip", 100),
+            Err(GunzipError::Invalid(_))
+        ));
     }
 }

@@ -6,7 +6,7 @@ mod grpc;
 mod http;
 
 pub use config::{CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols};
-pub use decode::{decode_json, decode_protobuf, keep_valid_spans, Rejections};
+pub use decode::{Rejections, decode_json, decode_protobuf, keep_valid_spans};
 
 use spanlake_core::{CancellationToken, Intake, ReceiverComponent, RunningReceiver};
 
