@@ -2,6 +2,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::oneshot;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
@@ -85,6 +89,12 @@ impl Batch {
         b
     }
 
+    /// Mark every acknowledgement this batch carries as failed: the spans will not be stored,
+    /// and the clients waiting on them must be told to retry.
+    pub fn fail(&self) {
+        fail_all(&self.guards);
+    }
+
     /// Recount the spans after a stage changed the contents in place.
     pub fn recount(&mut self) {
         self.items = match &self.signal {
@@ -99,4 +109,99 @@ pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
         .flat_map(|r| r.scope_spans.iter())
         .map(|s| s.spans.len())
         .sum()
+}
+
+/// Mark every acknowledgement among `guards` as failed.
+pub fn fail_all(guards: &[Guard]) {
+    for g in guards {
+        if let Some(ack) = (**g).downcast_ref::<Ack>() {
+            ack.failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A client's request waiting for its spans to be safe.
+///
+/// It rides on every batch that holds spans of the request, as a guard. When the last copy is
+/// dropped — every exporter has taken every part of the request — the waiter learns whether all
+/// went well: a stage that loses spans (a closed queue, an exporter that cannot take them)
+/// calls [`Batch::fail`] first.
+pub struct Ack {
+    failed: AtomicBool,
+    done: Mutex<Option<oneshot::Sender<bool>>>,
+}
+
+/// The receiver's side of an [`Ack`].
+pub struct AckWait(oneshot::Receiver<bool>);
+
+impl Ack {
+    /// A new acknowledgement: the guard to attach to a batch, and the receiver's waiter.
+    pub fn pair() -> (Guard, AckWait) {
+        let (tx, rx) = oneshot::channel();
+        let ack = Ack {
+            failed: AtomicBool::new(false),
+            done: Mutex::new(Some(tx)),
+        };
+        (Arc::new(ack), AckWait(rx))
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        let tx = match self.done.get_mut() {
+            Ok(tx) => tx.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(tx) = tx {
+            let _ = tx.send(!self.failed.load(Ordering::Relaxed));
+        }
+    }
+}
+
+impl AckWait {
+    /// `true` once every part of the request was taken by every exporter; `false` if any part
+    /// was lost.
+    pub async fn wait(self) -> bool {
+        self.0.await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ack_completes_when_the_last_copy_is_dropped() {
+        let (guard, wait) = Ack::pair();
+        let mut a = Batch::spans(vec![]);
+        a.add_guard(guard);
+        let b = a.clone();
+        drop(a);
+        let mut wait = Box::pin(wait.wait());
+        assert!(
+            futures_poll(&mut wait).is_none(),
+            "a copy is still in the pipeline"
+        );
+        drop(b);
+        assert!(wait.await, "every copy taken");
+    }
+
+    #[tokio::test]
+    async fn a_lost_part_fails_the_ack() {
+        let (guard, wait) = Ack::pair();
+        let mut a = Batch::spans(vec![]);
+        a.add_guard(guard);
+        let b = a.clone();
+        b.fail();
+        drop((a, b));
+        assert!(!wait.wait().await, "a part was lost");
+    }
+
+    fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(f).poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
 }

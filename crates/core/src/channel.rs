@@ -51,7 +51,10 @@ impl Sender {
     pub fn try_send(&self, batch: Batch) -> Result<(), SendError> {
         self.inner.try_send(batch).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::Full(self.name.clone()),
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed(self.name.clone()),
+            mpsc::error::TrySendError::Closed(b) => {
+                b.fail();
+                SendError::Closed(self.name.clone())
+            }
         })
     }
 
@@ -94,6 +97,9 @@ pub enum IntakeError {
     /// The collector is shutting down.
     #[error("spanlake is shutting down")]
     Closed,
+    /// Admitted, but a stage could not store the spans (e.g. an exporter failed).
+    #[error("the spans could not be stored")]
+    Lost,
 }
 
 /// Where a receiver hands what it accepted: the first queue of every pipeline that lists it.
@@ -116,6 +122,19 @@ impl Intake {
 
     pub fn queues(&self) -> &[Sender] {
         &self.queues
+    }
+
+    /// Admit a batch and wait until its spans are as safe as the pipelines make them: taken by
+    /// every exporter (and so visible to queries). This is when a client is acknowledged.
+    pub async fn admit(&self, mut batch: Batch) -> Result<(), IntakeError> {
+        let (guard, wait) = crate::batch::Ack::pair();
+        batch.add_guard(guard);
+        self.submit(batch).await?;
+        if wait.wait().await {
+            Ok(())
+        } else {
+            Err(IntakeError::Lost)
+        }
     }
 
     /// Admit a batch into every pipeline, waiting at most the admission wait for room.

@@ -33,8 +33,15 @@ pub struct RunningReceiver {
 
 /// A processor stage: reads batches, writes batches.
 pub trait Processor: Send {
-    /// Run until `input` closes, flushing anything held before returning.
-    fn start(self: Box<Self>, input: Queue, output: Fanout) -> JoinHandle<()>;
+    /// Run until `input` closes, flushing anything held before returning. Once `shutdown` is
+    /// cancelled, hold nothing back: the clients whose requests are still in flight are waiting
+    /// for their spans to reach the exporters.
+    fn start(
+        self: Box<Self>,
+        input: Queue,
+        output: Fanout,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()>;
 }
 
 /// An exporter: the end of a pipeline.

@@ -65,7 +65,7 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
                 .build_processor(&r.id)
                 .ok_or_else(|| anyhow!("processor {} is not in the plan", r.id))?;
             let (tx, rx) = bounded(format!("{}/{}:{}", p.id, i, r.id), p.channel_capacity);
-            processors.push(processor.start(rx, Fanout::new(next)));
+            processors.push(processor.start(rx, Fanout::new(next), shutdown.clone()));
             next = vec![tx];
         }
         for r in &p.receivers {

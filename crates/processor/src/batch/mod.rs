@@ -15,7 +15,7 @@ pub use split::Pending;
 
 use std::sync::Arc;
 
-use spanlake_core::{Batch, Fanout, Processor, Receiver};
+use spanlake_core::{Batch, CancellationToken, Fanout, Processor, Receiver};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -35,8 +35,13 @@ impl BatchProcessor {
 }
 
 impl Processor for BatchProcessor {
-    fn start(self: Box<Self>, input: Receiver, output: Fanout) -> JoinHandle<()> {
-        tokio::spawn(run(self.name, self.config, input, output))
+    fn start(
+        self: Box<Self>,
+        input: Receiver,
+        output: Fanout,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(run(self.name, self.config, input, output, shutdown))
     }
 }
 
@@ -63,7 +68,13 @@ impl Emitter {
     }
 }
 
-async fn run(name: String, config: BatchConfig, mut input: Receiver, output: Fanout) {
+async fn run(
+    name: String,
+    config: BatchConfig,
+    mut input: Receiver,
+    output: Fanout,
+    shutdown: CancellationToken,
+) {
     let emitter = Emitter {
         slots: Arc::new(Semaphore::new(config.max_inflight)),
         output,
@@ -71,6 +82,7 @@ async fn run(name: String, config: BatchConfig, mut input: Receiver, output: Fan
     };
     let mut pending = Pending::default();
     let mut deadline: Option<Instant> = None;
+    let mut draining = false;
     loop {
         tokio::select! {
             biased;
@@ -88,10 +100,17 @@ async fn run(name: String, config: BatchConfig, mut input: Receiver, output: Fan
                 }
                 if pending.is_empty() {
                     deadline = None;
+                } else if draining {
+                    deadline = Some(Instant::now());
                 } else if arrived_into_empty || emitted {
                     // What is left arrived with this batch (older spans leave first).
                     deadline = Some(Instant::now() + config.timeout);
                 }
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                // From now on nothing waits: flush what is held, then pass batches on as they come.
+                draining = true;
+                deadline = if pending.is_empty() { None } else { Some(Instant::now()) };
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 deadline = None;
@@ -153,6 +172,7 @@ mod tests {
         input: spanlake_core::Sender,
         output: spanlake_core::Receiver,
         task: JoinHandle<()>,
+        shutdown: CancellationToken,
     }
 
     fn start(max_size: usize, timeout_ms: u64, max_inflight: usize, in_cap: usize) -> Harness {
@@ -163,12 +183,17 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             max_inflight,
         };
-        let task =
-            Box::new(BatchProcessor::new("batch", config)).start(in_rx, Fanout::new(vec![out_tx]));
+        let shutdown = CancellationToken::new();
+        let task = Box::new(BatchProcessor::new("batch", config)).start(
+            in_rx,
+            Fanout::new(vec![out_tx]),
+            shutdown.clone(),
+        );
         Harness {
             input,
             output,
             task,
+            shutdown,
         }
     }
 
@@ -275,11 +300,31 @@ mod tests {
             input,
             mut output,
             task,
+            ..
         } = h;
         drop(input);
         let fourth = output.recv().await.expect("flushed on close");
         assert_eq!(names(&fourth), (30..40).collect::<Vec<_>>());
         task.await.expect("processor exits when its input closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_shutdown_nothing_waits_for_its_timeout() {
+        let mut h = start(100, 60_000, 3, 8);
+        h.input.send(spans(3, 0)).await.expect("send");
+        settle().await;
+        assert!(try_next(&mut h).is_none());
+        h.shutdown.cancel();
+        settle().await;
+        let b = try_next(&mut h)
+            .flatten()
+            .expect("flushed at once on shutdown");
+        assert_eq!(names(&b), vec![0, 1, 2]);
+        // and later arrivals pass straight through, without waiting for the timeout
+        h.input.send(spans(2, 3)).await.expect("send");
+        settle().await;
+        let b = try_next(&mut h).flatten().expect("passed on at once");
+        assert_eq!(names(&b), vec![3, 4]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,7 @@ impl TraceService for Service {
         let rejected = keep_valid_spans(&mut resource_spans);
         let batch = Batch::spans(resource_spans);
         if !batch.is_empty() {
-            self.intake.submit(batch).await.map_err(status_of)?;
+            self.intake.admit(batch).await.map_err(status_of)?;
         }
         let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: rejected.count,
@@ -48,6 +48,7 @@ pub(crate) fn status_of(e: IntakeError) -> Status {
         IntakeError::Full(why) => {
             Status::unavailable(format!("spanlake is overloaded ({why}); retry later"))
         }
+        IntakeError::Lost => Status::unavailable("spanlake could not store the spans; retry"),
         IntakeError::Closed => Status::unavailable(
             "spanlake is shutting down; retry against another instance or later",
         ),

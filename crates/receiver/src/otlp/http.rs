@@ -245,11 +245,12 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     let rejected = keep_valid_spans(&mut resource_spans);
     let batch = Batch::spans(resource_spans);
     if !batch.is_empty()
-        && let Err(e) = shared.intake.submit(batch).await
+        && let Err(e) = shared.intake.admit(batch).await
     {
         let msg = match e {
             IntakeError::Full(why) => format!("spanlake is overloaded ({why}); retry later"),
             IntakeError::Closed => "spanlake is shutting down; retry later".to_string(),
+            IntakeError::Lost => "spanlake could not store the spans; retry".to_string(),
         };
         return error(encoding, StatusCode::SERVICE_UNAVAILABLE, msg);
     }
