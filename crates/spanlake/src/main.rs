@@ -43,6 +43,32 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run a read-only SQL query over the lake; the tables are `spans` (one row per span) and
+    /// `spans_raw` (every stored copy).
+    Query {
+        /// Root of the lake.
+        #[arg(long, default_value = "./spanlake-data")]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The SQL, e.g. "SELECT name, duration_ns FROM spans WHERE status_code = 'ERROR'".
+        sql: String,
+    },
+    /// Show one trace as an indented waterfall.
+    Trace {
+        /// Root of the lake.
+        #[arg(long, default_value = "./spanlake-data")]
+        data: PathBuf,
+        /// The trace id (32 hex digits for OTLP traces, or the id the native API was given).
+        trace_id: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -114,6 +140,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Query { data, format, sql } => offline(query(data, format, sql)),
+        Command::Trace { data, trace_id } => offline(show_trace(data, trace_id)),
         Command::Run { config, data } => {
             let overrides = registry::Overrides { data };
             let plan = match load(config.as_ref(), &overrides) {
@@ -143,6 +171,64 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Run a command that reads the lake from outside the collector.
+fn offline(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("spanlake: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("spanlake: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_lake(data: &std::path::Path) -> Result<spanlake_query::QueryEngine, String> {
+    if !data.join("spans").is_dir() {
+        return Err(format!(
+            "no lake at {}: expected {}/spans/ (give the directory with --data)",
+            data.display(),
+            data.display()
+        ));
+    }
+    spanlake_query::QueryEngine::open(data, None).await.map_err(|e| e.to_string())
+}
+
+async fn query(data: PathBuf, format: Format, sql: String) -> Result<(), String> {
+    let engine = open_lake(&data).await?;
+    let (schema, batches) = engine.sql(&sql).await.map_err(|e| e.to_string())?;
+    let text = match format {
+        Format::Table => spanlake_query::render::table(&schema, &batches),
+        Format::Csv => spanlake_query::render::csv(&schema, &batches),
+        Format::Json => spanlake_query::render::json(&batches),
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{}", text.trim_end());
+    Ok(())
+}
+
+async fn show_trace(data: PathBuf, trace_id: String) -> Result<(), String> {
+    let engine = open_lake(&data).await?;
+    let id = trace_id.trim().to_string();
+    let mut spans = engine.trace(&id).await.map_err(|e| e.to_string())?;
+    if spans.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()) {
+        spans = engine.trace(&id.to_ascii_lowercase()).await.map_err(|e| e.to_string())?;
+    }
+    if spans.is_empty() {
+        return Err(format!("trace {id} is not in the lake at {}", data.display()));
+    }
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let stored_id = spans[0].trace_id.clone();
+    print!("{}", spanlake_query::render::waterfall(&stored_id, &spans, color));
+    Ok(())
 }
 
 async fn run(plan: registry::Plan) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! the same problems, each on its line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use spanlake_config::{
     ComponentId, Document, Path, PipelineSpec, Problem, Problems, RawComponent, RawConfig,
@@ -11,7 +12,7 @@ use spanlake_config::{
 };
 use spanlake_core::{Exporter, Processor, ReceiverComponent};
 use spanlake_exporter::debug::{DebugConfig, DebugExporter};
-use spanlake_exporter::parquet::{ParquetConfig, ParquetExporter};
+use spanlake_exporter::parquet::{LiveTail, ParquetConfig, ParquetExporter};
 use spanlake_processor::batch::{BatchConfig, BatchProcessor};
 use spanlake_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
 
@@ -215,19 +216,32 @@ impl Plan {
             })
     }
 
-    pub fn build_exporter(&self, id: &ComponentId) -> Option<Box<dyn Exporter>> {
+    /// Build an exporter; a lake (parquet) exporter also gives its root and its live tail, for
+    /// queries.
+    pub fn build_exporter(&self, id: &ComponentId) -> Option<(Box<dyn Exporter>, Option<Lake>)> {
         self.exporters
             .iter()
             .find(|(i, _)| i == id)
             .map(|(_, s)| match s {
                 ExporterSettings::Parquet(c) => {
-                    Box::new(ParquetExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>
+                    let tail = Arc::new(LiveTail::default());
+                    let lake = Lake { root: c.path.clone(), tail: tail.clone() };
+                    let e = ParquetExporter::new(id.to_string(), c.clone(), tail);
+                    (Box::new(e) as Box<dyn Exporter>, Some(lake))
                 }
                 ExporterSettings::Debug(c) => {
-                    Box::new(DebugExporter::new(id.to_string(), c.clone())) as Box<dyn Exporter>
+                    let e = DebugExporter::new(id.to_string(), c.clone());
+                    (Box::new(e) as Box<dyn Exporter>, None)
                 }
             })
     }
+}
+
+/// A lake written by a parquet exporter: where its files are, and its rows not yet in a file.
+#[derive(Clone, Debug)]
+pub struct Lake {
+    pub root: PathBuf,
+    pub tail: Arc<LiveTail>,
 }
 
 #[cfg(test)]

@@ -17,11 +17,13 @@ use spanlake_config::ComponentId;
 use spanlake_core::{CancellationToken, Fanout, Intake, Sender, bounded};
 use tokio::task::JoinHandle;
 
-use crate::registry::{ExporterSettings, Plan};
+use crate::registry::{ExporterSettings, Lake, Plan};
 
 /// A started collector.
 pub struct Running {
     pub listening: Vec<(ComponentId, String, SocketAddr)>,
+    /// The lakes the parquet exporters write, by exporter id.
+    pub lakes: BTreeMap<ComponentId, Lake>,
     shutdown: CancellationToken,
     receivers: Vec<JoinHandle<()>>,
     processors: Vec<JoinHandle<()>>,
@@ -36,17 +38,21 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
     // Exporters: one instance and one queue each, shared by every pipeline that lists them.
     let mut exporter_queues: BTreeMap<ComponentId, Sender> = BTreeMap::new();
     let mut exporters = Vec::new();
+    let mut lakes = BTreeMap::new();
     for p in &plan.pipelines {
         for r in &p.exporters {
             if exporter_queues.contains_key(&r.id) {
                 continue;
             }
-            let exporter = plan
+            let (exporter, lake) = plan
                 .build_exporter(&r.id)
                 .ok_or_else(|| anyhow!("exporter {} is not in the plan", r.id))?;
             let (tx, rx) = bounded(format!("exporter/{}", r.id), capacity);
             exporters.push((r.id.clone(), exporter.start(rx)));
             exporter_queues.insert(r.id.clone(), tx);
+            if let Some(lake) = lake {
+                lakes.insert(r.id.clone(), lake);
+            }
         }
     }
 
@@ -96,6 +102,7 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
     }
     Ok(Running {
         listening,
+        lakes,
         shutdown,
         receivers,
         processors,

@@ -3,11 +3,14 @@
 mod config;
 pub mod convert;
 pub mod schema;
+mod tail;
 mod writer;
 
 pub use config::ParquetConfig;
+pub use tail::LiveTail;
 pub use writer::{Committed, LakeWriter, WriteError};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use spanlake_core::{Exporter, Receiver};
@@ -16,13 +19,16 @@ use tokio::task::JoinHandle;
 pub struct ParquetExporter {
     name: String,
     config: ParquetConfig,
+    tail: Arc<LiveTail>,
 }
 
 impl ParquetExporter {
-    pub fn new(name: impl Into<String>, config: ParquetConfig) -> Self {
+    /// `tail` receives the rows taken but not yet committed, for queries to read.
+    pub fn new(name: impl Into<String>, config: ParquetConfig, tail: Arc<LiveTail>) -> Self {
         ParquetExporter {
             name: name.into(),
             config,
+            tail,
         }
     }
 }
@@ -49,7 +55,7 @@ impl Exporter for ParquetExporter {
         let name = self.name.clone();
         let tick_every =
             (self.config.max_file_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let mut writer = LakeWriter::new(self.name, self.config);
+        let mut writer = LakeWriter::new(self.name, self.config, self.tail);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,6 +67,10 @@ impl Exporter for ParquetExporter {
                         (writer, result) = on_writer(writer, move |w| {
                             let (groups, guards) = batch.into_parts();
                             let r = w.append(&groups);
+                            if let Err(WriteError::Arrow { .. }) = &r {
+                                // The rows never reached the buffer: their clients must retry.
+                                spanlake_core::fail_all(&guards);
+                            }
                             // Rows are buffered: the batch's in-flight slot is free again.
                             drop(guards);
                             r

@@ -26,6 +26,7 @@ use parquet::schema::types::ColumnPath;
 use super::config::ParquetConfig;
 use super::convert::{HourKey, SpanRows, partition_of};
 use super::schema::{SCHEMA_VERSION, span_schema};
+use super::tail::LiveTail;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -68,6 +69,7 @@ pub struct LakeWriter {
     rows: SpanRows,
     partitions: BTreeMap<HourKey, Partition>,
     buffered: usize,
+    tail: Arc<LiveTail>,
 }
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -80,7 +82,7 @@ pub fn now_nanos() -> i64 {
 }
 
 impl LakeWriter {
-    pub fn new(name: impl Into<String>, config: ParquetConfig) -> Self {
+    pub fn new(name: impl Into<String>, config: ParquetConfig, tail: Arc<LiveTail>) -> Self {
         let level = ZstdLevel::try_new(config.compression_level).unwrap_or_default();
         let trace_id = ColumnPath::from("trace_id");
         let props = WriterProperties::builder()
@@ -115,6 +117,7 @@ impl LakeWriter {
             rows: SpanRows::new(),
             partitions: BTreeMap::new(),
             buffered: 0,
+            tail,
         }
     }
 
@@ -171,6 +174,7 @@ impl LakeWriter {
         });
         p.rows += batch.num_rows();
         self.buffered += batch.num_rows();
+        self.tail.push(key, batch.clone());
         p.batches.push(batch);
     }
 
@@ -204,6 +208,7 @@ impl LakeWriter {
                 Ok(c) => {
                     self.buffered -= part.rows;
                     self.partitions.remove(key);
+                    self.tail.remove(*key);
                     done.push(c);
                 }
                 Err(e) => {
@@ -356,7 +361,7 @@ mod tests {
             path: root.clone(),
             ..Default::default()
         };
-        let mut w = LakeWriter::new("parquet", config);
+        let mut w = LakeWriter::new("parquet", config, Arc::default());
         let spans = vec![
             span(9, 1, base + 50),
             span(3, 2, base + 70),
@@ -450,7 +455,7 @@ mod tests {
             path: blocker.clone(),
             ..Default::default()
         };
-        let mut w = LakeWriter::new("parquet", config);
+        let mut w = LakeWriter::new("parquet", config, Arc::default());
         let groups = vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans: vec![span(1, 1, 5)],
