@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = os.environ.get("SPANLAKE_BIN", str(ROOT / "target" / "debug" / "spanlake"))
 
 
-def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, processors=("batch",), exporters=("parquet",), extra_exporters=None):
+def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, processors=("batch",), exporters=("parquet",), extra_exporters=None, query=True):
     """A pipeline file (JSON is YAML) listening on free ports and writing under data_dir."""
     cfg = {
         "receivers": {"otlp": {"protocols": {
@@ -26,7 +26,7 @@ def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, proces
         }}},
         "processors": {"batch": {"timeout": "100ms", **(batch or {})}},
         "exporters": {"parquet": {"path": str(data_dir), **(parquet or {})}, **(extra_exporters or {})},
-        "service": {**(service or {}), "pipelines": {"traces": {
+        "service": {**({"query": {"endpoint": "127.0.0.1:0"}} if query else {}), **(service or {}), "pipelines": {"traces": {
             "receivers": ["otlp"], "processors": list(processors), "exporters": list(exporters)}}},
     }
     return json.dumps(cfg, indent=2)
@@ -49,16 +49,16 @@ class Collector:
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=full_env, stdout=self._stdout, stderr=subprocess.PIPE, text=True)
         self.banner = []
         self.stderr_lines = []
-        self.grpc = self.http = None
+        self.grpc = self.http = self.query = None
         deadline = time.time() + 30
         while time.time() < deadline:
             line = self.proc.stderr.readline()
             if not line:
                 break
             self.banner.append(line)
-            m = re.search(r"otlp/(grpc|http)\s+listening on (\S+)", line)
+            m = re.search(r"(otlp|query)/(grpc|http)\s+listening on (\S+)", line)
             if m:
-                setattr(self, m.group(1), m.group(2))
+                setattr(self, "query" if m.group(1) == "query" else m.group(2), m.group(3))
             if line.strip().startswith("pipeline "):
                 # the banner ends with its pipelines (and any environment overrides after)
                 if self.grpc and self.http:
@@ -76,6 +76,10 @@ class Collector:
     @property
     def http_url(self):
         return f"http://{self.http}"
+
+    @property
+    def query_url(self):
+        return f"http://{self.query}"
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:

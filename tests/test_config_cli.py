@@ -83,7 +83,7 @@ def test_default_pipeline_with_data_override(collector_factory, tmp_path):
     c = collector_factory(
         None,
         args=["--data", str(lake)],
-        env={"SPANLAKE_OTLP_GRPC_ENDPOINT": "127.0.0.1:0", "SPANLAKE_OTLP_HTTP_ENDPOINT": "127.0.0.1:0", "BATCH_MAX": "7"},
+        env={"SPANLAKE_OTLP_GRPC_ENDPOINT": "127.0.0.1:0", "SPANLAKE_OTLP_HTTP_ENDPOINT": "127.0.0.1:0", "SPANLAKE_QUERY_ENDPOINT": "127.0.0.1:0", "BATCH_MAX": "7"},
     )
     banner = "".join(c.banner)
     assert "running pipelines/default.yaml (embedded)" in banner

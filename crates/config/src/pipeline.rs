@@ -155,6 +155,9 @@ pub struct ServiceConfig {
     pub admission_wait: Duration,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The HTTP query API (Tempo- and Jaeger-compatible, SQL). Off when absent.
+    #[serde(default, deserialize_with = "listed")]
+    pub query: Option<QueryServerConfig>,
     /// Read separately by [`RawConfig::from_document`].
     #[serde(default)]
     pipelines: Option<Value>,
@@ -167,9 +170,44 @@ impl Default for ServiceConfig {
             channel_capacity: default_channel_capacity(),
             admission_wait: default_admission_wait(),
             telemetry: TelemetryConfig::default(),
+            query: None,
             pipelines: None,
         }
     }
+}
+
+/// `service.query`: the HTTP query API over one lake.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueryServerConfig {
+    /// `host:port` to listen on. Default `127.0.0.1:3200` (Tempo's port).
+    #[serde(default = "default_query_endpoint")]
+    pub endpoint: String,
+    /// The parquet exporter whose lake is served. May be left out when there is only one.
+    #[serde(default)]
+    pub exporter: Option<String>,
+}
+
+impl Default for QueryServerConfig {
+    fn default() -> Self {
+        QueryServerConfig {
+            endpoint: default_query_endpoint(),
+            exporter: None,
+        }
+    }
+}
+
+fn default_query_endpoint() -> String {
+    "127.0.0.1:3200".into()
+}
+
+/// A key that is present turns its feature on, even with no settings (`query:`).
+fn listed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
 fn default_shutdown_timeout() -> Duration {

@@ -31,7 +31,9 @@ pub struct QueryEngine {
 impl QueryEngine {
     /// An engine over the lake at `root`, with the live tail of the exporter writing it, if any.
     pub async fn open(root: &Path, tail: Option<Arc<LiveTail>>) -> Result<QueryEngine, QueryError> {
-        let mut config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+        let mut config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_information_schema(true);
         let opts = config.options_mut();
         opts.execution.parquet.pushdown_filters = true;
         opts.execution.parquet.reorder_filters = true;
@@ -45,10 +47,15 @@ impl QueryEngine {
     /// Run a read-only SQL query. DDL, DML (`INSERT`, `COPY`) and statements that change the
     /// session (`SET`) are refused.
     pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let df = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
             let msg = e.to_string();
-            if msg.contains("not supported") && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement")) {
+            if msg.contains("not supported")
+                && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+            {
                 QueryError::ReadOnly(msg)
             } else {
                 QueryError::DataFusion(e)
@@ -62,7 +69,10 @@ impl QueryEngine {
     /// Every span of a trace, one per span id, by start time. Empty if the trace is unknown.
     pub async fn trace(&self, trace_id: &str) -> Result<Vec<StoredSpan>, QueryError> {
         let id = trace_id.replace('\'', "''");
-        let df = self.ctx.sql(&format!("SELECT * FROM spans_raw WHERE trace_id = '{id}'")).await?;
+        let df = self
+            .ctx
+            .sql(&format!("SELECT * FROM spans_raw WHERE trace_id = '{id}'"))
+            .await?;
         let mut spans = Vec::new();
         for b in df.collect().await? {
             spans.extend(stored_spans(&b)?);

@@ -12,6 +12,7 @@
 //! This crate reads; it never writes the lake.
 
 pub mod engine;
+pub mod http;
 pub mod render;
 pub mod rows;
 pub mod table;

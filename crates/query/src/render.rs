@@ -41,7 +41,11 @@ pub fn csv(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, QueryE
     out.push('\n');
     let opts = FormatOptions::default().with_null("");
     for b in batches {
-        let fmts = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<Vec<_>, _>>()?;
+        let fmts = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()?;
         for row in 0..b.num_rows() {
             for (i, f) in fmts.iter().enumerate() {
                 if i > 0 {
@@ -88,7 +92,11 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
     if spans.is_empty() {
         return out;
     }
-    let t0 = spans.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
+    let t0 = spans
+        .iter()
+        .map(|s| s.span.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
     let t1 = spans
         .iter()
         .map(|s| s.span.end_time_unix_nano.max(s.span.start_time_unix_nano))
@@ -97,7 +105,12 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
     let total = (t1 - t0).max(1);
     let errors = spans.iter().filter(|s| s.status_code() == 2).count();
     let running = spans.iter().filter(|s| s.is_running()).count();
-    let _ = write!(out, "trace {trace_id}: {} span(s), {}", spans.len(), human(t1 - t0));
+    let _ = write!(
+        out,
+        "trace {trace_id}: {} span(s), {}",
+        spans.len(),
+        human(t1 - t0)
+    );
     if errors > 0 {
         let _ = write!(out, ", {errors} error(s)");
     }
@@ -108,27 +121,49 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
     let order = tree_order(spans);
     let name_w = order
         .iter()
-        .map(|n| n.depth * 2 + spans[n.index].span.name.chars().count() + if n.orphan { 2 } else { 0 })
+        .map(|n| {
+            n.depth * 2 + spans[n.index].span.name.chars().count() + if n.orphan { 2 } else { 0 }
+        })
         .max()
         .unwrap_or(4)
         .clamp(4, 60);
-    let svc_w = spans.iter().map(|s| s.service_name.as_deref().unwrap_or("-").chars().count()).max().unwrap_or(7).clamp(7, 24);
+    let svc_w = spans
+        .iter()
+        .map(|s| s.service_name.as_deref().unwrap_or("-").chars().count())
+        .max()
+        .unwrap_or(7)
+        .clamp(7, 24);
     const BAR: usize = 40;
-    let _ = writeln!(out, "{:<name_w$}  {:<svc_w$}  {:>10}  {:<9}  timeline", "span", "service", "duration", "status");
+    let _ = writeln!(
+        out,
+        "{:<name_w$}  {:<svc_w$}  {:>10}  {:<9}  timeline",
+        "span", "service", "duration", "status"
+    );
     for n in &order {
         let s = &spans[n.index];
         let start = s.span.start_time_unix_nano;
-        let end = if s.is_running() { t1 } else { s.span.end_time_unix_nano.max(start) };
+        let end = if s.is_running() {
+            t1
+        } else {
+            s.span.end_time_unix_nano.max(start)
+        };
         let a = ((start - t0) as u128 * BAR as u128 / total as u128) as usize;
-        let b = (((end - t0) as u128 * BAR as u128).div_ceil(total as u128) as usize).clamp(a + 1, BAR);
+        let b =
+            (((end - t0) as u128 * BAR as u128).div_ceil(total as u128) as usize).clamp(a + 1, BAR);
         let a = a.min(BAR - 1);
         let fill = if s.is_running() { '░' } else { '█' };
-        let bar: String = (0..BAR).map(|i| if i >= a && i < b { fill } else { ' ' }).collect();
+        let bar: String = (0..BAR)
+            .map(|i| if i >= a && i < b { fill } else { ' ' })
+            .collect();
         let mut name = format!("{}{}", "  ".repeat(n.depth), s.span.name);
         if n.orphan {
             name.push_str(" ⤴");
         }
-        let dur = if s.is_running() { "running".to_string() } else { human(end - start) };
+        let dur = if s.is_running() {
+            "running".to_string()
+        } else {
+            human(end - start)
+        };
         let (status, is_err) = match s.status_code() {
             2 => ("ERROR ✗", true),
             1 => ("OK", false),
@@ -147,10 +182,15 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
             out.push_str(&line);
             out.push('\n');
         }
-        if is_err {
-            if let Some(msg) = s.span.status.as_ref().map(|st| st.message.as_str()).filter(|m| !m.is_empty()) {
-                let _ = writeln!(out, "{:<name_w$}  ✗ {msg}", "");
-            }
+        if is_err
+            && let Some(msg) = s
+                .span
+                .status
+                .as_ref()
+                .map(|st| st.message.as_str())
+                .filter(|m| !m.is_empty())
+        {
+            let _ = writeln!(out, "{:<name_w$}  ✗ {msg}", "");
         }
     }
     if order.iter().any(|n| n.orphan) {

@@ -35,7 +35,10 @@ impl StoredSpan {
 
     /// Closed by spanlake on the client's behalf (auto-close), not by the client.
     pub fn auto_closed(&self) -> bool {
-        self.span.attributes.iter().any(|kv| kv.key == "spanlake.auto_closed")
+        self.span
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "spanlake.auto_closed")
     }
 
     pub fn status_code(&self) -> i32 {
@@ -45,7 +48,7 @@ impl StoredSpan {
 
 /// Id text back to OTLP bytes: hex ids decode, free-form ids keep their UTF-8 bytes.
 pub fn id_bytes(id: &str) -> Vec<u8> {
-    let hex = id.len() % 2 == 0 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex = id.len().is_multiple_of(2) && id.bytes().all(|b| b.is_ascii_hexdigit());
     if hex {
         (0..id.len())
             .step_by(2)
@@ -82,7 +85,9 @@ fn key_values(values: &MapArray, types: &MapArray, i: usize) -> Vec<KeyValue> {
         let entries = types.value(i);
         let k = entries.column(0).as_string::<i32>();
         let v = entries.column(1).as_string::<i32>();
-        (0..entries.len()).map(|j| (k.value(j).to_string(), v.value(j).to_string())).collect()
+        (0..entries.len())
+            .map(|j| (k.value(j).to_string(), v.value(j).to_string()))
+            .collect()
     };
     let entries = values.value(i);
     let k = entries.column(0).as_string::<i32>();
@@ -93,9 +98,19 @@ fn key_values(values: &MapArray, types: &MapArray, i: usize) -> Vec<KeyValue> {
             let tag = tmap.get(&key).map(String::as_str);
             let text = if v.is_null(j) { "" } else { v.value(j) };
             let value = value_of(text, tag).unwrap_or_else(|| {
-                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(text.to_string()))
+                Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        text.to_string(),
+                    ),
+                )
             });
-            KeyValue { key, value: Some(AnyValue { value }), ..Default::default() }
+            // An empty value comes back as no value at all, as most senders write it.
+            let value = value.map(|v| AnyValue { value: Some(v) });
+            KeyValue {
+                key,
+                value,
+                ..Default::default()
+            }
         })
         .collect()
 }
@@ -140,9 +155,15 @@ pub fn stored_spans(batch: &RecordBatch) -> Result<Vec<StoredSpan>, QueryError> 
     let attrs = col::<MapArray>(batch, "attributes")?;
     let attr_types = col::<MapArray>(batch, "attribute_types")?;
     let dropped_attrs = col::<Int64Array>(batch, "dropped_attributes_count")?;
-    let events = batch.column_by_name("events").map(|c| c.as_list::<i32>()).ok_or_else(|| QueryError::Schema("column events is missing".into()))?;
+    let events = batch
+        .column_by_name("events")
+        .map(|c| c.as_list::<i32>())
+        .ok_or_else(|| QueryError::Schema("column events is missing".into()))?;
     let dropped_events = col::<Int64Array>(batch, "dropped_events_count")?;
-    let links = batch.column_by_name("links").map(|c| c.as_list::<i32>()).ok_or_else(|| QueryError::Schema("column links is missing".into()))?;
+    let links = batch
+        .column_by_name("links")
+        .map(|c| c.as_list::<i32>())
+        .ok_or_else(|| QueryError::Schema("column links is missing".into()))?;
     let dropped_links = col::<Int64Array>(batch, "dropped_links_count")?;
     let rattrs = col::<MapArray>(batch, "resource_attributes")?;
     let rtypes = col::<MapArray>(batch, "resource_attribute_types")?;
@@ -162,7 +183,9 @@ pub fn stored_spans(batch: &RecordBatch) -> Result<Vec<StoredSpan>, QueryError> 
         let ev = ev_rows.as_struct();
         let mut span_events = Vec::with_capacity(ev.len());
         if !ev.is_empty() {
-            let t = ev.column_by_name("time_unix_nano").map(|c| c.as_primitive::<Int64Type>());
+            let t = ev
+                .column_by_name("time_unix_nano")
+                .map(|c| c.as_primitive::<Int64Type>());
             let n = field::<StringArray>(ev, "name")?;
             let a = field::<MapArray>(ev, "attributes")?;
             let at = field::<MapArray>(ev, "attribute_types")?;
@@ -207,14 +230,21 @@ pub fn stored_spans(batch: &RecordBatch) -> Result<Vec<StoredSpan>, QueryError> 
             name: name.value(i).to_string(),
             kind: kind_of(kind.value(i)),
             start_time_unix_nano: u64_of(start.value(i)),
-            end_time_unix_nano: if end.is_null(i) { 0 } else { u64_of(end.value(i)) },
+            end_time_unix_nano: if end.is_null(i) {
+                0
+            } else {
+                u64_of(end.value(i))
+            },
             attributes: key_values(attrs, attr_types, i),
             dropped_attributes_count: dropped_attrs.value(i) as u32,
             events: span_events,
             dropped_events_count: dropped_events.value(i) as u32,
             links: span_links,
             dropped_links_count: dropped_links.value(i) as u32,
-            status: Some(Status { message: str_or_empty(status_message, i), code: status_of(status_code.value(i)) }),
+            status: Some(Status {
+                message: str_or_empty(status_message, i),
+                code: status_of(status_code.value(i)),
+            }),
         };
         out.push(StoredSpan {
             trace_id: trace_id.value(i).to_string(),
@@ -269,20 +299,33 @@ fn rank(s: &StoredSpan) -> (bool, i64) {
 pub fn to_resource_spans(spans: &[StoredSpan]) -> Vec<ResourceSpans> {
     let mut out: Vec<ResourceSpans> = Vec::new();
     for s in spans {
-        let rs = match out.iter_mut().position(|r| r.resource.as_ref() == Some(&s.resource) && r.schema_url == s.resource_schema_url) {
+        let rs = match out.iter_mut().position(|r| {
+            r.resource.as_ref() == Some(&s.resource) && r.schema_url == s.resource_schema_url
+        }) {
             Some(i) => &mut out[i],
             None => {
-                out.push(ResourceSpans { resource: Some(s.resource.clone()), scope_spans: Vec::new(), schema_url: s.resource_schema_url.clone() });
+                out.push(ResourceSpans {
+                    resource: Some(s.resource.clone()),
+                    scope_spans: Vec::new(),
+                    schema_url: s.resource_schema_url.clone(),
+                });
                 out.last_mut().expect("just pushed")
             }
         };
-        let ss = match rs.scope_spans.iter_mut().position(|x| x.scope.as_ref() == Some(&s.scope) && x.schema_url == s.scope_schema_url) {
-            Some(i) => &mut rs.scope_spans[i],
-            None => {
-                rs.scope_spans.push(ScopeSpans { scope: Some(s.scope.clone()), spans: Vec::new(), schema_url: s.scope_schema_url.clone() });
-                rs.scope_spans.last_mut().expect("just pushed")
-            }
-        };
+        let ss =
+            match rs.scope_spans.iter_mut().position(|x| {
+                x.scope.as_ref() == Some(&s.scope) && x.schema_url == s.scope_schema_url
+            }) {
+                Some(i) => &mut rs.scope_spans[i],
+                None => {
+                    rs.scope_spans.push(ScopeSpans {
+                        scope: Some(s.scope.clone()),
+                        spans: Vec::new(),
+                        schema_url: s.scope_schema_url.clone(),
+                    });
+                    rs.scope_spans.last_mut().expect("just pushed")
+                }
+            };
         ss.spans.push(s.span.clone());
     }
     out

@@ -7,8 +7,10 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
@@ -21,7 +23,11 @@ use spanlake_exporter::parquet::schema::span_schema;
 
 /// The schema queries see: the span columns, then the partition columns `date` and `hour`.
 pub fn table_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = span_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = span_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("date", DataType::Utf8, false));
     fields.push(Field::new("hour", DataType::Utf8, false));
     Arc::new(Schema::new(fields))
@@ -36,7 +42,11 @@ pub struct LakeTable {
 
 impl LakeTable {
     pub fn new(root: &Path, tail: Option<Arc<LiveTail>>) -> Self {
-        LakeTable { root: root.to_path_buf(), tail, schema: table_schema() }
+        LakeTable {
+            root: root.to_path_buf(),
+            tail,
+            schema: table_schema(),
+        }
     }
 
     fn listing(&self, state: &dyn Session) -> Result<ListingTable> {
@@ -44,15 +54,22 @@ impl LakeTable {
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("date".into(), DataType::Utf8), ("hour".into(), DataType::Utf8)]);
+            .with_table_partition_cols(vec![
+                ("date".into(), DataType::Utf8),
+                ("hour".into(), DataType::Utf8),
+            ]);
         let _ = state;
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(span_schema());
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(span_schema());
         ListingTable::try_new(config)
     }
 
     /// The live rows, with their partition columns.
     fn live_batches(&self) -> Result<Vec<RecordBatch>> {
-        let Some(tail) = &self.tail else { return Ok(Vec::new()) };
+        let Some(tail) = &self.tail else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for (hour, batches) in tail.snapshot() {
             let (date, hh) = partition_of(hour);
@@ -78,7 +95,10 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Files prune with them (statistics, bloom filters, partitions); rows are filtered again.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -94,10 +114,18 @@ impl TableProvider for LakeTable {
         let live = self.live_batches()?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if self.root.join("spans").is_dir() {
-            inputs.push(self.listing(state)?.scan(state, projection, filters, limit).await?);
+            inputs.push(
+                self.listing(state)?
+                    .scan(state, projection, filters, limit)
+                    .await?,
+            );
         }
         if !live.is_empty() || inputs.is_empty() {
-            inputs.push(MemorySourceConfig::try_new_exec(&[live], self.schema.clone(), projection.cloned())?);
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[live],
+                self.schema.clone(),
+                projection.cloned(),
+            )?);
         }
         UnionExec::try_new(inputs)
     }

@@ -21,7 +21,11 @@ pub struct Node {
 /// Spans of one trace (deduplicated) in depth-first order: each parent before its children,
 /// siblings by start time.
 pub fn tree_order(spans: &[StoredSpan]) -> Vec<Node> {
-    let by_id: HashMap<&str, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.as_str(), i)).collect();
+    let by_id: HashMap<&str, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id.as_str(), i))
+        .collect();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
     let mut tops: Vec<(usize, bool)> = Vec::new();
     for (i, s) in spans.iter().enumerate() {
@@ -31,7 +35,12 @@ pub fn tree_order(spans: &[StoredSpan]) -> Vec<Node> {
             None => tops.push((i, s.parent_span_id.is_some())),
         }
     }
-    let start = |i: &usize| (spans[*i].span.start_time_unix_nano, spans[*i].span_id.clone());
+    let start = |i: &usize| {
+        (
+            spans[*i].span.start_time_unix_nano,
+            spans[*i].span_id.clone(),
+        )
+    };
     for c in children.iter_mut() {
         c.sort_by_key(start);
     }
@@ -46,7 +55,11 @@ pub fn tree_order(spans: &[StoredSpan]) -> Vec<Node> {
                 continue;
             }
             placed[i] = true;
-            out.push(Node { index: i, depth, orphan });
+            out.push(Node {
+                index: i,
+                depth,
+                orphan,
+            });
             for &c in children[i].iter().rev() {
                 stack.push((c, depth + 1, false));
             }
@@ -74,7 +87,10 @@ mod tests {
             span_id: id.into(),
             parent_span_id: parent.map(str::to_string),
             service_name: None,
-            span: opentelemetry_proto::tonic::trace::v1::Span { start_time_unix_nano: start, ..Default::default() },
+            span: opentelemetry_proto::tonic::trace::v1::Span {
+                start_time_unix_nano: start,
+                ..Default::default()
+            },
             resource: Default::default(),
             resource_schema_url: String::new(),
             scope: Default::default(),
@@ -84,7 +100,10 @@ mod tests {
     }
 
     fn shape(spans: &[StoredSpan]) -> Vec<(String, usize, bool)> {
-        tree_order(spans).into_iter().map(|n| (spans[n.index].span_id.clone(), n.depth, n.orphan)).collect()
+        tree_order(spans)
+            .into_iter()
+            .map(|n| (spans[n.index].span_id.clone(), n.depth, n.orphan))
+            .collect()
     }
 
     #[test]
@@ -110,7 +129,11 @@ mod tests {
 
     #[test]
     fn cycles_never_hang() {
-        let spans = vec![span("a", Some("b"), 1), span("b", Some("a"), 2), span("self", Some("self"), 3)];
+        let spans = vec![
+            span("a", Some("b"), 1),
+            span("b", Some("a"), 2),
+            span("self", Some("self"), 3),
+        ];
         let got = shape(&spans);
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], ("self".into(), 0, true));

@@ -175,7 +175,10 @@ fn main() -> ExitCode {
 
 /// Run a command that reads the lake from outside the collector.
 fn offline(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("spanlake: cannot start the async runtime: {e}");
@@ -199,7 +202,9 @@ async fn open_lake(data: &std::path::Path) -> Result<spanlake_query::QueryEngine
             data.display()
         ));
     }
-    spanlake_query::QueryEngine::open(data, None).await.map_err(|e| e.to_string())
+    spanlake_query::QueryEngine::open(data, None)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn query(data: PathBuf, format: Format, sql: String) -> Result<(), String> {
@@ -220,19 +225,28 @@ async fn show_trace(data: PathBuf, trace_id: String) -> Result<(), String> {
     let id = trace_id.trim().to_string();
     let mut spans = engine.trace(&id).await.map_err(|e| e.to_string())?;
     if spans.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()) {
-        spans = engine.trace(&id.to_ascii_lowercase()).await.map_err(|e| e.to_string())?;
+        spans = engine
+            .trace(&id.to_ascii_lowercase())
+            .await
+            .map_err(|e| e.to_string())?;
     }
     if spans.is_empty() {
-        return Err(format!("trace {id} is not in the lake at {}", data.display()));
+        return Err(format!(
+            "trace {id} is not in the lake at {}",
+            data.display()
+        ));
     }
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let stored_id = spans[0].trace_id.clone();
-    print!("{}", spanlake_query::render::waterfall(&stored_id, &spans, color));
+    print!(
+        "{}",
+        spanlake_query::render::waterfall(&stored_id, &spans, color)
+    );
     Ok(())
 }
 
 async fn run(plan: registry::Plan) -> anyhow::Result<()> {
-    let running = service::start(&plan)?;
+    let running = service::start(&plan).await?;
     eprint!("{}", service::banner(&plan, &running));
     wait_for_signal().await?;
     tracing::info!("shutting down: no new requests; draining the pipelines");

@@ -186,6 +186,44 @@ pub fn plan(
             roots.push((id, &p.path));
         }
     }
+    // The query API serves one lake: the named parquet exporter, or the only one.
+    if let Some(q) = &plan.service.query {
+        let lakes: Vec<&ComponentId> = plan
+            .exporters
+            .iter()
+            .filter(|(_, s)| matches!(s, ExporterSettings::Parquet(_)))
+            .map(|(id, _)| id)
+            .filter(|id| {
+                plan.pipelines
+                    .iter()
+                    .any(|p| p.exporters.iter().any(|r| &r.id == *id))
+            })
+            .collect();
+        let path = vec!["service".to_string(), "query".to_string()];
+        match &q.exporter {
+            Some(name) => {
+                if !lakes.iter().any(|id| id.to_string() == *name) {
+                    let mut p = path.clone();
+                    p.push("exporter".into());
+                    problems.push(doc.problem(&p, format!(
+                        "service.query.exporter: {name:?} is not a parquet exporter used by a pipeline{}",
+                        if lakes.is_empty() { String::new() } else { format!(" (choose {})", lakes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")) }
+                    )));
+                }
+            }
+            None if lakes.len() == 1 => {}
+            None if lakes.is_empty() => problems.push(doc.problem(&path, "service.query: no parquet exporter is used by a pipeline, so there is no lake to query")),
+            None => problems.push(doc.problem(&path, format!(
+                "service.query: several lakes are written ({}); name one with service.query.exporter",
+                lakes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+        if let Err(e) = check_endpoint(&q.endpoint) {
+            let mut p = path.clone();
+            p.push("endpoint".into());
+            problems.push(doc.problem(&p, format!("service.query.endpoint: {e}")));
+        }
+    }
     if problems.is_empty() {
         Ok(plan)
     } else {
@@ -225,7 +263,10 @@ impl Plan {
             .map(|(_, s)| match s {
                 ExporterSettings::Parquet(c) => {
                     let tail = Arc::new(LiveTail::default());
-                    let lake = Lake { root: c.path.clone(), tail: tail.clone() };
+                    let lake = Lake {
+                        root: c.path.clone(),
+                        tail: tail.clone(),
+                    };
                     let e = ParquetExporter::new(id.to_string(), c.clone(), tail);
                     (Box::new(e) as Box<dyn Exporter>, Some(lake))
                 }
@@ -234,6 +275,35 @@ impl Plan {
                     (Box::new(e) as Box<dyn Exporter>, None)
                 }
             })
+    }
+}
+
+/// `host:port`, with a port number.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "{endpoint:?} is not host:port (e.g. 127.0.0.1:3200)"
+        )),
+    }
+}
+
+impl Plan {
+    /// The exporter whose lake the query API serves.
+    pub fn query_lake(&self) -> Option<ComponentId> {
+        let q = self.service.query.as_ref()?;
+        self.exporters
+            .iter()
+            .filter(|(_, s)| matches!(s, ExporterSettings::Parquet(_)))
+            .map(|(id, _)| id)
+            .find(|id| {
+                q.exporter.as_ref().is_none_or(|n| id.to_string() == *n)
+                    && self
+                        .pipelines
+                        .iter()
+                        .any(|p| p.exporters.iter().any(|r| &r.id == *id))
+            })
+            .cloned()
     }
 }
 

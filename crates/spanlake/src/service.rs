@@ -17,13 +17,11 @@ use spanlake_config::ComponentId;
 use spanlake_core::{CancellationToken, Fanout, Intake, Sender, bounded};
 use tokio::task::JoinHandle;
 
-use crate::registry::{ExporterSettings, Lake, Plan};
+use crate::registry::{ExporterSettings, Plan};
 
 /// A started collector.
 pub struct Running {
     pub listening: Vec<(ComponentId, String, SocketAddr)>,
-    /// The lakes the parquet exporters write, by exporter id.
-    pub lakes: BTreeMap<ComponentId, Lake>,
     shutdown: CancellationToken,
     receivers: Vec<JoinHandle<()>>,
     processors: Vec<JoinHandle<()>>,
@@ -31,7 +29,7 @@ pub struct Running {
     timeout: Duration,
 }
 
-pub fn start(plan: &Plan) -> anyhow::Result<Running> {
+pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let capacity = plan.service.channel_capacity;
 
@@ -100,9 +98,20 @@ pub fn start(plan: &Plan) -> anyhow::Result<Running> {
         }
         receivers.push(running.task);
     }
+    if let (Some(q), Some(id)) = (&plan.service.query, plan.query_lake()) {
+        let lake = lakes
+            .get(&id)
+            .ok_or_else(|| anyhow!("exporter {id} writes no lake"))?;
+        let engine = spanlake_query::QueryEngine::open(&lake.root, Some(lake.tail.clone()))
+            .await
+            .with_context(|| format!("query engine over {}", lake.root.display()))?;
+        let (addr, task) = spanlake_query::http::serve(engine, &q.endpoint, shutdown.clone())
+            .context("query API")?;
+        listening.push((id.clone(), "query/http".to_string(), addr));
+        receivers.push(task);
+    }
     Ok(Running {
         listening,
-        lakes,
         shutdown,
         receivers,
         processors,
@@ -165,9 +174,15 @@ pub fn banner(plan: &Plan, running: &Running) -> String {
         plan.file
     );
     for (id, proto, addr) in &running.listening {
-        s.push_str(&format!(
-            "  {proto:<10} listening on {addr}   (receiver {id})\n"
-        ));
+        if proto == "query/http" {
+            s.push_str(&format!(
+                "  {proto:<10} listening on {addr}   (Tempo and Jaeger APIs, SQL; lake of exporter {id})\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "  {proto:<10} listening on {addr}   (receiver {id})\n"
+            ));
+        }
     }
     for (id, settings) in &plan.exporters {
         if !plan
