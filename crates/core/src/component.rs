@@ -22,6 +22,17 @@ pub trait Receiver: Send {
         intake: Intake,
         shutdown: CancellationToken,
     ) -> Result<RunningReceiver, std::io::Error>;
+
+    /// Serve more gRPC services beside this receiver's, on its gRPC port (the native trace API,
+    /// health, reflection). Returns `false` if the receiver serves no gRPC and took nothing.
+    fn add_grpc_routes(&mut self, _routes: tonic::service::Routes) -> bool {
+        false
+    }
+
+    /// Whether this receiver wants the native trace API on its gRPC port.
+    fn wants_trace_api(&self) -> bool {
+        false
+    }
 }
 
 /// A started receiver: where it listens, and its task.

@@ -11,6 +11,43 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Marks an id that the native API received as a free string (`"eval-run-042"`) so that it is
+/// stored and shown as that string, not as hex of its bytes. OTLP ids (exactly 16 or 8 bytes,
+/// checked by the receivers) do not start with it in practice: it takes these four bytes.
+pub const TEXT_ID: &[u8; 4] = b"\0sl:";
+
+/// An id given as text: 32 (trace) or 16 (span) hex digits are the OTLP id they spell, so both
+/// APIs find the same span; anything else is kept as text.
+pub fn id_from_text(text: &str, binary_len: usize) -> Vec<u8> {
+    if text.len() == binary_len * 2 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return (0..binary_len)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(TEXT_ID.len() + text.len());
+    out.extend_from_slice(TEXT_ID);
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// An id as stored: lowercase hex, or the text a native id was given as.
+pub fn push_id(out: &mut String, id: &[u8]) {
+    if let Some(text) = id
+        .strip_prefix(TEXT_ID.as_slice())
+        .and_then(|t| std::str::from_utf8(t).ok())
+    {
+        out.push_str(text);
+    } else {
+        push_hex(out, id);
+    }
+}
+
+pub fn id_text(id: &[u8]) -> String {
+    let mut s = String::with_capacity(id.len() * 2);
+    push_id(&mut s, id);
+    s
+}
+
 pub fn to_hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     push_hex(&mut s, bytes);
@@ -40,6 +77,17 @@ mod tests {
         let bytes: Vec<u8> = (0..=255).collect();
         let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(to_hex(&bytes), expected);
+    }
+
+    #[test]
+    fn text_ids_round_trip_and_hex_ids_are_otlp_ids() {
+        let id = id_from_text("eval-run-042", 16);
+        assert_eq!(id_text(&id), "eval-run-042");
+        let otlp = id_from_text("5B8EFFF798038103D269B633813FC60C", 16);
+        assert_eq!(otlp.len(), 16);
+        assert_eq!(id_text(&otlp), "5b8efff798038103d269b633813fc60c");
+        assert_eq!(id_text(&id_from_text("step-01", 8)), "step-01");
+        assert_eq!(id_text(&id_from_text("abcd", 8)), "abcd");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod engine;
 pub mod http;
+pub mod native;
 pub mod render;
 pub mod rows;
 pub mod table;

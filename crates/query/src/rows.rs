@@ -46,17 +46,9 @@ impl StoredSpan {
     }
 }
 
-/// Id text back to OTLP bytes: hex ids decode, free-form ids keep their UTF-8 bytes.
-pub fn id_bytes(id: &str) -> Vec<u8> {
-    let hex = id.len().is_multiple_of(2) && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if hex {
-        (0..id.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&id[i..i + 2], 16).unwrap_or(0))
-            .collect()
-    } else {
-        id.as_bytes().to_vec()
-    }
+/// Id text back to OTLP bytes (see [`spanlake_core::ids::id_from_text`]).
+pub fn id_bytes(id: &str, binary_len: usize) -> Vec<u8> {
+    spanlake_core::ids::id_from_text(id, binary_len)
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, QueryError> {
@@ -212,8 +204,8 @@ pub fn stored_spans(batch: &RecordBatch) -> Result<Vec<StoredSpan>, QueryError> 
             let d = field::<Int64Array>(ln, "dropped_attributes_count")?;
             for j in 0..ln.len() {
                 span_links.push(Link {
-                    trace_id: id_bytes(t.value(j)),
-                    span_id: id_bytes(s.value(j)),
+                    trace_id: id_bytes(t.value(j), 16),
+                    span_id: id_bytes(s.value(j), 8),
                     trace_state: str_or_empty(ts, j),
                     attributes: key_values(a, at, j),
                     dropped_attributes_count: d.value(j) as u32,
@@ -222,10 +214,12 @@ pub fn stored_spans(batch: &RecordBatch) -> Result<Vec<StoredSpan>, QueryError> 
             }
         }
         let span = Span {
-            trace_id: id_bytes(trace_id.value(i)),
-            span_id: id_bytes(span_id.value(i)),
+            trace_id: id_bytes(trace_id.value(i), 16),
+            span_id: id_bytes(span_id.value(i), 8),
             trace_state: str_or_empty(trace_state, i),
-            parent_span_id: opt_str(parent, i).map(|p| id_bytes(&p)).unwrap_or_default(),
+            parent_span_id: opt_str(parent, i)
+                .map(|p| id_bytes(&p, 8))
+                .unwrap_or_default(),
             flags: flags.value(i) as u32,
             name: name.value(i).to_string(),
             kind: kind_of(kind.value(i)),

@@ -83,13 +83,33 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
     }
     drop(exporter_queues);
 
+    // The lake queries read: the one service.query names, or else the only one written.
+    let lake_id = plan.query_lake().or_else(|| {
+        (lakes.len() == 1)
+            .then(|| lakes.keys().next().cloned())
+            .flatten()
+    });
+    let engine = match lake_id.as_ref().and_then(|id| lakes.get(id)) {
+        Some(lake) => Some(
+            spanlake_query::QueryEngine::open(&lake.root, Some(lake.tail.clone()))
+                .await
+                .with_context(|| format!("query engine over {}", lake.root.display()))?,
+        ),
+        None => None,
+    };
+
     let mut listening = Vec::new();
     let mut receivers = Vec::new();
     for (id, queues) in heads {
-        let receiver = plan
+        let mut receiver = plan
             .build_receiver(&id)
             .ok_or_else(|| anyhow!("receiver {id} is not in the plan"))?;
         let intake = Intake::new(queues, plan.service.admission_wait);
+        if receiver.wants_trace_api() {
+            let routes = spanlake_query::native::routes(intake.clone(), engine.clone())
+                .map_err(|e| anyhow!("receiver {id}: {e}"))?;
+            receiver.add_grpc_routes(routes);
+        }
         let running = receiver
             .start(intake, shutdown.clone())
             .with_context(|| format!("receiver {id}"))?;
@@ -98,13 +118,7 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
         }
         receivers.push(running.task);
     }
-    if let (Some(q), Some(id)) = (&plan.service.query, plan.query_lake()) {
-        let lake = lakes
-            .get(&id)
-            .ok_or_else(|| anyhow!("exporter {id} writes no lake"))?;
-        let engine = spanlake_query::QueryEngine::open(&lake.root, Some(lake.tail.clone()))
-            .await
-            .with_context(|| format!("query engine over {}", lake.root.display()))?;
+    if let (Some(q), Some(id), Some(engine)) = (&plan.service.query, plan.query_lake(), engine) {
         let (addr, task) = spanlake_query::http::serve(engine, &q.endpoint, shutdown.clone())
             .context("query API")?;
         listening.push((id.clone(), "query/http".to_string(), addr));

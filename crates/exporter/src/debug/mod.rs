@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
-use spanlake_core::ids::to_hex;
+use spanlake_core::ids::id_text;
 use spanlake_core::{Exporter, Receiver};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
@@ -93,9 +93,9 @@ pub fn render(groups: &[ResourceSpans], verbosity: Verbosity, exporter: &str) ->
                         .map(|s| (s.code, s.message.clone()))
                         .unwrap_or_default();
                     json!({
-                        "trace_id": to_hex(&span.trace_id),
-                        "span_id": to_hex(&span.span_id),
-                        "parent_span_id": if span.parent_span_id.is_empty() { Json::Null } else { Json::String(to_hex(&span.parent_span_id)) },
+                        "trace_id": id_text(&span.trace_id),
+                        "span_id": id_text(&span.span_id),
+                        "parent_span_id": if span.parent_span_id.is_empty() { Json::Null } else { Json::String(id_text(&span.parent_span_id)) },
                         "name": span.name,
                         "kind": kind_name(span.kind).map(str::to_string).unwrap_or_else(|| span.kind.to_string()),
                         "service_name": service,

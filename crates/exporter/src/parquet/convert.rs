@@ -15,7 +15,7 @@ use arrow::datatypes::Field;
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
-use spanlake_core::ids::push_hex;
+use spanlake_core::ids::push_id;
 
 use super::schema::{event_fields, kind_name, link_fields, span_schema, status_name};
 use crate::attributes::text_of;
@@ -82,11 +82,12 @@ fn opt_str(b: &mut StringBuilder, s: &str) {
 
 fn hex_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8]) {
     scratch.clear();
-    push_hex(scratch, id);
+    push_id(scratch, id);
     b.append_value(scratch.as_str());
 }
 
-/// Ids are kept as lowercase hex when they are binary OTLP ids.
+/// Ids are kept as lowercase hex when they are binary OTLP ids, as text when they were given as
+/// text (native API).
 fn id_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8], nullable: bool) {
     if id.is_empty() && nullable {
         b.append_null();

@@ -92,8 +92,8 @@ pub fn trace(trace_id: &str, spans: &[StoredSpan]) -> Json {
         for l in &span.links {
             references.push(json!({
                 "refType": "FOLLOWS_FROM",
-                "traceID": spanlake_core::ids::to_hex(&l.trace_id),
-                "spanID": spanlake_core::ids::to_hex(&l.span_id),
+                "traceID": spanlake_core::ids::id_text(&l.trace_id),
+                "spanID": spanlake_core::ids::id_text(&l.span_id),
             }));
         }
         let logs: Vec<Json> = span

@@ -49,6 +49,14 @@ pub struct GrpcConfig {
     /// Largest request accepted, in MiB, after decompression. Default `4`.
     #[serde(default = "default_grpc_max")]
     pub max_recv_msg_size_mib: usize,
+    /// Serve spanlake's native trace API (`trace.Trace`: RecordSpan, QuerySpans, EndTrace,
+    /// GetTrace), gRPC health and reflection on this port too. Default `true`.
+    #[serde(default = "default_true")]
+    pub trace_api: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for GrpcConfig {
@@ -56,6 +64,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             endpoint: default_grpc_endpoint(),
             max_recv_msg_size_mib: default_grpc_max(),
+            trace_api: true,
         }
     }
 }

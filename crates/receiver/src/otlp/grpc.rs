@@ -59,6 +59,7 @@ pub(crate) fn start(
     config: &GrpcConfig,
     intake: Intake,
     shutdown: CancellationToken,
+    extra: Option<tonic::service::Routes>,
 ) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
     let listener = super::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
@@ -71,7 +72,10 @@ pub(crate) fn start(
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(refine_status))
-            .add_service(svc)
+            .add_routes(match extra {
+                Some(routes) => routes.add_service(svc),
+                None => tonic::service::Routes::new(svc),
+            })
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await;
         if let Err(e) = result {

@@ -13,15 +13,35 @@ use spanlake_core::{CancellationToken, Intake, ReceiverComponent, RunningReceive
 /// The OTLP receiver, built from its validated config.
 pub struct OtlpReceiver {
     config: OtlpReceiverConfig,
+    extra: Option<tonic::service::Routes>,
 }
 
 impl OtlpReceiver {
     pub fn new(config: OtlpReceiverConfig) -> Self {
-        OtlpReceiver { config }
+        OtlpReceiver {
+            config,
+            extra: None,
+        }
     }
 }
 
 impl ReceiverComponent for OtlpReceiver {
+    fn add_grpc_routes(&mut self, routes: tonic::service::Routes) -> bool {
+        if self.config.protocols.grpc.is_none() {
+            return false;
+        }
+        self.extra = Some(routes);
+        true
+    }
+
+    fn wants_trace_api(&self) -> bool {
+        self.config
+            .protocols
+            .grpc
+            .as_ref()
+            .is_some_and(|g| g.trace_api)
+    }
+
     fn start(
         self: Box<Self>,
         intake: Intake,
@@ -30,7 +50,7 @@ impl ReceiverComponent for OtlpReceiver {
         let mut listening = Vec::new();
         let mut tasks = Vec::new();
         if let Some(g) = &self.config.protocols.grpc {
-            let (addr, task) = grpc::start(g, intake.clone(), shutdown.clone())?;
+            let (addr, task) = grpc::start(g, intake.clone(), shutdown.clone(), self.extra)?;
             listening.push(("otlp/grpc".to_string(), addr));
             tasks.push(task);
         }
