@@ -88,7 +88,7 @@ def test_default_pipeline_with_data_override(collector_factory, tmp_path):
     banner = "".join(c.banner)
     assert "running pipelines/default.yaml (embedded)" in banner
     assert f"writing to {lake / 'spans'}" in banner
-    assert "pipeline traces: otlp → batch → parquet" in banner
+    assert "pipeline traces: otlp → redaction → batch → parquet" in banner
     status, _, body = post(f"{c.http_url}/v1/traces", build_request().SerializeToString(), "application/x-protobuf")
     assert status == 200, body
     assert c.stop() == 0

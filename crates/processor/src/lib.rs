@@ -10,3 +10,4 @@
 //! Redaction and the span lifecycle (auto-close) processors come next and sit before `batch`.
 
 pub mod batch;
+pub mod redaction;

@@ -246,27 +246,26 @@ async fn show_trace(data: PathBuf, trace_id: String) -> Result<(), String> {
 }
 
 async fn run(plan: registry::Plan) -> anyhow::Result<()> {
+    // Listen for signals before anything starts: a SIGTERM right after start must still drain.
+    let signal = shutdown_signal()?;
     let running = service::start(&plan).await?;
     eprint!("{}", service::banner(&plan, &running));
-    wait_for_signal().await?;
+    signal.await;
     tracing::info!("shutting down: no new requests; draining the pipelines");
     running.stop().await?;
     tracing::info!("stopped; everything accepted is committed");
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+/// Resolves at the first SIGTERM or SIGINT; the handlers are installed when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    })
 }

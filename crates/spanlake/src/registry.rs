@@ -14,10 +14,11 @@ use spanlake_core::{Exporter, Processor, ReceiverComponent};
 use spanlake_exporter::debug::{DebugConfig, DebugExporter};
 use spanlake_exporter::parquet::{LiveTail, ParquetConfig, ParquetExporter};
 use spanlake_processor::batch::{BatchConfig, BatchProcessor};
+use spanlake_processor::redaction::{RedactionConfig, RedactionProcessor};
 use spanlake_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
 
 pub const RECEIVERS: &[&str] = &["otlp"];
-pub const PROCESSORS: &[&str] = &["batch"];
+pub const PROCESSORS: &[&str] = &["batch", "redaction"];
 pub const EXPORTERS: &[&str] = &["parquet", "debug"];
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,7 @@ pub enum ReceiverSettings {
 #[derive(Debug, Clone)]
 pub enum ProcessorSettings {
     Batch(BatchConfig),
+    Redaction(RedactionConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +142,19 @@ pub fn plan(
                 }
                 Err(p) => problems.push(p),
             },
+            "redaction" => match doc.decode::<RedactionConfig>(&c.path) {
+                Ok(cfg) => {
+                    for (key, msg) in cfg.validate() {
+                        problems.push(doc.problem(
+                            &sub(&c.path, &[key]),
+                            format!("processor {:?}: {msg}", c.id.to_string()),
+                        ));
+                    }
+                    plan.processors
+                        .push((c.id.clone(), ProcessorSettings::Redaction(cfg)));
+                }
+                Err(p) => problems.push(p),
+            },
             _ => problems.push(unknown(&doc, c, "processors", PROCESSORS)),
         }
     }
@@ -243,15 +258,18 @@ impl Plan {
             })
     }
 
-    pub fn build_processor(&self, id: &ComponentId) -> Option<Box<dyn Processor>> {
-        self.processors
+    pub fn build_processor(&self, id: &ComponentId) -> Result<Box<dyn Processor>, String> {
+        let (_, settings) = self
+            .processors
             .iter()
             .find(|(i, _)| i == id)
-            .map(|(_, s)| match s {
-                ProcessorSettings::Batch(c) => {
-                    Box::new(BatchProcessor::new(id.to_string(), c.clone())) as Box<dyn Processor>
-                }
-            })
+            .ok_or_else(|| format!("processor {id} is not in the plan"))?;
+        Ok(match settings {
+            ProcessorSettings::Batch(c) => Box::new(BatchProcessor::new(id.to_string(), c.clone())),
+            ProcessorSettings::Redaction(c) => {
+                Box::new(RedactionProcessor::new(id.to_string(), c)?)
+            }
+        })
     }
 
     /// Build an exporter; a lake (parquet) exporter also gives its root and its live tail, for
@@ -382,7 +400,14 @@ bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exp
             &Overrides::default(),
         )
         .expect("valid");
-        let ProcessorSettings::Batch(b) = &p.processors[0].1;
+        let Some(ProcessorSettings::Batch(b)) = p
+            .processors
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| matches!(s, ProcessorSettings::Batch(_)))
+        else {
+            panic!("the default pipeline batches")
+        };
         assert_eq!(b.max_size, 500);
         assert_eq!(
             p.overrides,
@@ -398,7 +423,7 @@ bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exp
         .expect_err("bad env");
         assert_eq!(
             err.to_string(),
-            "default.yaml:13: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0"
+            "default.yaml:19: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0"
         );
     }
 

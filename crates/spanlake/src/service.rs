@@ -65,9 +65,7 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
             .collect();
         let mut next: Vec<Sender> = outputs;
         for (i, r) in p.processors.iter().enumerate().rev() {
-            let processor = plan
-                .build_processor(&r.id)
-                .ok_or_else(|| anyhow!("processor {} is not in the plan", r.id))?;
+            let processor = plan.build_processor(&r.id).map_err(|e| anyhow!(e))?;
             let (tx, rx) = bounded(format!("{}/{}:{}", p.id, i, r.id), p.channel_capacity);
             processors.push(processor.start(rx, Fanout::new(next), shutdown.clone()));
             next = vec![tx];

@@ -1,0 +1,263 @@
+//! `spanlake-bench`: benchmarks of the lake, apart from the tests (never asserted as timed tests).
+//!
+//! - `make-lake`: write a lake of N spans (traces of a fixed size, realistic attributes) through
+//!   the same writer the parquet exporter uses.
+//! - `trace-lookup`: time trace-by-id lookups through the query engine, with no time hint, and
+//!   report percentiles.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use spanlake_exporter::parquet::{LakeWriter, ParquetConfig};
+
+#[derive(Parser)]
+#[command(name = "spanlake-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a lake of synthetic traces.
+    MakeLake {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        spans: u64,
+        #[arg(long, default_value_t = 100)]
+        trace_size: u64,
+        /// Hours the traces are spread over (one partition each).
+        #[arg(long, default_value_t = 10)]
+        hours: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Time lookups of traces by id (half present, as the lake was made with this seed).
+    TraceLookup {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        spans: u64,
+        #[arg(long, default_value_t = 100)]
+        trace_size: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
+    },
+}
+
+/// xorshift64*: reproducible ids without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn trace_id(seed: u64, n: u64) -> [u8; 16] {
+    let mut r = Rng(seed ^ (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1));
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&r.next().to_be_bytes());
+    id[8..].copy_from_slice(&r.next().to_be_bytes());
+    id
+}
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+const ROUTES: [&str; 6] = [
+    "/cart",
+    "/checkout",
+    "/api/items/{id}",
+    "/login",
+    "/search",
+    "/health",
+];
+const SERVICES: [&str; 4] = ["frontend", "checkout", "payments", "inventory"];
+
+fn make_trace(seed: u64, n: u64, size: u64, hours: u64) -> Vec<ResourceSpans> {
+    let tid = trace_id(seed, n).to_vec();
+    let start = T0 + (n % hours) * 3_600_000_000_000 + (n * 7_919) % 3_000_000_000_000;
+    let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); SERVICES.len()];
+    for i in 0..size {
+        let sid = ((n << 20) | (i + 1)).to_be_bytes().to_vec();
+        let parent = if i == 0 {
+            Vec::new()
+        } else {
+            ((n << 20) | ((i - 1) / 4 + 1)).to_be_bytes().to_vec()
+        };
+        let s0 = start + i * 1_000_000;
+        let error = (n + i).is_multiple_of(97);
+        let span = Span {
+            trace_id: tid.clone(),
+            span_id: sid,
+            parent_span_id: parent,
+            name: format!("GET {}", ROUTES[(i % 6) as usize]),
+            kind: if i == 0 { 2 } else { 3 },
+            start_time_unix_nano: s0,
+            end_time_unix_nano: s0 + 500_000 + (i * 37 % 1000) * 1000,
+            attributes: vec![
+                kv(
+                    "http.route",
+                    Value::StringValue(ROUTES[(i % 6) as usize].into()),
+                ),
+                kv("http.request.method", Value::StringValue("GET".into())),
+                kv(
+                    "http.response.status_code",
+                    Value::IntValue(if error { 500 } else { 200 }),
+                ),
+                kv(
+                    "user.id",
+                    Value::StringValue(format!("user-{}", n % 10_000)),
+                ),
+                kv("net.peer.port", Value::IntValue(40_000 + (i % 1000) as i64)),
+            ],
+            status: Some(Status {
+                code: if error { 2 } else { 0 },
+                message: if error {
+                    "upstream failed".into()
+                } else {
+                    String::new()
+                },
+            }),
+            ..Default::default()
+        };
+        by_service[(i % SERVICES.len() as u64) as usize].push(span);
+    }
+    by_service
+        .into_iter()
+        .enumerate()
+        .map(|(k, spans)| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", Value::StringValue(SERVICES[k].into())),
+                    kv("host.name", Value::StringValue(format!("host-{}", n % 16))),
+                    kv("deployment.environment", Value::StringValue("prod".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "bench".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn main() -> Result<(), String> {
+    match Cli::parse().command {
+        Command::MakeLake {
+            data,
+            spans,
+            trace_size,
+            hours,
+            seed,
+        } => {
+            let traces = spans / trace_size;
+            let mut w = LakeWriter::new(
+                "bench",
+                ParquetConfig {
+                    path: data.clone(),
+                    ..Default::default()
+                },
+                Arc::default(),
+            );
+            let t = Instant::now();
+            let mut files = 0;
+            for n in 0..traces {
+                files += w
+                    .append(&make_trace(seed, n, trace_size, hours))
+                    .map_err(|e| e.to_string())?
+                    .len();
+            }
+            files += w.commit_all().map_err(|e| e.to_string())?.len();
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "wrote {} spans ({traces} traces of {trace_size}) in {files} files under {} in {secs:.1} s ({:.0} spans/s)",
+                traces * trace_size,
+                data.display(),
+                (traces * trace_size) as f64 / secs
+            );
+            Ok(())
+        }
+        Command::TraceLookup {
+            data,
+            spans,
+            trace_size,
+            seed,
+            samples,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let engine = spanlake_query::QueryEngine::open(&data, None).await.map_err(|e| e.to_string())?;
+                let traces = spans / trace_size;
+                let mut rng = Rng(seed ^ 0xdead_beef);
+                // warm-up: the first lookup lists files and reads footers
+                let first = hex(&trace_id(seed, 0));
+                engine.trace(&first).await.map_err(|e| e.to_string())?;
+                let mut present = Vec::new();
+                let mut absent = Vec::new();
+                for i in 0..samples {
+                    let (id, expect) = if i % 2 == 0 {
+                        (hex(&trace_id(seed, rng.next() % traces)), trace_size as usize)
+                    } else {
+                        (hex(&trace_id(seed ^ 1, rng.next())), 0)
+                    };
+                    let t = Instant::now();
+                    let got = engine.trace(&id).await.map_err(|e| e.to_string())?;
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    if got.len() != expect {
+                        return Err(format!("trace {id}: {} spans, expected {expect}", got.len()));
+                    }
+                    if expect > 0 { present.push(ms) } else { absent.push(ms) }
+                }
+                for (what, mut v) in [("present", present), ("absent", absent)] {
+                    v.sort_by(|a, b| a.total_cmp(b));
+                    println!(
+                        "{what:>8} traces: {} lookups  p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                        v.len(),
+                        percentile(&v, 0.5),
+                        percentile(&v, 0.9),
+                        percentile(&v, 0.99),
+                        v.last().copied().unwrap_or(0.0)
+                    );
+                }
+                Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The redaction processor: no secret reaches a log, an exporter, a file or a query.
+//!
+//! It covers every string a span carries: resource, scope, span, event and link attributes
+//! (nested arrays and key-value lists included), span names, status messages, event names, and
+//! JSON documents held in string attributes (the input/output payloads of LLM tracing SDKs),
+//! whose keys and strings are checked like attributes. A key-matched secret loses its whole
+//! value; a value-matched secret loses the matched text. Redaction runs in the pipeline before
+//! batching, so whatever comes after (exporters, the lake, queries) only sees redacted spans.
+
+mod config;
+pub mod rules;
+
+pub use config::{Action, RedactionConfig, Summary};
+
+use std::collections::{BTreeSet, HashSet};
+
+use hmac::{Hmac, Mac};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use regex::Regex;
+use serde_json::Value as Json;
+use sha2::Sha256;
+use spanlake_core::{CancellationToken, Fanout, Processor, Receiver, Signal};
+use tokio::task::JoinHandle;
+
+pub const MASK: &str = "****";
+
+/// Compiled rules.
+pub struct Redactor {
+    allow_all_keys: bool,
+    allowed_keys: HashSet<String>,
+    blocked_keys: Vec<Regex>,
+    blocked_values: Vec<Regex>,
+    cards: Option<Regex>,
+    allowed_values: Vec<Regex>,
+    action: Action,
+    hash_key: Vec<u8>,
+    summary: Summary,
+}
+
+/// What was redacted in one span.
+#[derive(Default)]
+struct Tally {
+    masked: i64,
+    dropped: i64,
+    keys: BTreeSet<String>,
+}
+
+impl Redactor {
+    pub fn new(c: &RedactionConfig) -> Result<Redactor, String> {
+        let compile =
+            |p: &str, anchored| rules::compile(p, anchored).map_err(|e| format!("{p:?}: {e}"));
+        let mut blocked_keys = c
+            .blocked_keys
+            .iter()
+            .map(|p| compile(p, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut blocked_values = c
+            .blocked_values
+            .iter()
+            .map(|p| compile(p, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cards = None;
+        if c.builtin_rules {
+            blocked_keys.push(Regex::new(rules::BUILTIN_KEY).map_err(|e| e.to_string())?);
+            for (_, p) in rules::BUILTIN_VALUES {
+                blocked_values.push(Regex::new(p).map_err(|e| e.to_string())?);
+            }
+            cards = Some(Regex::new(rules::CARD_CANDIDATE).map_err(|e| e.to_string())?);
+        }
+        Ok(Redactor {
+            allow_all_keys: c.allow_all_keys,
+            allowed_keys: c.allowed_keys.iter().cloned().collect(),
+            blocked_keys,
+            blocked_values,
+            cards,
+            allowed_values: c
+                .allowed_values
+                .iter()
+                .map(|p| compile(p, true))
+                .collect::<Result<Vec<_>, _>>()?,
+            action: c.action,
+            hash_key: c.hash_key.clone().unwrap_or_default().into_bytes(),
+            summary: c.summary,
+        })
+    }
+
+    fn replacement(&self, secret: &str) -> String {
+        match self.action {
+            Action::Hash => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key)
+                    .expect("HMAC takes keys of any length");
+                mac.update(secret.as_bytes());
+                let digest = mac.finalize().into_bytes();
+                format!("hmac-sha256:{}", spanlake_core::ids::to_hex(&digest))
+            }
+            Action::Mask | Action::Drop => MASK.to_string(),
+        }
+    }
+
+    fn key_blocked(&self, key: &str) -> bool {
+        self.blocked_keys.iter().any(|r| r.is_match(key))
+    }
+
+    fn allowed_value(&self, s: &str) -> bool {
+        self.allowed_values.iter().any(|r| r.is_match(s))
+    }
+
+    /// Redact the secrets inside a string. Returns whether it changed.
+    pub fn scrub_text(&self, s: &mut String) -> bool {
+        let t = s.trim_start();
+        if (t.starts_with('{') || t.starts_with('['))
+            && t.len() > 1
+            && let Ok(mut doc) = serde_json::from_str::<Json>(s)
+        {
+            if self.scrub_json(&mut doc) {
+                *s = doc.to_string();
+                return true;
+            }
+            // A JSON document with nothing secret may still hold secrets as plain text
+            // patterns in its strings: those were checked by scrub_json.
+            return false;
+        }
+        let mut changed = false;
+        for re in &self.blocked_values {
+            if re.is_match(s) {
+                let out = re.replace_all(s, |m: &regex::Captures<'_>| {
+                    let hit = &m[0];
+                    if self.allowed_value(hit) {
+                        hit.to_string()
+                    } else {
+                        self.replacement(hit)
+                    }
+                });
+                if out != s.as_str() {
+                    *s = out.into_owned();
+                    changed = true;
+                }
+            }
+        }
+        if let Some(cards) = &self.cards
+            && cards.is_match(s)
+        {
+            let out = cards.replace_all(s, |m: &regex::Captures<'_>| {
+                let hit = &m[0];
+                let digits: Vec<u8> = hit
+                    .bytes()
+                    .filter(u8::is_ascii_digit)
+                    .map(|b| b - b'0')
+                    .collect();
+                if rules::luhn(&digits) && !self.allowed_value(hit) {
+                    self.replacement(hit)
+                } else {
+                    hit.to_string()
+                }
+            });
+            if out != s.as_str() {
+                *s = out.into_owned();
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn scrub_json(&self, v: &mut Json) -> bool {
+        match v {
+            Json::String(s) => self.scrub_text(s),
+            Json::Array(items) => items
+                .iter_mut()
+                .fold(false, |acc, x| self.scrub_json(x) | acc),
+            Json::Object(map) => {
+                let mut changed = false;
+                if self.action == Action::Drop {
+                    let before = map.len();
+                    map.retain(|k, _| !self.key_blocked(k));
+                    changed |= map.len() != before;
+                }
+                for (k, val) in map.iter_mut() {
+                    if self.key_blocked(k) {
+                        let text = match &*val {
+                            Json::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        *val = Json::String(self.replacement(&text));
+                        changed = true;
+                    } else {
+                        changed |= self.scrub_json(val);
+                    }
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    /// Redact a value in place. Returns whether it changed.
+    /// `prefix` and `key` name the value in the summary (`nested.token`).
+    fn scrub_value(&self, v: &mut AnyValue, tally: &mut Tally, prefix: &str, key: &str) -> bool {
+        match &mut v.value {
+            Some(Value::StringValue(s)) => self.scrub_text(s),
+            Some(Value::ArrayValue(a)) => a.values.iter_mut().fold(false, |acc, x| {
+                self.scrub_value(x, tally, prefix, key) | acc
+            }),
+            Some(Value::KvlistValue(kv)) => {
+                self.scrub_attrs(&mut kv.values, tally, &format!("{prefix}{key}.")) > 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Redact a list of attributes; returns how many were masked or dropped. `prefix` names
+    /// nested keys in the summary.
+    fn scrub_attrs(&self, kvs: &mut Vec<KeyValue>, tally: &mut Tally, prefix: &str) -> usize {
+        let mut hits = 0;
+        kvs.retain_mut(|kv| {
+            if !self.allow_all_keys && !self.allowed_keys.contains(&kv.key) {
+                tally.dropped += 1;
+                tally.keys.insert(format!("{prefix}{}", kv.key));
+                hits += 1;
+                return false;
+            }
+            if self.key_blocked(&kv.key) {
+                hits += 1;
+                tally.keys.insert(format!("{prefix}{}", kv.key));
+                if self.action == Action::Drop {
+                    tally.dropped += 1;
+                    return false;
+                }
+                let mut text = String::new();
+                spanlake_exporter_text(kv.value.as_ref(), &mut text);
+                kv.value = Some(AnyValue {
+                    value: Some(Value::StringValue(self.replacement(&text))),
+                });
+                tally.masked += 1;
+                return true;
+            }
+            if let Some(v) = kv.value.as_mut()
+                && self.scrub_value(v, tally, prefix, &kv.key)
+            {
+                hits += 1;
+                tally.keys.insert(format!("{prefix}{}", kv.key));
+                if self.action == Action::Drop {
+                    tally.dropped += 1;
+                    return false;
+                }
+                tally.masked += 1;
+            }
+            true
+        });
+        hits
+    }
+
+    /// Redact every span of a batch in place.
+    pub fn redact(&self, groups: &mut [ResourceSpans]) {
+        let mut ignored = Tally::default();
+        for rs in groups.iter_mut() {
+            if let Some(r) = rs.resource.as_mut() {
+                self.scrub_attrs(&mut r.attributes, &mut ignored, "resource.");
+            }
+            for ss in rs.scope_spans.iter_mut() {
+                if let Some(sc) = ss.scope.as_mut() {
+                    self.scrub_attrs(&mut sc.attributes, &mut ignored, "scope.");
+                    self.scrub_text(&mut sc.name);
+                }
+                for span in ss.spans.iter_mut() {
+                    let mut tally = Tally::default();
+                    if self.scrub_text(&mut span.name) {
+                        tally.masked += 1;
+                        tally.keys.insert("name".into());
+                    }
+                    if let Some(st) = span.status.as_mut()
+                        && self.scrub_text(&mut st.message)
+                    {
+                        tally.masked += 1;
+                        tally.keys.insert("status.message".into());
+                    }
+                    self.scrub_attrs(&mut span.attributes, &mut tally, "");
+                    for e in span.events.iter_mut() {
+                        if self.scrub_text(&mut e.name) {
+                            tally.masked += 1;
+                            tally.keys.insert("event.name".into());
+                        }
+                        self.scrub_attrs(&mut e.attributes, &mut tally, "event.");
+                    }
+                    for l in span.links.iter_mut() {
+                        self.scrub_attrs(&mut l.attributes, &mut tally, "link.");
+                        self.scrub_text(&mut l.trace_state);
+                    }
+                    self.scrub_text(&mut span.trace_state);
+                    if self.summary != Summary::Silent && (tally.masked > 0 || tally.dropped > 0) {
+                        let int = |k: &str, v: i64| KeyValue {
+                            key: k.into(),
+                            value: Some(AnyValue {
+                                value: Some(Value::IntValue(v)),
+                            }),
+                            ..Default::default()
+                        };
+                        span.attributes
+                            .push(int("redaction.masked.count", tally.masked));
+                        span.attributes
+                            .push(int("redaction.dropped.count", tally.dropped));
+                        if self.summary == Summary::Debug {
+                            let keys = tally.keys.iter().cloned().collect::<Vec<_>>().join(",");
+                            span.attributes.push(KeyValue {
+                                key: "redaction.keys".into(),
+                                value: Some(AnyValue {
+                                    value: Some(Value::StringValue(keys)),
+                                }),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The text of a value, for hashing it whole.
+fn spanlake_exporter_text(v: Option<&AnyValue>, out: &mut String) {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => out.push_str(s),
+        Some(Value::IntValue(i)) => out.push_str(&i.to_string()),
+        Some(Value::DoubleValue(d)) => out.push_str(&d.to_string()),
+        Some(Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(other) => out.push_str(&format!("{other:?}")),
+        None => {}
+    }
+}
+
+pub struct RedactionProcessor {
+    name: String,
+    redactor: Redactor,
+}
+
+impl RedactionProcessor {
+    pub fn new(name: impl Into<String>, config: &RedactionConfig) -> Result<Self, String> {
+        Ok(RedactionProcessor {
+            name: name.into(),
+            redactor: Redactor::new(config)?,
+        })
+    }
+}
+
+impl Processor for RedactionProcessor {
+    fn start(
+        self: Box<Self>,
+        mut input: Receiver,
+        output: Fanout,
+        _shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(mut batch) = input.recv().await {
+                let Signal::Spans(groups) = &mut batch.signal;
+                self.redactor.redact(groups);
+                if let Err(e) = output.send(batch).await {
+                    tracing::error!(processor = %self.name, error = %e, "redacted batch lost: the next stage is gone");
+                    return;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+    const CARD: &str = "4111 1111 1111 1111";
+    const PEM: &str =
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq\n-----END RSA PRIVATE KEY-----";
+
+    fn s(v: &str) -> Option<AnyValue> {
+        Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        })
+    }
+
+    fn kv(k: &str, v: Option<AnyValue>) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: v,
+            ..Default::default()
+        }
+    }
+
+    /// A span with a secret planted in every surface, and plain values beside them.
+    fn planted() -> Vec<ResourceSpans> {
+        let span = Span {
+            name: format!("login with Bearer {JWT}"),
+            attributes: vec![
+                kv("password", s("hunter2-supersecret")),
+                kv(
+                    "db.password",
+                    Some(AnyValue {
+                        value: Some(Value::IntValue(12345678)),
+                    }),
+                ),
+                kv(
+                    "http.request.header.authorization",
+                    s("Basic dXNlcjpwYXNzd29yZA=="),
+                ),
+                kv("note", s(&format!("paid with {CARD} ok"))),
+                kv("aws", s(&format!("key={AWS}"))),
+                kv(
+                    "gen_ai.prompt",
+                    s(&format!(
+                        r#"{{"messages":[{{"role":"user","content":"my card is {CARD}"}}],"api_key":"sk-live-123456","n":2}}"#
+                    )),
+                ),
+                kv(
+                    "list",
+                    Some(AnyValue {
+                        value: Some(Value::ArrayValue(ArrayValue {
+                            values: vec![s(JWT).expect("v"), s("plain").expect("v")],
+                        })),
+                    }),
+                ),
+                kv(
+                    "nested",
+                    Some(AnyValue {
+                        value: Some(Value::KvlistValue(KeyValueList {
+                            values: vec![kv("token", s("abcdefgh-secret")), kv("ok", s("fine"))],
+                        })),
+                    }),
+                ),
+                kv(
+                    "gen_ai.usage.input_tokens",
+                    Some(AnyValue {
+                        value: Some(Value::IntValue(42)),
+                    }),
+                ),
+                kv("http.route", s("/cart")),
+                kv("order.id", s("1234-5678")),
+            ],
+            events: vec![Event {
+                name: format!("cookie set: Bearer {JWT}"),
+                attributes: vec![
+                    kv("set-cookie", s("session=abc123def456")),
+                    kv("pem", s(PEM)),
+                ],
+                ..Default::default()
+            }],
+            links: vec![Link {
+                attributes: vec![kv("api_key", s("link-secret-value"))],
+                ..Default::default()
+            }],
+            status: Some(Status {
+                code: 2,
+                message: format!("auth failed for {AWS}"),
+            }),
+            ..Default::default()
+        };
+        vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s("shop")),
+                    kv("client_secret", s("res-secret-value")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    attributes: vec![kv("private_key", s("scope-secret-value"))],
+                    ..Default::default()
+                }),
+                spans: vec![span],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }]
+    }
+
+    const SECRETS: &[&str] = &[
+        "hunter2-supersecret",
+        "12345678",
+        "dXNlcjpwYXNzd29yZA==",
+        "4111 1111 1111 1111",
+        "AKIAIOSFODNN7EXAMPLE",
+        "sk-live-123456",
+        "abcdefgh-secret",
+        "session=abc123def456",
+        "MIIEowIBAAKCAQEA7bq",
+        "link-secret-value",
+        "res-secret-value",
+        "scope-secret-value",
+        "eyJhbGciOiJIUzI1NiJ9",
+    ];
+
+    fn builtin(action: Action) -> Redactor {
+        Redactor::new(&RedactionConfig {
+            builtin_rules: true,
+            action,
+            hash_key: Some("k".into()),
+            summary: Summary::Debug,
+            ..Default::default()
+        })
+        .expect("valid rules")
+    }
+
+    #[test]
+    fn no_planted_secret_survives_and_plain_values_are_kept() {
+        for action in [Action::Mask, Action::Hash, Action::Drop] {
+            let mut groups = planted();
+            builtin(action).redact(&mut groups);
+            let dump = format!("{groups:?}");
+            for secret in SECRETS {
+                assert!(
+                    !dump.contains(secret),
+                    "{action:?}: {secret} survived in {dump}"
+                );
+            }
+            for plain in [
+                "/cart",
+                "1234-5678",
+                "shop",
+                "gen_ai.usage.input_tokens",
+                "IntValue(42)",
+            ] {
+                assert!(dump.contains(plain), "{action:?}: {plain} was lost");
+            }
+        }
+    }
+
+    #[test]
+    fn masks_keep_the_shape() {
+        let mut groups = planted();
+        builtin(Action::Mask).redact(&mut groups);
+        let span = &groups[0].scope_spans[0].spans[0];
+        let get = |k: &str| {
+            span.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
+        assert_eq!(get("password"), Some(Value::StringValue(MASK.into())));
+        assert_eq!(
+            get("note"),
+            Some(Value::StringValue("paid with **** ok".into()))
+        );
+        assert_eq!(get("http.route"), Some(Value::StringValue("/cart".into())));
+        assert_eq!(
+            get("gen_ai.prompt"),
+            Some(Value::StringValue(r#"{"messages":[{"role":"user","content":"my card is ****"}],"api_key":"****","n":2}"#.into()))
+        );
+        assert_eq!(span.name, "login with ****");
+        assert_eq!(
+            span.status.as_ref().map(|s| s.message.as_str()),
+            Some("auth failed for ****")
+        );
+        assert_eq!(get("redaction.masked.count"), Some(Value::IntValue(15)));
+        let keys = get("redaction.keys");
+        assert_eq!(keys, Some(Value::StringValue("aws,db.password,event.name,event.pem,event.set-cookie,gen_ai.prompt,http.request.header.authorization,link.api_key,list,name,nested,nested.token,note,password,status.message".into())));
+    }
+
+    #[test]
+    fn hashes_join_equal_secrets() {
+        let r = builtin(Action::Hash);
+        let (mut a, mut b) = (String::from(AWS), String::from(AWS));
+        assert!(r.scrub_text(&mut a) && r.scrub_text(&mut b));
+        assert_eq!(a, b);
+        assert!(a.starts_with("hmac-sha256:") && a.len() == "hmac-sha256:".len() + 64);
+        let other = Redactor::new(&RedactionConfig {
+            builtin_rules: true,
+            action: Action::Hash,
+            hash_key: Some("other".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let mut c = String::from(AWS);
+        other.scrub_text(&mut c);
+        assert_ne!(a, c, "the key matters");
+    }
+
+    #[test]
+    fn user_rules_allowed_keys_and_allowed_values() {
+        let c = RedactionConfig {
+            allow_all_keys: false,
+            allowed_keys: vec!["http.route".into(), "user.email".into(), "ticket".into()],
+            blocked_keys: vec!["user\\..*".into()],
+            blocked_values: vec![r"TCK-\d+".into()],
+            allowed_values: vec!["TCK-0000".into()],
+            ..Default::default()
+        };
+        assert!(c.validate().is_empty());
+        let r = Redactor::new(&c).expect("valid");
+        let mut attrs = vec![
+            kv("http.route", s("/a")),
+            kv("user.email", s("a@b.c")),
+            kv("ticket", s("TCK-0000 and TCK-1234")),
+            kv("other", s("x")),
+        ];
+        let mut t = Tally::default();
+        r.scrub_attrs(&mut attrs, &mut t, "");
+        let got: Vec<(String, Option<Value>)> = attrs
+            .into_iter()
+            .map(|a| (a.key, a.value.and_then(|v| v.value)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("http.route".into(), Some(Value::StringValue("/a".into()))),
+                ("user.email".into(), Some(Value::StringValue(MASK.into()))),
+                (
+                    "ticket".into(),
+                    Some(Value::StringValue("TCK-0000 and ****".into()))
+                ),
+            ]
+        );
+        assert_eq!((t.masked, t.dropped), (2, 1));
+    }
+
+    #[test]
+    fn config_problems_are_named() {
+        let c: RedactionConfig =
+            serde_yaml::from_str("blocked_values: ['(unclosed']\naction: hash\n").expect("parses");
+        let msgs: Vec<String> = c.validate().into_iter().map(|(_, m)| m).collect();
+        assert_eq!(msgs.len(), 2);
+        assert!(
+            msgs[0].starts_with("blocked_values: \"(unclosed\" is not a valid regular expression"),
+            "{}",
+            msgs[0]
+        );
+        assert_eq!(
+            msgs[1],
+            "action: hash needs hash_key (e.g. hash_key: ${env:REDACTION_KEY})"
+        );
+        assert!(serde_yaml::from_str::<RedactionConfig>("blocked_key_patterns: [x]").is_err());
+    }
+}
