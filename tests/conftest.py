@@ -24,11 +24,14 @@ def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, proces
             "grpc": {"endpoint": "127.0.0.1:0"},
             "http": {"endpoint": "127.0.0.1:0", **(http or {})},
         }}},
-        "processors": {"batch": {"timeout": "100ms", **(batch or {})}},
+        "processors": {"batch": {"timeout": "100ms", **(batch or {})}, "lifecycle": {}, "redaction": {"builtin_rules": True}},
         "exporters": {"parquet": {"path": str(data_dir), **(parquet or {})}, **(extra_exporters or {})},
         "service": {**({"query": {"endpoint": "127.0.0.1:0"}} if query else {}), **(service or {}), "pipelines": {"traces": {
             "receivers": ["otlp"], "processors": list(processors), "exporters": list(exporters)}}},
     }
+    for unused in ("lifecycle", "redaction"):
+        if unused not in processors:
+            cfg["processors"].pop(unused)
     return json.dumps(cfg, indent=2)
 
 

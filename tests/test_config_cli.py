@@ -88,12 +88,15 @@ def test_default_pipeline_with_data_override(collector_factory, tmp_path):
     banner = "".join(c.banner)
     assert "running pipelines/default.yaml (embedded)" in banner
     assert f"writing to {lake / 'spans'}" in banner
-    assert "pipeline traces: otlp → redaction → batch → parquet" in banner
+    assert "pipeline traces: otlp → lifecycle → redaction → batch → parquet" in banner
     status, _, body = post(f"{c.http_url}/v1/traces", build_request().SerializeToString(), "application/x-protobuf")
     assert status == 200, body
     assert c.stop() == 0
     assert "from the environment: processor batch: BATCH_MAX=7" in c.stderr()
-    assert len(read_lake(lake)) == 2
+    # the running child of the ended root is closed (a closed copy beside the running one)
+    rows = read_lake(lake)
+    assert len({(r["trace_id"], r["span_id"]) for r in rows}) == 2
+    assert any(dict(r["attributes"]).get("spanlake.auto_close_reason") == "trace_end" for r in rows)
     assert not (pathlib.Path(c.workdir) / "spanlake-data").exists()
 
 

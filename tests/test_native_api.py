@@ -25,9 +25,9 @@ def pb(tmp_path_factory):
     return importlib.import_module("trace_pb2"), importlib.import_module("trace_pb2_grpc")
 
 
-@pytest.fixture
-def client(collector_factory, data_dir, pb):
-    c = collector_factory(pipeline(data_dir, batch={"timeout": "20ms"}))
+@pytest.fixture(params=[("batch",), ("lifecycle", "redaction", "batch")], ids=["plain", "default-processors"])
+def client(collector_factory, data_dir, pb, request):
+    c = collector_factory(pipeline(data_dir, batch={"timeout": "20ms"}, processors=request.param))
     ch = grpc.insecure_channel(c.grpc)
     yield c, pb[0], pb[1].TraceStub(ch), ch
     ch.close()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::oneshot;
 
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Status};
 
 /// Something held by a batch until every consumer of the batch is done with it, released by
 /// dropping it: an in-flight slot of the batch processor, an acknowledgement a client waits on.
@@ -19,6 +19,17 @@ pub type Guard = Arc<dyn Any + Send + Sync>;
 pub enum Signal {
     /// OTLP spans, grouped by resource and scope exactly as they arrived.
     Spans(Vec<ResourceSpans>),
+    /// A trace was ended by its client (the native API's `EndTrace`). The lifecycle processor
+    /// acts on it; other stages pass it on and exporters ignore it.
+    EndTrace(TraceEnd),
+}
+
+/// The end of a trace, as its client declared it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEnd {
+    pub trace_id: Vec<u8>,
+    pub status: Status,
+    pub end_time_unix_nano: u64,
 }
 
 /// A batch of telemetry, moved through channels as a whole.
@@ -43,6 +54,20 @@ impl std::fmt::Debug for Batch {
 }
 
 impl Batch {
+    /// A control batch: the end of a trace.
+    pub fn end_trace(end: TraceEnd) -> Self {
+        Batch {
+            signal: Signal::EndTrace(end),
+            items: 0,
+            guards: Vec::new(),
+        }
+    }
+
+    /// Whether this batch carries spans (and not a control message).
+    pub fn is_spans(&self) -> bool {
+        matches!(self.signal, Signal::Spans(_))
+    }
+
     pub fn spans(resource_spans: Vec<ResourceSpans>) -> Self {
         let items = count_spans(&resource_spans);
         Batch {
@@ -75,10 +100,12 @@ impl Batch {
         std::mem::take(&mut self.guards)
     }
 
-    /// Split into the resource groups and the guards, consuming the batch.
+    /// Split into the resource groups and the guards, consuming the batch (a control batch has
+    /// no resource groups).
     pub fn into_parts(self) -> (Vec<ResourceSpans>, Vec<Guard>) {
         match self.signal {
             Signal::Spans(rs) => (rs, self.guards),
+            Signal::EndTrace(_) => (Vec::new(), self.guards),
         }
     }
 
@@ -99,6 +126,7 @@ impl Batch {
     pub fn recount(&mut self) {
         self.items = match &self.signal {
             Signal::Spans(rs) => count_spans(rs),
+            Signal::EndTrace(_) => 0,
         };
     }
 }

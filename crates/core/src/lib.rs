@@ -17,7 +17,7 @@ pub mod channel;
 pub mod component;
 pub mod ids;
 
-pub use batch::{Ack, AckWait, Batch, Guard, Signal, fail_all};
+pub use batch::{Ack, AckWait, Batch, Guard, Signal, TraceEnd, fail_all};
 pub use channel::{Intake, IntakeError, Receiver, SendError, Sender, bounded};
 pub use component::{Exporter, Fanout, Processor, Receiver as ReceiverComponent, RunningReceiver};
 pub use opentelemetry_proto::tonic as otlp;

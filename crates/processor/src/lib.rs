@@ -10,4 +10,5 @@
 //! Redaction and the span lifecycle (auto-close) processors come next and sit before `batch`.
 
 pub mod batch;
+pub mod lifecycle;
 pub mod redaction;

@@ -386,10 +386,14 @@ impl pb::trace_server::Trace for TraceApi {
             return Err(Status::invalid_argument("trace_id is required"));
         }
         let engine = self.engine()?;
-        let spans = engine
-            .trace(&stored_id(&req.trace_id))
+        let id = stored_id(&req.trace_id);
+        let running_before = engine
+            .trace(&id)
             .await
-            .map_err(query_failed)?;
+            .map_err(query_failed)?
+            .into_iter()
+            .filter(|s| s.is_running())
+            .count();
         let end = if req.end_time_unix_nano == 0 {
             now_nanos()
         } else {
@@ -399,6 +403,22 @@ impl pb::trace_server::Trace for TraceApi {
             .status
             .map(|s| (s.code, s.message))
             .unwrap_or((0, String::new()));
+        // In the pipeline first: the lifecycle processor closes the running spans it holds, and
+        // this call returns once their closed copies are stored.
+        let control = spanlake_core::TraceEnd {
+            trace_id: id_from_text(&id, 16),
+            status: otlp::Status {
+                code,
+                message: message.clone(),
+            },
+            end_time_unix_nano: end,
+        };
+        self.intake
+            .admit(Batch::end_trace(control))
+            .await
+            .map_err(refused)?;
+        // Then whatever still runs in the lake (no lifecycle processor in the pipeline, or spans
+        // recorded before a restart) is closed the same way.
         let status = match code {
             2 => otlp::Status {
                 code: 2,
@@ -414,7 +434,13 @@ impl pb::trace_server::Trace for TraceApi {
             },
             _ => otlp::Status::default(),
         };
-        let mut closed: Vec<StoredSpan> = spans.into_iter().filter(|s| s.is_running()).collect();
+        let mut closed: Vec<StoredSpan> = engine
+            .trace(&id)
+            .await
+            .map_err(query_failed)?
+            .into_iter()
+            .filter(|s| s.is_running())
+            .collect();
         for s in closed.iter_mut() {
             s.span.end_time_unix_nano = end.max(s.span.start_time_unix_nano);
             s.span.status = Some(status.clone());
@@ -426,8 +452,7 @@ impl pb::trace_server::Trace for TraceApi {
                 Value::StringValue("trace_end".into()),
             ));
         }
-        let n = closed.len() as u32;
-        if n > 0 {
+        if !closed.is_empty() {
             self.intake
                 .admit(Batch::spans(to_resource_spans(&closed)))
                 .await
@@ -435,7 +460,7 @@ impl pb::trace_server::Trace for TraceApi {
         }
         Ok(Response::new(pb::EndTraceResponse {
             success: true,
-            closed_spans: n,
+            closed_spans: running_before as u32,
         }))
     }
 

@@ -14,11 +14,12 @@ use spanlake_core::{Exporter, Processor, ReceiverComponent};
 use spanlake_exporter::debug::{DebugConfig, DebugExporter};
 use spanlake_exporter::parquet::{LiveTail, ParquetConfig, ParquetExporter};
 use spanlake_processor::batch::{BatchConfig, BatchProcessor};
+use spanlake_processor::lifecycle::{LifecycleConfig, LifecycleProcessor};
 use spanlake_processor::redaction::{RedactionConfig, RedactionProcessor};
 use spanlake_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
 
 pub const RECEIVERS: &[&str] = &["otlp"];
-pub const PROCESSORS: &[&str] = &["batch", "redaction"];
+pub const PROCESSORS: &[&str] = &["batch", "lifecycle", "redaction"];
 pub const EXPORTERS: &[&str] = &["parquet", "debug"];
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub enum ReceiverSettings {
 pub enum ProcessorSettings {
     Batch(BatchConfig),
     Redaction(RedactionConfig),
+    Lifecycle(LifecycleConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,19 @@ pub fn plan(
                     }
                     plan.processors
                         .push((c.id.clone(), ProcessorSettings::Batch(cfg)));
+                }
+                Err(p) => problems.push(p),
+            },
+            "lifecycle" => match doc.decode::<LifecycleConfig>(&c.path) {
+                Ok(cfg) => {
+                    for (key, msg) in cfg.validate() {
+                        problems.push(doc.problem(
+                            &sub(&c.path, &[key]),
+                            format!("processor {:?}: {msg}", c.id.to_string()),
+                        ));
+                    }
+                    plan.processors
+                        .push((c.id.clone(), ProcessorSettings::Lifecycle(cfg)));
                 }
                 Err(p) => problems.push(p),
             },
@@ -268,6 +283,9 @@ impl Plan {
             ProcessorSettings::Batch(c) => Box::new(BatchProcessor::new(id.to_string(), c.clone())),
             ProcessorSettings::Redaction(c) => {
                 Box::new(RedactionProcessor::new(id.to_string(), c)?)
+            }
+            ProcessorSettings::Lifecycle(c) => {
+                Box::new(LifecycleProcessor::new(id.to_string(), c.clone()))
             }
         })
     }
@@ -423,7 +441,7 @@ bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exp
         .expect_err("bad env");
         assert_eq!(
             err.to_string(),
-            "default.yaml:19: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0"
+            "default.yaml:24: processor \"batch\": environment variable TRACE_BATCH_MS=\"soon\" must be a whole number above 0"
         );
     }
 

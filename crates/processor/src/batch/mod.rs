@@ -88,6 +88,14 @@ async fn run(
             biased;
             next = input.recv() => {
                 let Some(batch) = next else { break };
+                if !batch.is_spans() || batch.is_empty() {
+                    // A control message, or an empty batch carrying only guards (a client
+                    // waiting on it), is not batched: it goes on at once.
+                    if emitter.output.send(batch).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let arrived_into_empty = pending.is_empty();
                 pending.push(batch);
                 let mut emitted = false;
@@ -160,7 +168,9 @@ mod tests {
     }
 
     fn names(b: &Batch) -> Vec<usize> {
-        let spanlake_core::Signal::Spans(rs) = &b.signal;
+        let spanlake_core::Signal::Spans(rs) = &b.signal else {
+            panic!("spans expected")
+        };
         rs.iter()
             .flat_map(|r| &r.scope_spans)
             .flat_map(|s| &s.spans)

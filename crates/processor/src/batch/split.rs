@@ -130,7 +130,9 @@ mod tests {
 
     /// (scope name, span name) for every span, in order.
     fn flat(b: &Batch) -> Vec<(String, usize)> {
-        let Signal::Spans(rs) = &b.signal;
+        let Signal::Spans(rs) = &b.signal else {
+            panic!("spans expected")
+        };
         rs.iter()
             .flat_map(|r| &r.scope_spans)
             .flat_map(|s| {
@@ -165,7 +167,7 @@ mod tests {
                 prop_assert!(chunk.len() <= max);
                 prop_assert!(chunk.len() == max.min(before));
                 prop_assert_eq!(pending.len(), before - chunk.len());
-                let Signal::Spans(rs) = &chunk.signal;
+                let Signal::Spans(rs) = &chunk.signal else { panic!("spans expected") };
                 for r in rs {
                     prop_assert!(r.resource.is_some(), "a cut group keeps its resource");
                     for s in &r.scope_spans {

@@ -352,8 +352,9 @@ impl Processor for RedactionProcessor {
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
             while let Some(mut batch) = input.recv().await {
-                let Signal::Spans(groups) = &mut batch.signal;
-                self.redactor.redact(groups);
+                if let Signal::Spans(groups) = &mut batch.signal {
+                    self.redactor.redact(groups);
+                }
                 if let Err(e) = output.send(batch).await {
                     tracing::error!(processor = %self.name, error = %e, "redacted batch lost: the next stage is gone");
                     return;
