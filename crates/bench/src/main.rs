@@ -221,15 +221,23 @@ fn main() -> Result<(), String> {
         }
         Command::Redaction { spans, runs } => {
             use spanlake_processor::redaction::{RedactionConfig, Redactor};
-            let traces: Vec<Vec<ResourceSpans>> = (0..spans / 100).map(|n| make_trace(7, n, 100, 1)).collect();
-            let builtin = Redactor::new(&RedactionConfig { builtin_rules: true, ..Default::default() })?;
+            let traces: Vec<Vec<ResourceSpans>> =
+                (0..spans / 100).map(|n| make_trace(7, n, 100, 1)).collect();
+            let builtin = Redactor::new(&RedactionConfig {
+                builtin_rules: true,
+                ..Default::default()
+            })?;
             let user = Redactor::new(&RedactionConfig {
                 builtin_rules: true,
                 blocked_keys: vec!["user\\..*".into()],
                 blocked_values: vec![r"\bTCK-\d{6}\b".into()],
                 ..Default::default()
             })?;
-            let mut results: Vec<(&str, Vec<f64>)> = vec![("copy only (baseline)", vec![]), ("copy + built-in rules", vec![]), ("copy + built-in + user rules", vec![])];
+            let mut results: Vec<(&str, Vec<f64>)> = vec![
+                ("copy only (baseline)", vec![]),
+                ("copy + built-in rules", vec![]),
+                ("copy + built-in + user rules", vec![]),
+            ];
             for _ in 0..runs {
                 for (i, (_, v)) in results.iter_mut().enumerate() {
                     let t = Instant::now();
@@ -253,7 +261,9 @@ fn main() -> Result<(), String> {
             for (what, v) in results.iter_mut() {
                 let m = median(v);
                 let per_span_ns = 1e9 / m - 1e9 / base;
-                println!("{what:>30}: median {m:>12.0} spans/s over {runs} runs; redaction's own cost {per_span_ns:>7.0} ns/span");
+                println!(
+                    "{what:>30}: median {m:>12.0} spans/s over {runs} runs; redaction's own cost {per_span_ns:>7.0} ns/span"
+                );
             }
             Ok(())
         }

@@ -19,6 +19,8 @@ use spanlake_core::{Batch, Intake, IntakeError};
 use spanlake_exporter::attributes::text_of;
 use tonic::{Request, Response, Status};
 
+use spanlake_processor::lifecycle::{Reason, derived_status, mark_closed};
+
 use crate::QueryEngine;
 use crate::http::params::{sql_str, tag_condition};
 use crate::rows::{StoredSpan, stored_spans, to_resource_spans};
@@ -45,8 +47,6 @@ pub mod keys {
     pub const MODEL: &str = "llm.model";
     pub const COST: &str = "llm.cost_usd";
     pub const EXPECTED: &str = "expected.value";
-    pub const AUTO_CLOSED: &str = "spanlake.auto_closed";
-    pub const AUTO_CLOSE_REASON: &str = "spanlake.auto_close_reason";
 }
 
 /// The scope native spans are recorded under.
@@ -419,21 +419,7 @@ impl pb::trace_server::Trace for TraceApi {
             .map_err(refused)?;
         // Then whatever still runs in the lake (no lifecycle processor in the pipeline, or spans
         // recorded before a restart) is closed the same way.
-        let status = match code {
-            2 => otlp::Status {
-                code: 2,
-                message: if message.is_empty() {
-                    "trace ended with an error".into()
-                } else {
-                    format!("trace ended with an error: {message}")
-                },
-            },
-            1 => otlp::Status {
-                code: 1,
-                message: String::new(),
-            },
-            _ => otlp::Status::default(),
-        };
+        let status = derived_status(Some(&otlp::Status { code, message }), "trace");
         let mut closed: Vec<StoredSpan> = engine
             .trace(&id)
             .await
@@ -442,15 +428,7 @@ impl pb::trace_server::Trace for TraceApi {
             .filter(|s| s.is_running())
             .collect();
         for s in closed.iter_mut() {
-            s.span.end_time_unix_nano = end.max(s.span.start_time_unix_nano);
-            s.span.status = Some(status.clone());
-            s.span
-                .attributes
-                .push(kv(keys::AUTO_CLOSED, Value::BoolValue(true)));
-            s.span.attributes.push(kv(
-                keys::AUTO_CLOSE_REASON,
-                Value::StringValue("trace_end".into()),
-            ));
+            mark_closed(&mut s.span, end, status.clone(), Reason::TraceEnd);
         }
         if !closed.is_empty() {
             self.intake

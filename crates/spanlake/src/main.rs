@@ -140,8 +140,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Query { data, format, sql } => offline(query(data, format, sql)),
-        Command::Trace { data, trace_id } => offline(show_trace(data, trace_id)),
+        Command::Query { data, format, sql } => block_on(query(data, format, sql)),
+        Command::Trace { data, trace_id } => block_on(show_trace(data, trace_id)),
         Command::Run { config, data } => {
             let overrides = registry::Overrides { data };
             let plan = match load(config.as_ref(), &overrides) {
@@ -152,29 +152,13 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(&plan.service.telemetry);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("spanlake: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(plan)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("spanlake: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(async move { run(plan).await.map_err(|e| format!("{e:#}")) })
         }
     }
 }
 
-/// Run a command that reads the lake from outside the collector.
-fn offline(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+/// Run `f` on a multi-threaded runtime; an error is printed and exits 1.
+fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -66,6 +66,37 @@ fn sub(path: &[String], keys: &[&str]) -> Path {
     p
 }
 
+/// Decode a component's settings, let `check` adjust and validate them, and report every
+/// problem on the line of its key. `None` if the settings could not be decoded.
+fn checked<T: serde::de::DeserializeOwned>(
+    doc: &Document,
+    c: &RawComponent,
+    role: &str,
+    problems: &mut Vec<Problem>,
+    check: impl FnOnce(&mut T) -> Vec<(Vec<&'static str>, String)>,
+) -> Option<T> {
+    match doc.decode::<T>(&c.path) {
+        Ok(mut cfg) => {
+            for (keys, msg) in check(&mut cfg) {
+                problems.push(doc.problem(
+                    &sub(&c.path, &keys),
+                    format!("{role} {:?}: {msg}", c.id.to_string()),
+                ));
+            }
+            Some(cfg)
+        }
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    }
+}
+
+/// Problems keyed by one field, as [`checked`] takes them.
+fn keyed(found: Vec<(&'static str, String)>) -> Vec<(Vec<&'static str>, String)> {
+    found.into_iter().map(|(k, m)| (vec![k], m)).collect()
+}
+
 fn unknown(doc: &Document, c: &RawComponent, section: &str, known: &[&str]) -> Problem {
     doc.problem(
         &c.path,
@@ -98,105 +129,99 @@ pub fn plan(
     };
     for c in &raw.receivers {
         match c.id.kind.as_str() {
-            "otlp" => match doc.decode::<OtlpReceiverConfig>(&c.path) {
-                Ok(cfg) => {
-                    for (keys, msg) in cfg.validate() {
-                        problems.push(doc.problem(
-                            &sub(&c.path, &keys),
-                            format!("receiver {:?}: {msg}", c.id.to_string()),
-                        ));
-                    }
+            "otlp" => {
+                let cfg = checked(
+                    &doc,
+                    c,
+                    "receiver",
+                    &mut problems,
+                    |cfg: &mut OtlpReceiverConfig| cfg.validate(),
+                );
+                if let Some(cfg) = cfg {
                     plan.receivers
                         .push((c.id.clone(), ReceiverSettings::Otlp(cfg)));
                 }
-                Err(p) => problems.push(p),
-            },
+            }
             _ => problems.push(unknown(&doc, c, "receivers", RECEIVERS)),
         }
     }
     for c in &raw.processors {
-        match c.id.kind.as_str() {
-            "batch" => match doc.decode::<BatchConfig>(&c.path) {
-                Ok(mut cfg) => {
+        let settings = match c.id.kind.as_str() {
+            "batch" => checked(
+                &doc,
+                c,
+                "processor",
+                &mut problems,
+                |cfg: &mut BatchConfig| {
+                    let mut found = Vec::new();
                     match cfg.apply_env(env) {
                         Ok(applied) => plan.overrides.extend(
                             applied
                                 .into_iter()
                                 .map(|a| format!("processor {}: {a}", c.id)),
                         ),
-                        Err(errs) => {
-                            for e in errs {
-                                problems.push(doc.problem(
-                                    &c.path,
-                                    format!("processor {:?}: {e}", c.id.to_string()),
-                                ));
-                            }
-                        }
+                        Err(errs) => found.extend(errs.into_iter().map(|e| (vec![], e))),
                     }
-                    for (key, msg) in cfg.validate() {
-                        problems.push(doc.problem(
-                            &sub(&c.path, &[key]),
-                            format!("processor {:?}: {msg}", c.id.to_string()),
-                        ));
-                    }
-                    plan.processors
-                        .push((c.id.clone(), ProcessorSettings::Batch(cfg)));
-                }
-                Err(p) => problems.push(p),
-            },
-            "lifecycle" => match doc.decode::<LifecycleConfig>(&c.path) {
-                Ok(cfg) => {
-                    for (key, msg) in cfg.validate() {
-                        problems.push(doc.problem(
-                            &sub(&c.path, &[key]),
-                            format!("processor {:?}: {msg}", c.id.to_string()),
-                        ));
-                    }
-                    plan.processors
-                        .push((c.id.clone(), ProcessorSettings::Lifecycle(cfg)));
-                }
-                Err(p) => problems.push(p),
-            },
-            "redaction" => match doc.decode::<RedactionConfig>(&c.path) {
-                Ok(cfg) => {
-                    for (key, msg) in cfg.validate() {
-                        problems.push(doc.problem(
-                            &sub(&c.path, &[key]),
-                            format!("processor {:?}: {msg}", c.id.to_string()),
-                        ));
-                    }
-                    plan.processors
-                        .push((c.id.clone(), ProcessorSettings::Redaction(cfg)));
-                }
-                Err(p) => problems.push(p),
-            },
-            _ => problems.push(unknown(&doc, c, "processors", PROCESSORS)),
+                    found.extend(keyed(cfg.validate()));
+                    found
+                },
+            )
+            .map(ProcessorSettings::Batch),
+            "lifecycle" => checked(
+                &doc,
+                c,
+                "processor",
+                &mut problems,
+                |cfg: &mut LifecycleConfig| keyed(cfg.validate()),
+            )
+            .map(ProcessorSettings::Lifecycle),
+            "redaction" => checked(
+                &doc,
+                c,
+                "processor",
+                &mut problems,
+                |cfg: &mut RedactionConfig| keyed(cfg.validate()),
+            )
+            .map(ProcessorSettings::Redaction),
+            _ => {
+                problems.push(unknown(&doc, c, "processors", PROCESSORS));
+                None
+            }
+        };
+        if let Some(settings) = settings {
+            plan.processors.push((c.id.clone(), settings));
         }
     }
     for c in &raw.exporters {
         match c.id.kind.as_str() {
-            "parquet" => match doc.decode::<ParquetConfig>(&c.path) {
-                Ok(mut cfg) => {
-                    if let Some(d) = &overrides.data {
-                        cfg.path = d.clone();
-                    }
-                    for (key, msg) in cfg.validate() {
-                        problems.push(doc.problem(
-                            &sub(&c.path, &[key]),
-                            format!("exporter {:?}: {msg}", c.id.to_string()),
-                        ));
-                    }
+            "parquet" => {
+                let cfg = checked(
+                    &doc,
+                    c,
+                    "exporter",
+                    &mut problems,
+                    |cfg: &mut ParquetConfig| {
+                        if let Some(d) = &overrides.data {
+                            cfg.path = d.clone();
+                        }
+                        keyed(cfg.validate())
+                    },
+                );
+                if let Some(cfg) = cfg {
                     plan.exporters
                         .push((c.id.clone(), ExporterSettings::Parquet(cfg)));
                 }
-                Err(p) => problems.push(p),
-            },
-            "debug" => match doc.decode::<DebugConfig>(&c.path) {
-                Ok(cfg) => plan
-                    .exporters
-                    .push((c.id.clone(), ExporterSettings::Debug(cfg))),
-                Err(p) => problems.push(p),
-            },
+            }
+            "debug" => {
+                if let Some(cfg) =
+                    checked(&doc, c, "exporter", &mut problems, |_: &mut DebugConfig| {
+                        Vec::new()
+                    })
+                {
+                    plan.exporters
+                        .push((c.id.clone(), ExporterSettings::Debug(cfg)));
+                }
+            }
             _ => problems.push(unknown(&doc, c, "exporters", EXPORTERS)),
         }
     }

@@ -77,7 +77,9 @@ pub struct Lifecycle {
     running: usize,
 }
 
-fn derived_status(status: Option<&Status>, what: &str) -> Status {
+/// The status of a span closed because `what` ("trace", a parent span) ended with `status`:
+/// `ERROR` → `ERROR` naming the error, `OK` → `OK`, anything else `UNSET`.
+pub fn derived_status(status: Option<&Status>, what: &str) -> Status {
     match status.map(|s| s.code).unwrap_or(0) {
         2 => {
             let msg = status.map(|s| s.message.as_str()).unwrap_or("");
@@ -106,6 +108,21 @@ fn marker(key: &str, value: Value) -> KeyValue {
     }
 }
 
+/// Turn a running span into its closed copy: ended at `end` (never before its start), with
+/// `status`, marked `spanlake.auto_closed = true` and `spanlake.auto_close_reason`.
+pub fn mark_closed(span: &mut Span, end: u64, status: Status, reason: Reason) {
+    span.end_time_unix_nano = end.max(span.start_time_unix_nano);
+    span.status = Some(status);
+    span.attributes
+        .retain(|a| a.key != "spanlake.auto_closed" && a.key != "spanlake.auto_close_reason");
+    span.attributes
+        .push(marker("spanlake.auto_closed", Value::BoolValue(true)));
+    span.attributes.push(marker(
+        "spanlake.auto_close_reason",
+        Value::StringValue(reason.as_str().into()),
+    ));
+}
+
 impl Lifecycle {
     pub fn new(config: LifecycleConfig) -> Self {
         Lifecycle {
@@ -126,16 +143,7 @@ impl Lifecycle {
 
     fn close(held: Held, end: u64, status: Status, reason: Reason, out: &mut Vec<ResourceSpans>) {
         let mut span = held.span;
-        span.end_time_unix_nano = end.max(span.start_time_unix_nano);
-        span.status = Some(status);
-        span.attributes
-            .retain(|a| a.key != "spanlake.auto_closed" && a.key != "spanlake.auto_close_reason");
-        span.attributes
-            .push(marker("spanlake.auto_closed", Value::BoolValue(true)));
-        span.attributes.push(marker(
-            "spanlake.auto_close_reason",
-            Value::StringValue(reason.as_str().into()),
-        ));
+        mark_closed(&mut span, end, status, reason);
         // Group with the previous closed span when they share resource and scope.
         if let Some(last) = out.last_mut()
             && last.resource == held.resource
