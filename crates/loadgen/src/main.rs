@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -25,7 +27,10 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
-#[command(name = "spanlake-loadgen", about = "OTLP load generator and collector benchmark")]
+#[command(
+    name = "spanlake-loadgen",
+    about = "OTLP load generator and collector benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,12 +95,19 @@ enum Protocol {
 }
 
 fn kv(k: String, v: Value) -> KeyValue {
-    KeyValue { key: k, value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    KeyValue {
+        key: k,
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
 }
 
 /// Requests encoded ahead of time; ids differ between requests and runs.
 fn encode_requests(l: &Load) -> Vec<Bytes> {
-    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
     let now = run;
     let value: String = "v".repeat(l.attribute_size);
     (0..l.distinct)
@@ -109,7 +121,11 @@ fn encode_requests(l: &Load) -> Vec<Bytes> {
                     trace_id[8..].copy_from_slice(&(trace + 1).to_be_bytes());
                     let in_trace = n % l.trace_size.max(1) as u64;
                     let span_id = (n + 1).to_be_bytes().to_vec();
-                    let parent = if in_trace == 0 { Vec::new() } else { (n - in_trace + 1).to_be_bytes().to_vec() };
+                    let parent = if in_trace == 0 {
+                        Vec::new()
+                    } else {
+                        (n - in_trace + 1).to_be_bytes().to_vec()
+                    };
                     Span {
                         trace_id: trace_id.to_vec(),
                         span_id,
@@ -135,10 +151,20 @@ fn encode_requests(l: &Load) -> Vec<Bytes> {
             let req = ExportTraceServiceRequest {
                 resource_spans: vec![ResourceSpans {
                     resource: Some(Resource {
-                        attributes: vec![kv("service.name".into(), Value::StringValue("loadgen".into()))],
+                        attributes: vec![kv(
+                            "service.name".into(),
+                            Value::StringValue("loadgen".into()),
+                        )],
                         ..Default::default()
                     }),
-                    scope_spans: vec![ScopeSpans { scope: Some(InstrumentationScope { name: "loadgen".into(), ..Default::default() }), spans, schema_url: String::new() }],
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: "loadgen".into(),
+                            ..Default::default()
+                        }),
+                        spans,
+                        schema_url: String::new(),
+                    }],
                     schema_url: String::new(),
                 }],
             };
@@ -169,7 +195,11 @@ impl tonic::codec::Codec for RawCodec {
 impl tonic::codec::Encoder for RawEncoder {
     type Item = Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         dst.put(item);
         Ok(())
     }
@@ -178,7 +208,10 @@ impl tonic::codec::Encoder for RawEncoder {
 impl tonic::codec::Decoder for RawDecoder {
     type Item = Bytes;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
@@ -192,28 +225,54 @@ struct Outcome {
 }
 
 fn rejected_in(body: &[u8]) -> i64 {
-    ExportTraceServiceResponse::decode(body).ok().and_then(|r| r.partial_success).map(|p| p.rejected_spans).unwrap_or(0)
+    ExportTraceServiceResponse::decode(body)
+        .ok()
+        .and_then(|r| r.partial_success)
+        .map(|p| p.rejected_spans)
+        .unwrap_or(0)
 }
 
-async fn http_post(stream: &mut tokio::net::TcpStream, host: &str, body: &[u8], buf: &mut Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+async fn http_post(
+    stream: &mut tokio::net::TcpStream,
+    host: &str,
+    body: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
     let head = format!(
         "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    stream.write_all(body).await.map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(body)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     buf.clear();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or("bad status line")?;
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
                 let mut chunk = [0u8; 8192];
-                let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+                let n = stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| format!("read: {e}"))?;
                 if n == 0 {
                     return Err("connection closed".into());
                 }
@@ -222,7 +281,10 @@ async fn http_post(stream: &mut tokio::net::TcpStream, host: &str, body: &[u8], 
             return Ok((status, buf[end + 4..end + 4 + len].to_vec()));
         }
         let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("connection closed".into());
         }
@@ -230,10 +292,19 @@ async fn http_post(stream: &mut tokio::net::TcpStream, host: &str, body: &[u8], 
     }
 }
 
-async fn worker(endpoint: String, l: Load, requests: Arc<Vec<Bytes>>, worker: usize, stop: Arc<AtomicBool>, sent_spans: Arc<AtomicU64>) -> Outcome {
+async fn worker(
+    endpoint: String,
+    l: Load,
+    requests: Arc<Vec<Bytes>>,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+    sent_spans: Arc<AtomicU64>,
+) -> Outcome {
     let mut out = Outcome::default();
     let per_request = l.spans_per_request as u64;
-    let pause = (l.rate > 0).then(|| Duration::from_secs_f64(l.concurrency as f64 * per_request as f64 / l.rate as f64));
+    let pause = (l.rate > 0).then(|| {
+        Duration::from_secs_f64(l.concurrency as f64 * per_request as f64 / l.rate as f64)
+    });
     let mut next = tokio::time::Instant::now();
     let mut i = worker;
     let mut grpc = None;
@@ -250,7 +321,9 @@ async fn worker(endpoint: String, l: Load, requests: Arc<Vec<Bytes>>, worker: us
         let result: Result<i64, String> = match l.protocol {
             Protocol::Grpc => {
                 if grpc.is_none() {
-                    match tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).map_err(|e| e.to_string()) {
+                    match tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                        .map_err(|e| e.to_string())
+                    {
                         Ok(ep) => match ep.connect().await {
                             Ok(ch) => grpc = Some(tonic::client::Grpc::new(ch)),
                             Err(e) => {
@@ -259,15 +332,25 @@ async fn worker(endpoint: String, l: Load, requests: Arc<Vec<Bytes>>, worker: us
                                 continue;
                             }
                         },
-                        Err(e) => return Outcome { errors: BTreeMap::from([(e, 1)]), ..Default::default() },
+                        Err(e) => {
+                            return Outcome {
+                                errors: BTreeMap::from([(e, 1)]),
+                                ..Default::default()
+                            };
+                        }
                     }
                 }
                 let client = grpc.as_mut().expect("connected");
                 match client.ready().await {
                     Err(e) => Err(format!("not ready: {e}")),
                     Ok(()) => {
-                        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
-                        match client.unary(tonic::Request::new(body), path, RawCodec).await {
+                        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                        );
+                        match client
+                            .unary(tonic::Request::new(body), path, RawCodec)
+                            .await
+                        {
                             Ok(resp) => Ok(rejected_in(resp.get_ref())),
                             Err(st) => Err(format!("grpc {:?}", st.code())),
                         }
@@ -282,7 +365,9 @@ async fn worker(endpoint: String, l: Load, requests: Arc<Vec<Bytes>>, worker: us
                             http = Some(s);
                         }
                         Err(e) => {
-                            *out.errors.entry(format!("connect: {}", e.kind())).or_default() += 1;
+                            *out.errors
+                                .entry(format!("connect: {}", e.kind()))
+                                .or_default() += 1;
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
@@ -331,7 +416,16 @@ async fn drive(endpoint: &str, l: &Load) -> Report {
     let sent = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let tasks: Vec<_> = (0..l.concurrency)
-        .map(|w| tokio::spawn(worker(endpoint.to_string(), l.clone(), requests.clone(), w, stop.clone(), sent.clone())))
+        .map(|w| {
+            tokio::spawn(worker(
+                endpoint.to_string(),
+                l.clone(),
+                requests.clone(),
+                w,
+                stop.clone(),
+                sent.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(l.duration).await;
     stop.store(true, Ordering::Relaxed);
@@ -355,13 +449,28 @@ async fn drive(endpoint: &str, l: &Load) -> Report {
             total.latencies_us[((total.latencies_us.len() - 1) as f64 * p) as usize] as f64 / 1000.0
         }
     };
-    Report { accepted: total.accepted, rejected: total.rejected, seconds, p50_ms: pct(0.5), p99_ms: pct(0.99), errors: total.errors, bytes_per_span }
+    Report {
+        accepted: total.accepted,
+        rejected: total.rejected,
+        seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        errors: total.errors,
+        bytes_per_span,
+    }
 }
 
 fn print_report(r: &Report) {
     println!(
         "accepted {} spans in {:.1} s: {:.0} spans/s; latency p50 {:.2} ms p99 {:.2} ms; rejected {}; errors {:?}; raw OTLP {:.0} bytes/span",
-        r.accepted, r.seconds, r.accepted as f64 / r.seconds, r.p50_ms, r.p99_ms, r.rejected, r.errors, r.bytes_per_span
+        r.accepted,
+        r.seconds,
+        r.accepted as f64 / r.seconds,
+        r.p50_ms,
+        r.p99_ms,
+        r.rejected,
+        r.errors,
+        r.bytes_per_span
     );
 }
 
@@ -377,7 +486,10 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn status_kib(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -385,18 +497,21 @@ fn lake_rows_and_bytes(dir: &std::path::Path) -> (u64, u64) {
     let (mut rows, mut bytes) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "parquet") {
                 bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                if let Ok(f) = std::fs::File::open(&p) {
-                    if let Ok(r) = parquet::file::reader::SerializedFileReader::new(f) {
-                        use parquet::file::reader::FileReader;
-                        rows += r.metadata().file_metadata().num_rows() as u64;
-                    }
+                use parquet::file::reader::FileReader;
+                let reader = std::fs::File::open(&p)
+                    .ok()
+                    .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok());
+                if let Some(r) = reader {
+                    rows += r.metadata().file_metadata().num_rows() as u64;
                 }
             }
         }
@@ -419,9 +534,17 @@ async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => DEFAULT_BENCH_PIPELINE.to_string(),
     };
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.to_string()).map_err(|e| e.to_string());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .map_err(|e| e.to_string())
+    };
     let (grpc, http) = (free()?, free()?);
-    let cfg = template.replace("{GRPC}", &grpc).replace("{HTTP}", &http).replace("{DATA}", &data.display().to_string());
+    let cfg = template
+        .replace("{GRPC}", &grpc)
+        .replace("{HTTP}", &http)
+        .replace("{DATA}", &data.display().to_string());
     let cfg_path = dir.join("pipeline.yaml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
     let mut child = tokio::process::Command::new(&collector)
@@ -432,7 +555,11 @@ async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(
         .spawn()
         .map_err(|e| format!("{}: {e}", collector.display()))?;
     let pid = child.id().ok_or("the collector exited")?;
-    let endpoint = if l.protocol == Protocol::Grpc { grpc } else { http };
+    let endpoint = if l.protocol == Protocol::Grpc {
+        grpc
+    } else {
+        http
+    };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(&endpoint).await.is_ok() {
             break;
@@ -445,7 +572,9 @@ async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(
     let report = drive(&endpoint, &l).await;
     let cpu1 = cpu_seconds(pid);
     let peak_kib = status_kib(pid, "VmHWM:");
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let code = child.wait().await.map_err(|e| e.to_string())?;
     let (rows, bytes) = lake_rows_and_bytes(&data);
     print_report(&report);
@@ -462,7 +591,11 @@ async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(
     println!(
         "lake: {rows} rows written for {} spans acknowledged ({}); {:.1} bytes/span on disk vs {:.1} bytes/span of raw OTLP; exit {code}",
         report.accepted,
-        if rows == report.accepted { "match" } else { "MISMATCH" },
+        if rows == report.accepted {
+            "match"
+        } else {
+            "MISMATCH"
+        },
         bytes as f64 / rows.max(1) as f64,
         report.bytes_per_span
     );
@@ -475,14 +608,21 @@ async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(
 
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         match cli.command {
             Command::Run { endpoint, load } => {
                 print_report(&drive(&endpoint, &load).await);
                 Ok(())
             }
-            Command::Bench { collector, config, load } => bench(collector, config, load).await,
+            Command::Bench {
+                collector,
+                config,
+                load,
+            } => bench(collector, config, load).await,
         }
     })
 }
