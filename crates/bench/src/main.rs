@@ -59,6 +59,9 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 100)]
         samples: usize,
+        /// DataFusion settings to try, e.g. --set datafusion.execution.collect_statistics=false
+        #[arg(long)]
+        set: Vec<String>,
     },
 }
 
@@ -273,6 +276,7 @@ fn main() -> Result<(), String> {
             trace_size,
             seed,
             samples,
+            set,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -280,6 +284,10 @@ fn main() -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             rt.block_on(async move {
                 let engine = spanlake_query::QueryEngine::open(&data, None).await.map_err(|e| e.to_string())?;
+                for kv in &set {
+                    let (k, v) = kv.split_once('=').ok_or("--set takes key=value")?;
+                    engine.context().sql(&format!("SET {k} = {v}")).await.map_err(|e| e.to_string())?;
+                }
                 let traces = spans / trace_size;
                 let mut rng = Rng(seed ^ 0xdead_beef);
                 // warm-up: the first lookup lists files and reads footers

@@ -84,6 +84,11 @@ impl Receiver {
         self.inner.recv().await
     }
 
+    /// No batch is waiting right now.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

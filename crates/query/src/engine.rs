@@ -38,6 +38,10 @@ impl QueryEngine {
         opts.execution.parquet.pushdown_filters = true;
         opts.execution.parquet.reorder_filters = true;
         opts.execution.parquet.bloom_filter_on_read = true;
+        // Planning-time statistics read every file's footer on every query; the parquet reader
+        // still prunes files, row groups and pages by statistics and bloom filters as it opens
+        // them. Measured on a 10M-span lake: trace lookups p50 58 ms → 38 ms.
+        opts.execution.collect_statistics = false;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_table("spans_raw", Arc::new(LakeTable::new(root, tail)))?;
         ctx.sql(SPANS_VIEW).await?;

@@ -427,7 +427,7 @@ service:
             "\
 bad.yaml:5: receiver \"otlp\": protocols.grpc.endpoint: \"nowhere\" is not host:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)
 bad.yaml:6: receivers: unknown type \"kafka\" in \"kafka\"; known: otlp
-bad.yaml:10: processors.batch.timout: unknown field `timout`, expected one of `max_size`, `timeout`, `max_inflight`
+bad.yaml:10: processors.batch.timout: unknown field `timout`, expected one of `max_size`, `timeout`, `max_inflight`, `flush_when_idle`
 bad.yaml:13: exporter \"parquet\": compression_level 99 is not a zstd level; use 1 to 22
 bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exporters: (defined: parquet)"
         );

@@ -20,6 +20,17 @@ pub struct BatchConfig {
     /// so the queues fill and receivers answer "retry later". Default `3`.
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
+    /// Send a partial batch as soon as no more spans are waiting, instead of holding it until
+    /// `timeout`. Clients are answered once their spans reach the exporters, so holding a
+    /// partial batch makes every small request wait `timeout`; under load the queue is never
+    /// empty and batches still fill to `max_size`. Set `false` to always wait for `timeout`.
+    /// Default `true`.
+    #[serde(default = "default_true")]
+    pub flush_when_idle: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for BatchConfig {
@@ -28,6 +39,7 @@ impl Default for BatchConfig {
             max_size: default_max_size(),
             timeout: default_timeout(),
             max_inflight: default_max_inflight(),
+            flush_when_idle: true,
         }
     }
 }
@@ -117,8 +129,8 @@ mod tests {
     fn defaults_are_the_seeds() {
         let c: BatchConfig = serde_yaml::from_str("{}").expect("defaults");
         assert_eq!(
-            (c.max_size, c.timeout, c.max_inflight),
-            (100, Duration::from_millis(1000), 3)
+            (c.max_size, c.timeout, c.max_inflight, c.flush_when_idle),
+            (100, Duration::from_millis(1000), 3, true)
         );
         let c: BatchConfig =
             serde_yaml::from_str("max_size: 512\ntimeout: 200ms\nmax_inflight: 8\n").expect("set");

@@ -108,7 +108,7 @@ async fn run(
                 }
                 if pending.is_empty() {
                     deadline = None;
-                } else if draining {
+                } else if draining || (config.flush_when_idle && input.is_empty()) {
                     deadline = Some(Instant::now());
                 } else if arrived_into_empty || emitted {
                     // What is left arrived with this batch (older spans leave first).
@@ -185,13 +185,25 @@ mod tests {
         shutdown: CancellationToken,
     }
 
+    /// A processor that waits for `timeout` (the seeds' batching), as most tests check.
     fn start(max_size: usize, timeout_ms: u64, max_inflight: usize, in_cap: usize) -> Harness {
+        start_with(max_size, timeout_ms, max_inflight, in_cap, false)
+    }
+
+    fn start_with(
+        max_size: usize,
+        timeout_ms: u64,
+        max_inflight: usize,
+        in_cap: usize,
+        flush_when_idle: bool,
+    ) -> Harness {
         let (input, in_rx) = bounded("in", in_cap);
         let (out_tx, output) = bounded("out", 1000);
         let config = BatchConfig {
             max_size,
             timeout: Duration::from_millis(timeout_ms),
             max_inflight,
+            flush_when_idle,
         };
         let shutdown = CancellationToken::new();
         let task = Box::new(BatchProcessor::new("batch", config)).start(
@@ -316,6 +328,27 @@ mod tests {
         let fourth = output.recv().await.expect("flushed on close");
         assert_eq!(names(&fourth), (30..40).collect::<Vec<_>>());
         task.await.expect("processor exits when its input closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_flush_when_idle_a_partial_batch_leaves_once_the_queue_is_empty() {
+        let mut h = start_with(100, 60_000, 3, 8, true);
+        // three batches queued at once are taken together, then sent without waiting
+        for i in 0..3 {
+            h.input.send(spans(10, i * 10)).await.expect("send");
+        }
+        settle().await;
+        let b = try_next(&mut h)
+            .flatten()
+            .expect("sent once nothing more was queued");
+        assert_eq!(names(&b), (0..30).collect::<Vec<_>>());
+        assert!(try_next(&mut h).is_none());
+        // a big request is still cut at max_size
+        h.input.send(spans(150, 100)).await.expect("send");
+        settle().await;
+        let a = try_next(&mut h).flatten().expect("full batch");
+        let b = try_next(&mut h).flatten().expect("the rest, at once");
+        assert_eq!((a.len(), b.len()), (100, 50));
     }
 
     #[tokio::test(start_paused = true)]
