@@ -268,28 +268,26 @@ async fn http_post(
                 })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
-                let mut chunk = [0u8; 8192];
-                let n = stream
-                    .read(&mut chunk)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                if n == 0 {
-                    return Err("connection closed".into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
+                read_more(stream, buf).await?;
             }
             return Ok((status, buf[end + 4..end + 4 + len].to_vec()));
         }
-        let mut chunk = [0u8; 8192];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, buf).await?;
     }
+}
+
+/// Append what the server sent next to `buf`.
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut chunk = [0u8; 8192];
+    let n = stream
+        .read(&mut chunk)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if n == 0 {
+        return Err("connection closed".into());
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 async fn worker(
