@@ -30,8 +30,12 @@ pub const MASK: &str = "****";
 pub struct Redactor {
     allow_all_keys: bool,
     allowed_keys: HashSet<String>,
-    blocked_keys: Vec<Regex>,
     blocked_values: Vec<Regex>,
+    /// Every value pattern (and the card candidate) at once: one scan tells whether a string
+    /// needs the individual patterns at all, and most strings do not.
+    any_value: regex::RegexSet,
+    /// One set of every key pattern, so a key is matched in one pass.
+    any_key: regex::RegexSet,
     cards: Option<Regex>,
     allowed_values: Vec<Regex>,
     action: Action,
@@ -69,10 +73,20 @@ impl Redactor {
             }
             cards = Some(Regex::new(rules::CARD_CANDIDATE).map_err(|e| e.to_string())?);
         }
+        let any_key = regex::RegexSet::new(blocked_keys.iter().map(|r| r.as_str()))
+            .map_err(|e| e.to_string())?;
+        let any_value = regex::RegexSet::new(
+            blocked_values
+                .iter()
+                .chain(cards.iter())
+                .map(|r| r.as_str()),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Redactor {
             allow_all_keys: c.allow_all_keys,
             allowed_keys: c.allowed_keys.iter().cloned().collect(),
-            blocked_keys,
+            any_value,
+            any_key,
             blocked_values,
             cards,
             allowed_values: c
@@ -100,7 +114,7 @@ impl Redactor {
     }
 
     fn key_blocked(&self, key: &str) -> bool {
-        self.blocked_keys.iter().any(|r| r.is_match(key))
+        self.any_key.is_match(key)
     }
 
     fn allowed_value(&self, s: &str) -> bool {
@@ -120,6 +134,9 @@ impl Redactor {
             }
             // A JSON document with nothing secret may still hold secrets as plain text
             // patterns in its strings: those were checked by scrub_json.
+            return false;
+        }
+        if !self.any_value.is_match(s) {
             return false;
         }
         let mut changed = false;
