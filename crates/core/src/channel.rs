@@ -95,15 +95,16 @@ impl Receiver {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Every variant is retryable for the client; its text is what the client is told.
 pub enum IntakeError {
     /// Every pipeline queue stayed full for the whole admission wait: retry later.
-    #[error("spanlake is overloaded: {0}")]
+    #[error("spanlake is overloaded ({0}); retry later")]
     Full(String),
     /// The collector is shutting down.
-    #[error("spanlake is shutting down")]
+    #[error("spanlake is shutting down; retry against another instance or later")]
     Closed,
     /// Admitted, but a stage could not store the spans (e.g. an exporter failed).
-    #[error("the spans could not be stored")]
+    #[error("spanlake could not store the spans; retry")]
     Lost,
 }
 

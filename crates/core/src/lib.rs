@@ -16,6 +16,7 @@ pub mod batch;
 pub mod channel;
 pub mod component;
 pub mod ids;
+pub mod net;
 
 pub use batch::{Ack, AckWait, Batch, Guard, Signal, TraceEnd, fail_all};
 pub use channel::{Intake, IntakeError, Receiver, SendError, Sender, bounded};

@@ -274,13 +274,7 @@ pub fn to_native(s: &StoredSpan) -> pb::Span {
 }
 
 fn refused(e: IntakeError) -> Status {
-    match e {
-        IntakeError::Full(why) => {
-            Status::unavailable(format!("spanlake is overloaded ({why}); retry later"))
-        }
-        IntakeError::Closed => Status::unavailable("spanlake is shutting down; retry later"),
-        IntakeError::Lost => Status::unavailable("spanlake could not store the span; retry"),
-    }
+    Status::unavailable(e.to_string())
 }
 
 fn query_failed(e: crate::QueryError) -> Status {

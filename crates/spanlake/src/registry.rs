@@ -273,7 +273,7 @@ pub fn plan(
                 lakes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
             ))),
         }
-        if let Err(e) = check_endpoint(&q.endpoint) {
+        if let Err(e) = spanlake_core::net::check_endpoint(&q.endpoint, 3200) {
             let mut p = path.clone();
             p.push("endpoint".into());
             problems.push(doc.problem(&p, format!("service.query.endpoint: {e}")));
@@ -336,16 +336,6 @@ impl Plan {
                     (Box::new(e) as Box<dyn Exporter>, None)
                 }
             })
-    }
-}
-
-/// `host:port`, with a port number.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    match endpoint.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!(
-            "{endpoint:?} is not host:port (e.g. 127.0.0.1:3200)"
-        )),
     }
 }
 

@@ -61,15 +61,7 @@ pub fn serve(
     endpoint: &str,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
-    use std::net::ToSocketAddrs;
-    let addr = endpoint
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{endpoint} resolves to no address")))?;
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {endpoint}: {e}")))?;
-    std_listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let listener = spanlake_core::net::bind(endpoint)?;
     let local = listener.local_addr()?;
     let app = router(engine);
     let task = tokio::spawn(async move {

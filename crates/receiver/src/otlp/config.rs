@@ -142,7 +142,7 @@ impl OtlpReceiverConfig {
             ));
         }
         if let Some(g) = &p.grpc {
-            if let Err(e) = check_endpoint(&g.endpoint) {
+            if let Err(e) = spanlake_core::net::check_endpoint(&g.endpoint, 4317) {
                 problems.push((
                     vec!["protocols", "grpc", "endpoint"],
                     format!("protocols.grpc.endpoint: {e}"),
@@ -156,7 +156,7 @@ impl OtlpReceiverConfig {
             }
         }
         if let Some(h) = &p.http {
-            if let Err(e) = check_endpoint(&h.endpoint) {
+            if let Err(e) = spanlake_core::net::check_endpoint(&h.endpoint, 4318) {
                 problems.push((
                     vec!["protocols", "http", "endpoint"],
                     format!("protocols.http.endpoint: {e}"),
@@ -201,23 +201,6 @@ impl OtlpReceiverConfig {
         }
         problems
     }
-}
-
-/// `host:port`, with a port number.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(format!(
-            "{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)"
-        ));
-    };
-    if host.is_empty() {
-        return Err(format!(
-            "{endpoint:?} has no host; write 127.0.0.1{endpoint} (local only) or 0.0.0.0{endpoint}"
-        ));
-    }
-    port.parse::<u16>()
-        .map_err(|_| format!("{endpoint:?}: {port:?} is not a port number"))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -44,15 +44,7 @@ impl TraceService for Service {
 
 /// Overload and shutdown are both retryable for an OTLP client: `UNAVAILABLE`.
 pub(crate) fn status_of(e: IntakeError) -> Status {
-    match e {
-        IntakeError::Full(why) => {
-            Status::unavailable(format!("spanlake is overloaded ({why}); retry later"))
-        }
-        IntakeError::Lost => Status::unavailable("spanlake could not store the spans; retry"),
-        IntakeError::Closed => Status::unavailable(
-            "spanlake is shutting down; retry against another instance or later",
-        ),
-    }
+    Status::unavailable(e.to_string())
 }
 
 pub(crate) fn start(
@@ -61,7 +53,7 @@ pub(crate) fn start(
     shutdown: CancellationToken,
     extra: Option<tonic::service::Routes>,
 ) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
-    let listener = super::bind(&config.endpoint)?;
+    let listener = spanlake_core::net::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
     let max = config.max_recv_msg_size_mib * 1024 * 1024;
     let svc = TraceServiceServer::new(Service { intake })

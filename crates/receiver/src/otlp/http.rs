@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
-use spanlake_core::{Batch, CancellationToken, Intake, IntakeError};
+use spanlake_core::{Batch, CancellationToken, Intake};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -56,7 +56,7 @@ pub(crate) fn start(
     intake: Intake,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), std::io::Error> {
-    let listener = super::bind(&config.endpoint)?;
+    let listener = spanlake_core::net::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         intake,
@@ -247,12 +247,7 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     if !batch.is_empty()
         && let Err(e) = shared.intake.admit(batch).await
     {
-        let msg = match e {
-            IntakeError::Full(why) => format!("spanlake is overloaded ({why}); retry later"),
-            IntakeError::Closed => "spanlake is shutting down; retry later".to_string(),
-            IntakeError::Lost => "spanlake could not store the spans; retry".to_string(),
-        };
-        return error(encoding, StatusCode::SERVICE_UNAVAILABLE, msg);
+        return error(encoding, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
     let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
         rejected_spans: rejected.count,

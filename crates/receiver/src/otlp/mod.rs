@@ -70,20 +70,3 @@ impl ReceiverComponent for OtlpReceiver {
         Ok(RunningReceiver { listening, task })
     }
 }
-
-/// Bind a TCP listener for a server, resolving `host:port` (port 0 picks a free port).
-pub(crate) fn bind(endpoint: &str) -> Result<tokio::net::TcpListener, std::io::Error> {
-    use std::net::ToSocketAddrs;
-    let mut last = None;
-    for addr in endpoint.to_socket_addrs()? {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                l.set_nonblocking(true)?;
-                return tokio::net::TcpListener::from_std(l);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{endpoint} resolves to no address"))))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {endpoint}: {e}")))
-}
