@@ -17,17 +17,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = os.environ.get("SPANLAKE_BIN", str(ROOT / "target" / "debug" / "spanlake"))
 
 
-def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, processors=("batch",), exporters=("parquet",), extra_exporters=None, query=True):
+def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, processors=("batch",), exporters=("parquet",), extra_exporters=None, query=True, acknowledgements=None, lifecycle=None):
     """A pipeline file (JSON is YAML) listening on free ports and writing under data_dir."""
     cfg = {
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": "127.0.0.1:0"},
             "http": {"endpoint": "127.0.0.1:0", **(http or {})},
         }}},
-        "processors": {"batch": {"timeout": "100ms", **(batch or {})}, "lifecycle": {}, "redaction": {"builtin_rules": True}},
+        "processors": {"batch": {"timeout": "100ms", **(batch or {})}, "lifecycle": dict(lifecycle or {}), "redaction": {"builtin_rules": True}},
         "exporters": {"parquet": {"path": str(data_dir), **(parquet or {})}, **(extra_exporters or {})},
         "service": {**({"query": {"endpoint": "127.0.0.1:0"}} if query else {}), **(service or {}), "pipelines": {"traces": {
-            "receivers": ["otlp"], "processors": list(processors), "exporters": list(exporters)}}},
+            "receivers": ["otlp"], "processors": list(processors), "exporters": list(exporters),
+            **({"acknowledgements": acknowledgements} if acknowledgements else {})}}},
     }
     for unused in ("lifecycle", "redaction"):
         if unused not in processors:
@@ -38,6 +39,7 @@ def pipeline(data_dir, batch=None, parquet=None, http=None, service=None, proces
 class Collector:
     def __init__(self, config_text=None, args=(), env=None, workdir=None):
         self.workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="spanlake-e2e-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = [BIN, "run", *args]
         if config_text is not None:
             self.config = self.workdir / "pipeline.yaml"

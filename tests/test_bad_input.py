@@ -152,7 +152,7 @@ def test_grpc_garbage_and_oversize_keep_the_server_up(collector_factory, data_di
         with pytest.raises(grpc.RpcError) as e:
             trace_service_pb2_grpc.TraceServiceStub(ch).Export(req, timeout=10)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "the limit is: 1048576 bytes" in e.value.details()
+        assert "larger than max_recv_msg_size_mib (1048576 bytes)" in e.value.details()
         ok = trace_service_pb2_grpc.TraceServiceStub(ch).Export(build_request(), timeout=10)
         assert not ok.HasField("partial_success") or ok.partial_success.rejected_spans == 0
     assert c.stop() == 0

@@ -2,6 +2,7 @@
 and the Tempo- and Jaeger-compatible APIs in the shapes Grafana and the Jaeger UI read."""
 
 import json
+import pathlib
 import subprocess
 import time
 import urllib.parse
@@ -233,3 +234,31 @@ def test_cli_sql_and_trace_tree(collector_factory, data_dir):
     assert r.returncode == 1 and "is not in the lake" in r.stderr
     r = run_cli("query", "--data", str(data_dir / "nowhere"), "SELECT 1")
     assert r.returncode == 1 and "no lake at" in r.stderr
+
+
+def test_files_committed_after_a_query_are_seen_by_the_next(collector_factory, data_dir):
+    # A long-running collector lists the lake on every query: a file committed after one query
+    # is in the next (a cached listing would lose those rows once they leave the live tail).
+    from test_durability import make_request, http_post
+
+    c = collector_factory(pipeline(data_dir, parquet={"max_file_age": "200ms"}))
+
+    def files():
+        return len(list(pathlib.Path(data_dir).rglob("*.parquet")))
+
+    def count():
+        status, _, body = post(f"{c.query_url}/api/sql", b"SELECT count(*) AS n FROM spans", "text/plain")
+        assert status == 200, body
+        return json.loads(body)[0]["n"]
+
+    for round_, want in ((1, 5), (2, 10), (3, 15)):
+        before = files()
+        status, _, body = http_post(f"{c.http_url}/v1/traces", make_request(round_, round_, 5).SerializeToString())
+        assert status == 200, body
+        deadline = time.time() + 10
+        while files() == before and time.time() < deadline:
+            time.sleep(0.05)
+        assert files() > before, "the file is committed"
+        time.sleep(0.2)  # and its rows have left the live tail
+        assert count() == want
+    assert c.stop() == 0

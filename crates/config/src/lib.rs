@@ -17,6 +17,6 @@ mod pipeline;
 pub use document::{Document, Path, Problem, Problems};
 pub use env::substitute;
 pub use pipeline::{
-    ComponentId, LogEncoding, LogsConfig, PipelineSpec, RawComponent, RawConfig, Reference,
-    ServiceConfig, Signal, TelemetryConfig,
+    Acknowledgements, ComponentId, LogEncoding, LogsConfig, PipelineSpec, RawComponent, RawConfig,
+    Reference, ServiceConfig, Signal, TelemetryConfig,
 };

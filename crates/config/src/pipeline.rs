@@ -80,7 +80,22 @@ pub struct PipelineSpec {
     pub exporters: Vec<Reference>,
     /// Capacity, in batches, of each queue between the pipeline's stages.
     pub channel_capacity: usize,
+    /// When a client's request is answered with success.
+    pub acknowledgements: Acknowledgements,
     pub line: usize,
+}
+
+/// `service.pipelines.<id>.acknowledgements`: when a client is told its spans are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledgements {
+    /// Once every exporter of the pipeline has taken the spans (they are queryable; a crash
+    /// before their file is committed loses them).
+    #[default]
+    Memory,
+    /// Once the spans are in an fsynced write-ahead log or a committed Parquet file: nothing
+    /// acknowledged is lost to a crash.
+    Durable,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +108,8 @@ struct PipelineFields {
     #[serde(default)]
     exporters: Vec<String>,
     channel_capacity: Option<usize>,
+    #[serde(default)]
+    acknowledgements: Acknowledgements,
 }
 
 /// `service.telemetry`: the collector's own logs.
@@ -153,6 +170,10 @@ pub struct ServiceConfig {
     /// retryable error. Default `1s`.
     #[serde(default = "default_admission_wait", with = "humantime_serde")]
     pub admission_wait: Duration,
+    /// Requests are refused (retryable) rather than decoded when the memory held by requests
+    /// in flight and by exporter buffers would pass this many MiB. `0` or absent: no limit.
+    #[serde(default)]
+    pub memory_limit_mib: usize,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     /// The HTTP query API (Tempo- and Jaeger-compatible, SQL). Off when absent.
@@ -169,6 +190,7 @@ impl Default for ServiceConfig {
             shutdown_timeout: default_shutdown_timeout(),
             channel_capacity: default_channel_capacity(),
             admission_wait: default_admission_wait(),
+            memory_limit_mib: 0,
             telemetry: TelemetryConfig::default(),
             query: None,
             pipelines: None,
@@ -347,6 +369,7 @@ impl RawConfig {
                 channel_capacity: fields
                     .channel_capacity
                     .unwrap_or(self.service.channel_capacity),
+                acknowledgements: fields.acknowledgements,
                 line,
             };
             if spec.channel_capacity == 0 {

@@ -8,6 +8,8 @@
 //! - [`channel`]: the bounded channel between two stages, which tells "full" (backpressure,
 //!   the client should retry) from "closed" (shutting down);
 //! - [`component`]: the traits receivers, processors and exporters implement;
+//! - [`pressure`]: admission control — the memory limit and the refusals exporters raise when
+//!   they cannot take more, asked by receivers before they decode a request;
 //! - [`ids`]: OTLP id checks and the table-driven hex encoding used on the span path.
 //!
 //! It does no I/O and knows no protocol beyond the OTLP data types.
@@ -17,9 +19,11 @@ pub mod channel;
 pub mod component;
 pub mod ids;
 pub mod net;
+pub mod pressure;
 
 pub use batch::{Ack, AckWait, Batch, Guard, Signal, TraceEnd, fail_all};
 pub use channel::{Intake, IntakeError, Receiver, SendError, Sender, bounded};
 pub use component::{Exporter, Fanout, Processor, Receiver as ReceiverComponent, RunningReceiver};
 pub use opentelemetry_proto::tonic as otlp;
+pub use pressure::{Pressure, Reservation};
 pub use tokio_util::sync::CancellationToken;

@@ -55,6 +55,10 @@ enum Command {
         /// by default the default pipeline's processors and a parquet exporter.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// `memory` or `durable` (fills `{ACKS}` in the pipeline file; the default pipeline
+        /// uses it).
+        #[arg(long, default_value = "memory", value_parser = ["memory", "durable"])]
+        acknowledgements: String,
         #[command(flatten)]
         load: Load,
     },
@@ -521,10 +525,15 @@ const DEFAULT_BENCH_PIPELINE: &str = r#"{
   "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "{GRPC}"}, "http": {"endpoint": "{HTTP}"}}}},
   "processors": {"lifecycle": {}, "redaction": {"builtin_rules": true}, "batch": {"max_size": 1000, "timeout": "200ms"}},
   "exporters": {"parquet": {"path": "{DATA}"}},
-  "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["lifecycle", "redaction", "batch"], "exporters": ["parquet"]}}}
+  "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["lifecycle", "redaction", "batch"], "exporters": ["parquet"], "acknowledgements": "{ACKS}"}}}
 }"#;
 
-async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(), String> {
+async fn bench(
+    collector: PathBuf,
+    config: Option<PathBuf>,
+    acknowledgements: String,
+    l: Load,
+) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("spanlake-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let data = dir.join("lake");
@@ -542,6 +551,7 @@ async fn bench(collector: PathBuf, config: Option<PathBuf>, l: Load) -> Result<(
     let cfg = template
         .replace("{GRPC}", &grpc)
         .replace("{HTTP}", &http)
+        .replace("{ACKS}", &acknowledgements)
         .replace("{DATA}", &data.display().to_string());
     let cfg_path = dir.join("pipeline.yaml");
     std::fs::write(&cfg_path, cfg).map_err(|e| e.to_string())?;
@@ -619,8 +629,9 @@ fn main() -> Result<(), String> {
             Command::Bench {
                 collector,
                 config,
+                acknowledgements,
                 load,
-            } => bench(collector, config, load).await,
+            } => bench(collector, config, acknowledgements, load).await,
         }
     })
 }

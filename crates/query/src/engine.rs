@@ -42,7 +42,16 @@ impl QueryEngine {
         // still prunes files, row groups and pages by statistics and bloom filters as it opens
         // them. Measured on a 10M-span lake: trace lookups p50 58 ms → 38 ms.
         opts.execution.collect_statistics = false;
-        let ctx = SessionContext::new_with_config(config);
+        // The lake grows while the collector runs: a file committed after a query must be seen
+        // by the next one, so directory listings are never cached (DataFusion caches them
+        // forever by default). File footers may be: files never change once committed.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_cache_manager(
+                datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                    .with_list_files_cache_limit(0),
+            )
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_table("spans_raw", Arc::new(LakeTable::new(root, tail)))?;
         ctx.sql(SPANS_VIEW).await?;
         Ok(QueryEngine { ctx })
@@ -82,6 +91,25 @@ impl QueryEngine {
             spans.extend(stored_spans(&b)?);
         }
         Ok(dedupe(spans))
+    }
+
+    /// Spans still running: no row of theirs has an end (neither a real end nor an auto-closed
+    /// copy). What a lifecycle processor held when the collector stopped.
+    pub async fn running_spans(&self) -> Result<Vec<StoredSpan>, QueryError> {
+        let df = self
+            .ctx
+            .sql(
+                "SELECT * FROM spans_raw WHERE trace_id IN \
+                 (SELECT DISTINCT trace_id FROM spans_raw WHERE end_time_unix_nano IS NULL)",
+            )
+            .await?;
+        let mut spans = Vec::new();
+        for b in df.collect().await? {
+            spans.extend(stored_spans(&b)?);
+        }
+        let mut out = dedupe(spans);
+        out.retain(|s| s.is_running());
+        Ok(out)
     }
 
     pub fn context(&self) -> &SessionContext {

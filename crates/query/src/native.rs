@@ -274,7 +274,7 @@ pub fn to_native(s: &StoredSpan) -> pb::Span {
 }
 
 fn refused(e: IntakeError) -> Status {
-    Status::unavailable(e.to_string())
+    e.to_grpc_status()
 }
 
 fn query_failed(e: crate::QueryError) -> Status {
@@ -299,10 +299,13 @@ impl pb::trace_server::Trace for TraceApi {
         if span.span_id.trim().is_empty() {
             return Err(Status::invalid_argument("span_id is required"));
         }
-        self.intake
-            .admit(Batch::spans(vec![to_otlp(span)]))
-            .await
+        let reservation = self
+            .intake
+            .reserve(prost::Message::encoded_len(&span))
             .map_err(refused)?;
+        let mut batch = Batch::spans(vec![to_otlp(span)]);
+        batch.add_guard(std::sync::Arc::new(reservation));
+        self.intake.admit(batch).await.map_err(refused)?;
         Ok(Response::new(pb::RecordSpanResponse { success: true }))
     }
 
@@ -500,4 +503,28 @@ pub fn routes(
         .add_service(health)
         .add_service(reflection),
     )
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Bounded fuzzing of the native API's input: any bytes as a `Span`, any strings as ids.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn any_bytes_as_a_native_span(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            if let Ok(span) = <pb::Span as prost::Message>::decode(data.as_slice()) {
+                let rs = to_otlp(span);
+                prop_assert_eq!(rs.scope_spans.len(), 1);
+            }
+        }
+
+        #[test]
+        fn any_text_as_an_id(text in "\\PC{0,80}") {
+            let _ = stored_id(&text);
+            let _ = id_from_text(&text, 8);
+        }
+    }
 }

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use spanlake_config::{
-    ComponentId, Document, Path, PipelineSpec, Problem, Problems, RawComponent, RawConfig,
-    ServiceConfig,
+    Acknowledgements, ComponentId, Document, Path, PipelineSpec, Problem, Problems, RawComponent,
+    RawConfig, ServiceConfig,
 };
-use spanlake_core::{Exporter, Processor, ReceiverComponent};
+use spanlake_core::{Exporter, Pressure, Processor, ReceiverComponent};
 use spanlake_exporter::debug::{DebugConfig, DebugExporter};
 use spanlake_exporter::parquet::{LiveTail, ParquetConfig, ParquetExporter};
 use spanlake_processor::batch::{BatchConfig, BatchProcessor};
-use spanlake_processor::lifecycle::{LifecycleConfig, LifecycleProcessor};
+use spanlake_processor::lifecycle::{LifecycleConfig, LifecycleProcessor, Recover};
 use spanlake_processor::redaction::{RedactionConfig, RedactionProcessor};
 use spanlake_receiver::otlp::{OtlpReceiver, OtlpReceiverConfig};
 
@@ -241,6 +241,29 @@ pub fn plan(
             roots.push((id, &p.path));
         }
     }
+    // Durable acknowledgements need somewhere durable to put the spans.
+    for p in &plan.pipelines {
+        if p.acknowledgements != Acknowledgements::Durable {
+            continue;
+        }
+        let stores = p.exporters.iter().any(|r| {
+            plan.exporters
+                .iter()
+                .any(|(id, s)| id == &r.id && matches!(s, ExporterSettings::Parquet(_)))
+        });
+        if !stores {
+            let path = vec![
+                "service".to_string(),
+                "pipelines".to_string(),
+                p.id.clone(),
+                "acknowledgements".to_string(),
+            ];
+            problems.push(doc.problem(&path, format!(
+                "service.pipelines.{}.acknowledgements: durable needs a parquet exporter in the pipeline (it keeps the write-ahead log); use memory, or add one",
+                p.id
+            )));
+        }
+    }
     // The query API serves one lake: the named parquet exporter, or the only one.
     if let Some(q) = &plan.service.query {
         let lakes: Vec<&ComponentId> = plan
@@ -298,7 +321,12 @@ impl Plan {
             })
     }
 
-    pub fn build_processor(&self, id: &ComponentId) -> Result<Box<dyn Processor>, String> {
+    /// Build a processor. `recover` is given to a lifecycle processor of a durable pipeline.
+    pub fn build_processor(
+        &self,
+        id: &ComponentId,
+        recover: Option<Recover>,
+    ) -> Result<Box<dyn Processor>, String> {
         let (_, settings) = self
             .processors
             .iter()
@@ -310,36 +338,70 @@ impl Plan {
                 Box::new(RedactionProcessor::new(id.to_string(), c)?)
             }
             ProcessorSettings::Lifecycle(c) => {
-                Box::new(LifecycleProcessor::new(id.to_string(), c.clone()))
+                let p = LifecycleProcessor::new(id.to_string(), c.clone());
+                match recover {
+                    Some(r) => Box::new(p.durable(r)),
+                    None => Box::new(p),
+                }
             }
         })
     }
 
+    /// Whether a pipeline feeding this exporter acknowledges `durable`.
+    pub fn durable(&self, exporter: &ComponentId) -> bool {
+        self.pipelines.iter().any(|p| {
+            p.acknowledgements == Acknowledgements::Durable
+                && p.exporters.iter().any(|r| &r.id == exporter)
+        })
+    }
+
     /// Build an exporter; a lake (parquet) exporter also gives its root and its live tail, for
-    /// queries.
-    pub fn build_exporter(&self, id: &ComponentId) -> Option<(Box<dyn Exporter>, Option<Lake>)> {
-        self.exporters
+    /// queries. A lake is opened here: it must be writable, and a durable one replays its
+    /// write-ahead log before anything new comes in.
+    pub fn build_exporter(
+        &self,
+        id: &ComponentId,
+        pressure: &Arc<Pressure>,
+    ) -> Result<(Box<dyn Exporter>, Option<Lake>), String> {
+        let (_, s) = self
+            .exporters
             .iter()
             .find(|(i, _)| i == id)
-            .map(|(_, s)| match s {
-                ExporterSettings::Parquet(c) => {
-                    let tail = Arc::new(LiveTail::default());
-                    let lake = Lake {
-                        root: c.path.clone(),
-                        tail: tail.clone(),
-                    };
-                    let e = ParquetExporter::new(id.to_string(), c.clone(), tail);
-                    (Box::new(e) as Box<dyn Exporter>, Some(lake))
-                }
-                ExporterSettings::Debug(c) => {
-                    let e = DebugExporter::new(id.to_string(), c.clone());
-                    (Box::new(e) as Box<dyn Exporter>, None)
-                }
-            })
+            .ok_or_else(|| format!("exporter {id} is not in the plan"))?;
+        Ok(match s {
+            ExporterSettings::Parquet(c) => {
+                let tail = Arc::new(LiveTail::default());
+                let lake = Lake {
+                    root: c.path.clone(),
+                    tail: tail.clone(),
+                    durable: self.durable(id),
+                };
+                let e = ParquetExporter::open(
+                    id.to_string(),
+                    c.clone(),
+                    tail,
+                    Arc::clone(pressure),
+                    lake.durable,
+                )
+                .map_err(|e| e.to_string())?;
+                (Box::new(e) as Box<dyn Exporter>, Some(lake))
+            }
+            ExporterSettings::Debug(c) => {
+                let e = DebugExporter::new(id.to_string(), c.clone());
+                (Box::new(e) as Box<dyn Exporter>, None)
+            }
+        })
     }
 }
 
 impl Plan {
+    /// Whether `id` is a lifecycle processor.
+    pub fn is_lifecycle(&self, id: &ComponentId) -> bool {
+        self.processors
+            .iter()
+            .any(|(i, s)| i == id && matches!(s, ProcessorSettings::Lifecycle(_)))
+    }
+
     /// The exporter whose lake the query API serves.
     pub fn query_lake(&self) -> Option<ComponentId> {
         let q = self.service.query.as_ref()?;
@@ -363,6 +425,8 @@ impl Plan {
 pub struct Lake {
     pub root: PathBuf,
     pub tail: Arc<LiveTail>,
+    /// Written with durable acknowledgements (a write-ahead log).
+    pub durable: bool,
 }
 
 #[cfg(test)]
@@ -470,5 +534,32 @@ bad.yaml:19: service.pipelines.traces.exporters: \"s3\" is not defined under exp
             panic!("parquet first")
         };
         assert_eq!(c.path, PathBuf::from("/elsewhere"));
+    }
+
+    mod fuzz {
+        //! Bounded fuzzing of pipeline files: the embedded ones with characters cut, flipped
+        //! or inserted. Every outcome is a plan or a list of problems, never a panic.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1500))]
+            #[test]
+            fn damaged_pipeline_files(edits in proptest::collection::vec((any::<usize>(), 0u8..3, proptest::char::range(' ', '~')), 1..6)) {
+                let mut text: Vec<char> = crate::DEFAULT_PIPELINE.chars().collect();
+                for (at, op, c) in edits {
+                    let at = at % text.len().max(1);
+                    match op {
+                        0 if !text.is_empty() => { text.remove(at); }
+                        1 if !text.is_empty() => text[at] = c,
+                        _ => text.insert(at, c),
+                    }
+                }
+                let text: String = text.into_iter().collect();
+                if let Err(p) = plan("fuzz.yaml", &text, &no_env, &Overrides::default()) {
+                    prop_assert!(p.to_string().starts_with("fuzz.yaml:"), "{}", p);
+                }
+            }
+        }
     }
 }

@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use spanlake_config::ComponentId;
-use spanlake_core::{CancellationToken, Fanout, Intake, Sender, bounded};
+use spanlake_core::{CancellationToken, Fanout, Intake, Pressure, Sender, bounded};
 use tokio::task::JoinHandle;
 
 use crate::registry::{ExporterSettings, Plan};
@@ -32,6 +33,7 @@ pub struct Running {
 pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let capacity = plan.service.channel_capacity;
+    let pressure = Pressure::new(plan.service.memory_limit_mib << 20);
 
     // Exporters: one instance and one queue each, shared by every pipeline that lists them.
     let mut exporter_queues: BTreeMap<ComponentId, Sender> = BTreeMap::new();
@@ -43,8 +45,8 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
                 continue;
             }
             let (exporter, lake) = plan
-                .build_exporter(&r.id)
-                .ok_or_else(|| anyhow!("exporter {} is not in the plan", r.id))?;
+                .build_exporter(&r.id, &pressure)
+                .map_err(|e| anyhow!(e))?;
             let (tx, rx) = bounded(format!("exporter/{}", r.id), capacity);
             exporters.push((r.id.clone(), exporter.start(rx)));
             exporter_queues.insert(r.id.clone(), tx);
@@ -64,8 +66,18 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
             .map(|r| exporter_queues[&r.id].clone())
             .collect();
         let mut next: Vec<Sender> = outputs;
+        // A durable pipeline's running spans are recovered from its first lake.
+        let durable_lake = (p.acknowledgements == spanlake_config::Acknowledgements::Durable)
+            .then(|| p.exporters.iter().find_map(|r| lakes.get(&r.id)))
+            .flatten();
         for (i, r) in p.processors.iter().enumerate().rev() {
-            let processor = plan.build_processor(&r.id).map_err(|e| anyhow!(e))?;
+            let recover = match durable_lake {
+                Some(lake) if plan.is_lifecycle(&r.id) => Some(recover_running(lake)),
+                _ => None,
+            };
+            let processor = plan
+                .build_processor(&r.id, recover)
+                .map_err(|e| anyhow!(e))?;
             let (tx, rx) = bounded(format!("{}/{}:{}", p.id, i, r.id), p.channel_capacity);
             processors.push(processor.start(rx, Fanout::new(next), shutdown.clone()));
             next = vec![tx];
@@ -102,7 +114,7 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
         let mut receiver = plan
             .build_receiver(&id)
             .ok_or_else(|| anyhow!("receiver {id} is not in the plan"))?;
-        let intake = Intake::new(queues, plan.service.admission_wait);
+        let intake = Intake::new(queues, plan.service.admission_wait, Arc::clone(&pressure));
         if receiver.wants_trace_api() {
             let routes = spanlake_query::native::routes(intake.clone(), engine.clone())
                 .map_err(|e| anyhow!("receiver {id}: {e}"))?;
@@ -129,6 +141,21 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
         processors,
         exporters,
         timeout: plan.service.shutdown_timeout,
+    })
+}
+
+/// The spans still running in a lake, as a lifecycle processor takes them back at start.
+fn recover_running(lake: &crate::registry::Lake) -> spanlake_processor::lifecycle::Recover {
+    let root = lake.root.clone();
+    let tail = Arc::clone(&lake.tail);
+    Box::new(move || {
+        Box::pin(async move {
+            let engine = spanlake_query::QueryEngine::open(&root, Some(tail))
+                .await
+                .map_err(|e| e.to_string())?;
+            let spans = engine.running_spans().await.map_err(|e| e.to_string())?;
+            Ok(spanlake_query::rows::to_resource_spans(&spans))
+        })
     })
 }
 

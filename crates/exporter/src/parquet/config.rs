@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::wal::WalConfig;
+
 /// `exporters: parquet:`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,9 @@ pub struct ParquetConfig {
     /// zstd level, 1 (fastest) to 22 (smallest). Default `3`.
     #[serde(default = "default_level")]
     pub compression_level: i32,
+    /// The write-ahead log, used when a pipeline of this exporter acknowledges `durable`.
+    #[serde(default)]
+    pub wal: WalConfig,
 }
 
 impl Default for ParquetConfig {
@@ -35,6 +40,7 @@ impl Default for ParquetConfig {
             max_file_age: default_max_age(),
             row_group_size: default_row_group(),
             compression_level: default_level(),
+            wal: WalConfig::default(),
         }
     }
 }
@@ -56,6 +62,14 @@ fn default_level() -> i32 {
 }
 
 impl ParquetConfig {
+    /// Where the write-ahead log lives: `wal.path`, or `<path>/_wal`.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal
+            .path
+            .clone()
+            .unwrap_or_else(|| self.path.join("_wal"))
+    }
+
     /// Every problem with these settings, as `(key, message)`. No I/O.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
@@ -92,6 +106,7 @@ impl ParquetConfig {
                 ),
             ));
         }
+        p.extend(self.wal.validate());
         p
     }
 }

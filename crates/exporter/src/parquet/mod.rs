@@ -4,32 +4,61 @@ mod config;
 pub mod convert;
 pub mod schema;
 mod tail;
+pub mod wal;
 mod writer;
 
 pub use config::ParquetConfig;
 pub use tail::LiveTail;
+pub use wal::{ReplayReport, WalConfig};
 pub use writer::{Committed, LakeWriter, WriteError};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use spanlake_core::{Exporter, Receiver};
+use spanlake_core::{Exporter, Guard, IntakeError, Pressure, Receiver};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use wal::Written;
 
 pub struct ParquetExporter {
     name: String,
     config: ParquetConfig,
-    tail: Arc<LiveTail>,
+    writer: LakeWriter,
+    pressure: Arc<Pressure>,
 }
 
 impl ParquetExporter {
-    /// `tail` receives the rows taken but not yet committed, for queries to read.
-    pub fn new(name: impl Into<String>, config: ParquetConfig, tail: Arc<LiveTail>) -> Self {
-        ParquetExporter {
-            name: name.into(),
-            config,
-            tail,
+    /// Open the lake at `config.path` (it must be writable). `tail` receives the rows taken but
+    /// not yet committed, for queries to read. With `durable`, spans are acknowledged only once
+    /// they are in the fsynced write-ahead log, and the log left by a previous run is replayed
+    /// here, before anything new is taken.
+    pub fn open(
+        name: impl Into<String>,
+        config: ParquetConfig,
+        tail: Arc<LiveTail>,
+        pressure: Arc<Pressure>,
+        durable: bool,
+    ) -> Result<Self, WriteError> {
+        let name = name.into();
+        let (writer, report) = LakeWriter::open(name.clone(), config.clone(), tail, durable)?;
+        if let Some(r) = report
+            && r.records > 0
+        {
+            tracing::info!(exporter = %name, segments = r.segments, records = r.records, spans = r.spans, torn_bytes = r.torn_bytes, set_aside = r.set_aside.len(), "parquet: replayed the write-ahead log");
         }
+        Ok(ParquetExporter {
+            name,
+            config,
+            writer,
+            pressure,
+        })
+    }
+
+    /// Spans buffered now (replayed from the write-ahead log, before the exporter starts).
+    pub fn buffered_rows(&self) -> usize {
+        self.writer.buffered_rows()
     }
 }
 
@@ -50,54 +79,254 @@ async fn on_writer<T: Send + 'static>(
     }
 }
 
+/// Written to the log, waiting for the fsync that acknowledges it.
+struct Unsynced {
+    written: Written,
+    guards: Vec<Guard>,
+}
+
+/// Group commit: one fsync for every record written since the last one, within
+/// `sync_interval` or `sync_bytes`; then the clients waiting on them are acknowledged.
+async fn sync_loop(
+    mut rx: mpsc::Receiver<Unsynced>,
+    interval: Duration,
+    sync_bytes: usize,
+    name: String,
+    pressure: Arc<Pressure>,
+) {
+    while let Some(first) = rx.recv().await {
+        let deadline = Instant::now() + interval;
+        let mut bytes = first.written.bytes;
+        let mut group = vec![first];
+        while bytes < sync_bytes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(u)) => {
+                    bytes += u.written.bytes;
+                    group.push(u);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut files: Vec<Arc<std::fs::File>> = Vec::new();
+        for u in &group {
+            if !files.iter().any(|f| Arc::ptr_eq(f, &u.written.file)) {
+                files.push(Arc::clone(&u.written.file));
+            }
+        }
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data())).await;
+        match synced {
+            Ok(Ok(())) => drop(group),
+            Ok(Err(e)) => {
+                tracing::error!(exporter = %name, error = %e, "parquet: cannot fsync the write-ahead log; clients will retry");
+                pressure.refuse(
+                    &name,
+                    IntakeError::Unavailable(format!("the write-ahead log cannot be synced: {e}")),
+                    Some(Duration::from_secs(1)),
+                );
+                for u in &group {
+                    spanlake_core::fail_all(&u.guards);
+                }
+            }
+            Err(e) => {
+                tracing::error!(exporter = %name, error = %e, "parquet: the fsync task failed");
+                for u in &group {
+                    spanlake_core::fail_all(&u.guards);
+                }
+            }
+        }
+    }
+}
+
+/// Commit retries: after a failure, wait before trying again, longer each time.
+struct Backoff {
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn ready(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn record(&mut self, name: &str, result: &Result<Vec<Committed>, WriteError>) {
+        match result {
+            Ok(_) => {
+                if self.retry_at.take().is_some() {
+                    tracing::info!(exporter = %name, "parquet: the lake takes files again");
+                }
+                self.delay = Self::FIRST;
+            }
+            Err(e) => {
+                tracing::error!(exporter = %name, error = %e, retry_in = ?self.delay, "parquet: cannot commit; the spans stay buffered and are retried");
+                self.retry_at = Some(Instant::now() + self.delay);
+                self.delay = (self.delay * 2).min(Self::MAX);
+            }
+        }
+    }
+}
+
+/// Tell admission what the writer holds: its buffered memory, and whether its log is full.
+fn report(name: &str, w: &LakeWriter, reported: &mut usize, pressure: &Pressure) {
+    let now = w.buffered_bytes();
+    pressure.buffered(now as isize - *reported as isize);
+    *reported = now;
+    if let Some(wal) = w.wal()
+        && wal.size() < wal.max_size() / 10 * 9
+    {
+        pressure.clear(name);
+    }
+}
+
 impl Exporter for ParquetExporter {
     fn start(self: Box<Self>, mut input: Receiver) -> JoinHandle<Result<(), String>> {
-        let name = self.name.clone();
+        let ParquetExporter {
+            name,
+            config,
+            mut writer,
+            pressure,
+        } = *self;
         let tick_every =
-            (self.config.max_file_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let mut writer = LakeWriter::new(self.name, self.config, self.tail);
+            (config.max_file_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let durable = writer.wal().is_some();
+        let (sync_tx, sync_task) = if durable {
+            let (tx, rx) = mpsc::channel(1024);
+            let task = tokio::spawn(sync_loop(
+                rx,
+                config.wal.sync_interval,
+                config.wal.sync_bytes,
+                name.clone(),
+                Arc::clone(&pressure),
+            ));
+            (Some(tx), Some(task))
+        } else {
+            (None, None)
+        };
         tokio::spawn(async move {
+            let mut backoff = Backoff {
+                retry_at: None,
+                delay: Backoff::FIRST,
+            };
+            let mut reported = 0usize;
+            // Spans replayed from the log go to their files first.
+            if writer.buffered_rows() > 0 {
+                let result;
+                (writer, result) = on_writer(writer, |w| w.commit_all()).await;
+                backoff.record(&name, &result);
+            }
+            report(&name, &writer, &mut reported, &pressure);
             let mut tick = tokio::time::interval(tick_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     next = input.recv() => {
                         let Some(batch) = next else { break };
-                        let result;
-                        (writer, result) = on_writer(writer, move |w| {
+                        if !batch.is_spans() {
+                            continue;
+                        }
+                        let commit = backoff.ready();
+                        let out;
+                        (writer, out) = on_writer(writer, move |w| {
                             let (groups, guards) = batch.into_parts();
-                            let r = w.append(&groups);
-                            if let Err(WriteError::Arrow { .. }) = &r {
-                                // The rows never reached the buffer: their clients must retry.
-                                spanlake_core::fail_all(&guards);
-                            }
-                            // Rows are buffered: the batch's in-flight slot is free again.
-                            drop(guards);
-                            r
+                            let taken = w.take(&groups);
+                            let committed = (commit && taken.is_ok()).then(|| w.commit_full());
+                            (taken, guards, committed)
                         })
                         .await;
-                        if let Err(e) = result {
-                            tracing::error!(error = %e, "parquet: will retry the commit");
+                        let (taken, guards, committed) = out;
+                        match taken {
+                            Ok(Some(written)) => {
+                                if let Some(tx) = &sync_tx {
+                                    let u = Unsynced { written, guards };
+                                    if let Err(mpsc::error::SendError(u)) = tx.send(u).await {
+                                        spanlake_core::fail_all(&u.guards);
+                                    }
+                                }
+                            }
+                            // Buffered (memory acknowledgements): the clients can be told.
+                            Ok(None) => drop(guards),
+                            Err(e) => {
+                                spanlake_core::fail_all(&guards);
+                                drop(guards);
+                                refuse_for(&name, &e, &pressure);
+                                if matches!(e, WriteError::Wal { source: wal::WalError::Full { .. }, .. }) && backoff.ready() {
+                                    // Make room: everything buffered goes to its files now.
+                                    let result;
+                                    (writer, result) = on_writer(writer, |w| w.commit_all()).await;
+                                    backoff.record(&name, &result);
+                                }
+                            }
                         }
+                        if let Some(result) = committed
+                            && (result.is_err() || backoff.retry_at.is_some())
+                        {
+                            backoff.record(&name, &result);
+                        }
+                        report(&name, &writer, &mut reported, &pressure);
                     }
                     _ = tick.tick() => {
-                        let now = tokio::time::Instant::now().into_std();
-                        let result;
-                        (writer, result) = on_writer(writer, move |w| w.commit_expired(now)).await;
-                        if let Err(e) = result {
-                            tracing::error!(error = %e, "parquet: will retry the commit");
+                        if !backoff.ready() {
+                            continue;
                         }
+                        let now = Instant::now().into_std();
+                        // Give memory or log space back early when either runs short.
+                        let short = pressure.wants_memory_back()
+                            || writer.wal().is_some_and(|w| w.size() > w.max_size() / 2);
+                        let result;
+                        (writer, result) = on_writer(writer, move |w| {
+                            if short { w.commit_all() } else { w.commit_expired(now) }
+                        })
+                        .await;
+                        if result.is_err() || backoff.retry_at.is_some() {
+                            backoff.record(&name, &result);
+                        }
+                        report(&name, &writer, &mut reported, &pressure);
                     }
                 }
             }
-            let (_, result) = on_writer(writer, |w| w.commit_all()).await;
+            let (writer, result) = on_writer(writer, |w| w.commit_all()).await;
+            pressure.buffered(-(reported as isize));
+            // Every acknowledgement waiting on an fsync is answered before the task ends.
+            drop(sync_tx);
+            if let Some(t) = sync_task {
+                let _ = t.await;
+            }
             match result {
                 Ok(files) => {
                     tracing::info!(exporter = %name, files = files.len(), "parquet: committed everything on shutdown");
                     Ok(())
                 }
+                Err(e) if writer.wal().is_some() => {
+                    tracing::warn!(exporter = %name, error = %e, rows = writer.buffered_rows(), "parquet: could not commit on shutdown; the spans are in the write-ahead log and are written at the next start");
+                    Ok(())
+                }
                 Err(e) => Err(e.to_string()),
             }
         })
+    }
+}
+
+/// After a failure to take spans, refuse new requests until it clears: a full log until
+/// commits make room, a failing disk for a second at a time (then requests probe it again).
+fn refuse_for(name: &str, e: &WriteError, pressure: &Pressure) {
+    match e {
+        WriteError::Wal {
+            source: wal::WalError::Full { .. },
+            ..
+        } => {
+            tracing::warn!(exporter = %name, error = %e, "parquet: refusing spans until committed files free the write-ahead log");
+            pressure.refuse(name, IntakeError::Full(e.to_string()), None);
+        }
+        _ => {
+            tracing::error!(exporter = %name, error = %e, "parquet: cannot take spans; clients will retry");
+            pressure.refuse(
+                name,
+                IntakeError::Unavailable(e.to_string()),
+                Some(Duration::from_secs(1)),
+            );
+        }
     }
 }

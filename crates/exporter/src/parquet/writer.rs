@@ -27,6 +27,7 @@ use super::config::ParquetConfig;
 use super::convert::{HourKey, SpanRows, partition_of};
 use super::schema::{SCHEMA_VERSION, span_schema};
 use super::tail::LiveTail;
+use super::wal::{ReplayReport, Wal, WalError, Written};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -47,12 +48,17 @@ pub enum WriteError {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    #[error("exporter {exporter}: {source}")]
+    Wal { exporter: String, source: WalError },
 }
 
 struct Partition {
     batches: Vec<RecordBatch>,
     rows: usize,
+    bytes: usize,
     opened: Instant,
+    /// The oldest write-ahead log segment holding rows of this partition.
+    first_segment: u64,
 }
 
 /// A committed file, as reported to the caller.
@@ -69,7 +75,9 @@ pub struct LakeWriter {
     rows: SpanRows,
     partitions: BTreeMap<HourKey, Partition>,
     buffered: usize,
+    buffered_bytes: usize,
     tail: Arc<LiveTail>,
+    wal: Option<Wal>,
 }
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -117,8 +125,51 @@ impl LakeWriter {
             rows: SpanRows::new(),
             partitions: BTreeMap::new(),
             buffered: 0,
+            buffered_bytes: 0,
             tail,
+            wal: None,
         }
+    }
+
+    /// A writer for the lake at `config.path`, which must be writable. With `durable`, spans
+    /// are written to the write-ahead log before they are buffered, and whatever the log
+    /// already holds (spans acknowledged before a crash) is buffered again first.
+    pub fn open(
+        name: impl Into<String>,
+        config: ParquetConfig,
+        tail: Arc<LiveTail>,
+        durable: bool,
+    ) -> Result<(Self, Option<ReplayReport>), WriteError> {
+        let mut w = LakeWriter::new(name, config, tail);
+        let spans = w.config.path.join("spans");
+        let io = |path: &Path, source| WriteError::Io {
+            exporter: w.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(&spans).map_err(|e| io(&spans, e))?;
+        // A directory can exist and still refuse files (read-only mount, permissions).
+        let probe = spans.join(format!(".spanlake-probe-{}", std::process::id()));
+        File::create(&probe).map_err(|e| io(&spans, e))?;
+        let _ = fs::remove_file(&probe);
+        remove_unfinished(&spans);
+        if !durable {
+            return Ok((w, None));
+        }
+        let dir = w.config.wal_dir();
+        let mut replayed = Vec::new();
+        let (wal, report) = Wal::open(&dir, w.config.wal.clone(), |seg, ingest, groups| {
+            replayed.push((seg, ingest, groups))
+        })
+        .map_err(|source| WriteError::Wal {
+            exporter: w.name.clone(),
+            source,
+        })?;
+        for (seg, ingest, groups) in replayed {
+            w.buffer_rows(&groups, ingest, seg)?;
+        }
+        w.wal = Some(wal);
+        Ok((w, Some(report)))
     }
 
     /// Rows waiting for their file.
@@ -126,23 +177,76 @@ impl LakeWriter {
         self.buffered
     }
 
-    /// Convert and buffer spans; commit every partition that reached `max_rows_per_file`.
+    /// Memory held by the rows waiting for their file.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    /// The write-ahead log, when the writer is durable.
+    pub fn wal(&self) -> Option<&Wal> {
+        self.wal.as_ref()
+    }
+
+    /// Take spans: into the write-ahead log first (when durable), then into the buffers that
+    /// become files. The returned record becomes durable once its file is fsynced.
+    pub fn take(&mut self, groups: &[ResourceSpans]) -> Result<Option<Written>, WriteError> {
+        let ingest = now_nanos();
+        let (written, segment) = match self.wal.as_mut() {
+            Some(wal) => {
+                let w = wal
+                    .append(ingest, groups)
+                    .map_err(|source| WriteError::Wal {
+                        exporter: self.name.clone(),
+                        source,
+                    })?;
+                let seg = w.segment;
+                (Some(w), seg)
+            }
+            None => (None, 0),
+        };
+        self.buffer_rows(groups, ingest, segment)?;
+        Ok(written)
+    }
+
+    /// Commit every partition that reached `max_rows_per_file`.
+    pub fn commit_full(&mut self) -> Result<Vec<Committed>, WriteError> {
+        let full: Vec<HourKey> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.rows >= self.config.max_rows_per_file)
+            .map(|(k, _)| *k)
+            .collect();
+        self.commit(&full)
+    }
+
+    /// Convert and buffer spans (without the log); commit every partition that reached
+    /// `max_rows_per_file`.
     pub fn append(&mut self, groups: &[ResourceSpans]) -> Result<Vec<Committed>, WriteError> {
+        self.buffer_rows(groups, now_nanos(), 0)?;
+        self.commit_full()
+    }
+
+    fn buffer_rows(
+        &mut self,
+        groups: &[ResourceSpans],
+        ingest: i64,
+        segment: u64,
+    ) -> Result<(), WriteError> {
         let arrow_err = |source| WriteError::Arrow {
             exporter: self.name.clone(),
             source,
         };
-        self.rows.append(groups, now_nanos()).map_err(arrow_err)?;
+        self.rows.append(groups, ingest).map_err(arrow_err)?;
         let (batch, hours) = self.rows.finish().map_err(|source| WriteError::Arrow {
             exporter: self.name.clone(),
             source,
         })?;
         if batch.num_rows() == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let first = hours[0];
         if hours.iter().all(|&h| h == first) {
-            self.buffer(first, batch);
+            self.buffer(first, batch, segment);
         } else {
             let mut keys: Vec<HourKey> = hours.clone();
             keys.sort_unstable();
@@ -154,26 +258,26 @@ impl LakeWriter {
                         exporter: self.name.clone(),
                         source,
                     })?;
-                self.buffer(key, part);
+                self.buffer(key, part, segment);
             }
         }
-        let full: Vec<HourKey> = self
-            .partitions
-            .iter()
-            .filter(|(_, p)| p.rows >= self.config.max_rows_per_file)
-            .map(|(k, _)| *k)
-            .collect();
-        self.commit(&full)
+        Ok(())
     }
 
-    fn buffer(&mut self, key: HourKey, batch: RecordBatch) {
+    fn buffer(&mut self, key: HourKey, batch: RecordBatch, segment: u64) {
         let p = self.partitions.entry(key).or_insert_with(|| Partition {
             batches: Vec::new(),
             rows: 0,
+            bytes: 0,
             opened: Instant::now(),
+            first_segment: segment,
         });
+        p.first_segment = p.first_segment.min(segment);
+        let bytes = batch.get_array_memory_size();
         p.rows += batch.num_rows();
+        p.bytes += bytes;
         self.buffered += batch.num_rows();
+        self.buffered_bytes += bytes;
         self.tail.push(key, batch.clone());
         p.batches.push(batch);
     }
@@ -207,6 +311,7 @@ impl LakeWriter {
             match self.write_file(*key, &part.batches) {
                 Ok(c) => {
                     self.buffered -= part.rows;
+                    self.buffered_bytes -= part.bytes;
                     self.partitions.remove(key);
                     self.tail.remove(*key);
                     done.push(c);
@@ -217,6 +322,20 @@ impl LakeWriter {
                     }
                 }
             }
+        }
+        if !done.is_empty()
+            && let Some(wal) = self.wal.as_mut()
+        {
+            // Segments older than every partition still buffered hold only committed spans;
+            // with nothing buffered, every segment does.
+            let keep_from = match self.partitions.values().map(|p| p.first_segment).min() {
+                Some(oldest) => oldest.min(wal.current_segment()),
+                None => {
+                    wal.seal();
+                    u64::MAX
+                }
+            };
+            wal.trim(keep_from);
         }
         match first_err {
             Some(e) => Err(e),
@@ -304,6 +423,31 @@ impl LakeWriter {
             path,
             rows: sorted.num_rows(),
         })
+    }
+}
+
+/// Remove files a crash left half-written (`.<name>.parquet.tmp`); no reader lists them, and
+/// their rows are in the write-ahead log or were never acknowledged.
+fn remove_unfinished(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_unfinished(&path);
+        } else if name.starts_with('.') && name.ends_with(".parquet.tmp") {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "parquet: removed a file left unfinished by a crash")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "parquet: cannot remove an unfinished file")
+                }
+            }
+        }
     }
 }
 
@@ -485,6 +629,59 @@ mod tests {
         assert_eq!(w.buffered_rows(), 1, "rows are kept");
         fs::remove_file(&blocker).expect("clear the fault");
         assert_eq!(w.commit_all().expect("commits now").len(), 1);
+        fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn a_durable_writer_replays_what_was_not_committed_and_trims_what_was() {
+        let root = tempdir("durable");
+        let config = ParquetConfig {
+            path: root.clone(),
+            ..Default::default()
+        };
+        let groups = |id: u8| {
+            vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(id, id, 5)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]
+        };
+        let (mut w, report) =
+            LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("open");
+        assert_eq!(report.expect("durable").records, 0);
+        assert!(w.take(&groups(1)).expect("take").is_some(), "logged");
+        w.commit_all().expect("commit");
+        assert_eq!(
+            w.wal().expect("wal").size(),
+            0,
+            "committed: the log is empty"
+        );
+        w.take(&groups(2)).expect("take");
+        w.take(&groups(3)).expect("take");
+        drop(w); // a crash: two spans logged, not committed
+
+        let tail = Arc::new(LiveTail::default());
+        let (mut w, report) =
+            LakeWriter::open("parquet", config.clone(), tail.clone(), true).expect("reopen");
+        let report = report.expect("durable");
+        assert_eq!((report.records, report.spans), (2, 2));
+        assert_eq!(w.buffered_rows(), 2);
+        assert_eq!(tail.rows(), 2, "replayed spans are queryable at once");
+        w.commit_all().expect("commit");
+        drop(w);
+        let (_, report) = LakeWriter::open("parquet", config, Arc::default(), true).expect("again");
+        assert_eq!(
+            report.expect("durable").records,
+            0,
+            "nothing left to replay"
+        );
+        let parquet_files = files(&root)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count();
+        assert_eq!(parquet_files, 2);
         fs::remove_dir_all(&root).ok();
     }
 }

@@ -358,9 +358,19 @@ impl Lifecycle {
     }
 }
 
+/// Where a durable pipeline's lifecycle processor finds, at start, the spans still running
+/// when the collector last stopped: they are in the lake, so they survived a crash or a
+/// restart, and are held again.
+pub type Recover = Box<
+    dyn FnOnce() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Vec<ResourceSpans>, String>> + Send>,
+        > + Send,
+>;
+
 pub struct LifecycleProcessor {
     name: String,
     config: LifecycleConfig,
+    recover: Option<Recover>,
 }
 
 impl LifecycleProcessor {
@@ -368,7 +378,15 @@ impl LifecycleProcessor {
         LifecycleProcessor {
             name: name.into(),
             config,
+            recover: None,
         }
+    }
+
+    /// Durable mode: running spans outlive the collector. They are recovered with `recover` at
+    /// start, and left running (not closed) at shutdown, to be recovered by the next start.
+    pub fn durable(mut self, recover: Recover) -> Self {
+        self.recover = Some(recover);
+        self
     }
 }
 
@@ -390,7 +408,25 @@ impl Processor for LifecycleProcessor {
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut state = Lifecycle::new(self.config);
         let name = self.name;
+        let recover = self.recover;
+        let durable = recover.is_some();
         tokio::spawn(async move {
+            if let Some(recover) = recover {
+                match recover().await {
+                    Ok(groups) => {
+                        // Already stored: held again, not sent again.
+                        let evicted = state.observe(&groups, Instant::now());
+                        tracing::info!(processor = %name, running = state.running(), traces = state.traces(), "lifecycle: recovered the spans still running");
+                        if !evicted.is_empty() && output.send(Batch::spans(evicted)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(processor = %name, error = %e, "lifecycle: cannot recover the spans still running; they stay running until a later span or EndTrace closes them");
+                    }
+                }
+            }
             let mut ticker = tokio::time::interval(tick);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut closed_for_shutdown = false;
@@ -413,7 +449,12 @@ impl Processor for LifecycleProcessor {
                     _ = ticker.tick() => (state.expire(Instant::now()), Vec::new(), None),
                     _ = shutdown.cancelled(), if !closed_for_shutdown => {
                         closed_for_shutdown = true;
-                        (state.close_all(Reason::Shutdown, now_unix_nanos()), Vec::new(), None)
+                        if durable {
+                            // Left running in the lake; the next start holds them again.
+                            (Vec::new(), Vec::new(), None)
+                        } else {
+                            (state.close_all(Reason::Shutdown, now_unix_nanos()), Vec::new(), None)
+                        }
                     }
                 };
                 if let Some(b) = forward
@@ -429,6 +470,9 @@ impl Processor for LifecycleProcessor {
                         return;
                     }
                 }
+            }
+            if durable {
+                return;
             }
             // Input closed: nothing more can end these traces.
             let closed = state.close_all(Reason::Shutdown, now_unix_nanos());

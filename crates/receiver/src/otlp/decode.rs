@@ -172,4 +172,74 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["ok", "child"]);
     }
+
+    mod fuzz {
+        //! Bounded fuzzing of what arrives from the network: any bytes, and valid requests with
+        //! bytes flipped, cut or inserted. Decoding and the id checks must never panic.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn valid_protobuf() -> Vec<u8> {
+            let json = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},
+              "scopeSpans":[{"scope":{"name":"s"},"spans":[{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174",
+              "parentSpanId":"EEE19B7EC3C1B173","name":"checkout","kind":2,"startTimeUnixNano":"1544712660000000000",
+              "endTimeUnixNano":"1544712661000000000","attributes":[{"key":"n","value":{"intValue":"42"}},
+              {"key":"a","value":{"arrayValue":{"values":[{"doubleValue":1.5},{"kvlistValue":{"values":[{"key":"k","value":{"bytesValue":"AAE="}}]}}]}}}],
+              "events":[{"name":"e","timeUnixNano":"1544712660500000000"}],"links":[{"traceId":"5B8EFFF798038103D269B633813FC60D","spanId":"EEE19B7EC3C1B175"}],
+              "status":{"code":2,"message":"boom"}}]}]}]}"#;
+            decode_json(json).expect("valid").encode_to_vec()
+        }
+
+        fn mutate(mut data: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+            for &(at, op, byte) in edits {
+                if data.is_empty() {
+                    data.push(byte);
+                    continue;
+                }
+                let at = at % data.len();
+                match op % 3 {
+                    0 => data[at] ^= byte.max(1),
+                    1 => {
+                        data.remove(at);
+                    }
+                    _ => data.insert(at, byte),
+                }
+            }
+            data
+        }
+
+        fn check(decoded: Result<ExportTraceServiceRequest, String>) {
+            if let Ok(mut req) = decoded {
+                let total = spanlake_core::batch::count_spans(&req.resource_spans);
+                let rej = keep_valid_spans(&mut req.resource_spans);
+                let kept = spanlake_core::batch::count_spans(&req.resource_spans);
+                assert_eq!(kept as i64 + rej.count, total as i64);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+            #[test]
+            fn any_bytes_as_protobuf(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                check(decode_protobuf(&data));
+            }
+
+            #[test]
+            fn damaged_protobuf(edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8)) {
+                check(decode_protobuf(&mutate(valid_protobuf(), &edits)));
+            }
+
+            #[test]
+            fn any_bytes_as_json(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+                check(decode_json(&data));
+            }
+
+            #[test]
+            fn damaged_json(edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0x20u8..0x7f), 1..8)) {
+                let req = decode_protobuf(&valid_protobuf()).expect("valid");
+                let json = serde_json::to_vec(&req).expect("json");
+                check(decode_json(&mutate(json, &edits)));
+            }
+        }
+    }
 }

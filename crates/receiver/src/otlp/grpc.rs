@@ -1,6 +1,11 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full, Limited};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -8,9 +13,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use spanlake_core::{Batch, CancellationToken, Intake, IntakeError};
+use spanlake_core::{Batch, CancellationToken, Intake, IntakeError, Reservation};
 use tokio::task::JoinHandle;
+use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
@@ -26,9 +33,13 @@ impl TraceService for Service {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let reservation = request.extensions().get::<Admitted>().cloned();
         let mut resource_spans = request.into_inner().resource_spans;
         let rejected = keep_valid_spans(&mut resource_spans);
-        let batch = Batch::spans(resource_spans);
+        let mut batch = Batch::spans(resource_spans);
+        if let Some(Admitted(r)) = reservation {
+            batch.add_guard(r);
+        }
         if !batch.is_empty() {
             self.intake.admit(batch).await.map_err(status_of)?;
         }
@@ -42,9 +53,91 @@ impl TraceService for Service {
     }
 }
 
-/// Overload and shutdown are both retryable for an OTLP client: `UNAVAILABLE`.
+/// Overload is `RESOURCE_EXHAUSTED` with `RetryInfo`, anything else `UNAVAILABLE`: both
+/// retryable for an OTLP client.
 pub(crate) fn status_of(e: IntakeError) -> Status {
-    Status::unavailable(e.to_string())
+    e.to_grpc_status()
+}
+
+/// The memory reserved for a request, found in its extensions by the service.
+#[derive(Clone)]
+pub(crate) struct Admitted(Arc<Reservation>);
+
+/// Admission before decoding: reads a request's body (bounded by the message size limit),
+/// asks [`Intake::reserve`] for room from its size, and refuses it with a retryable status
+/// before tonic decodes anything. The reservation travels with the request to its batch.
+#[derive(Clone)]
+pub(crate) struct Admission<S> {
+    inner: S,
+    intake: Intake,
+    max_body: usize,
+}
+
+impl<S> Admission<S> {
+    pub(crate) fn new(inner: S, intake: Intake, max_message: usize) -> Self {
+        Admission {
+            inner,
+            intake,
+            // gRPC frames: 5 bytes of header per message.
+            max_body: max_message.saturating_add(5),
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Admission<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for Admission<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let intake = self.intake.clone();
+        let max = self.max_body;
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let bytes = match Limited::new(body, max).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    let status = if e.is::<http_body_util::LengthLimitError>() {
+                        Status::resource_exhausted(format!(
+                            "the request is larger than max_recv_msg_size_mib ({} bytes)",
+                            max - 5
+                        ))
+                    } else {
+                        Status::invalid_argument(format!("the request could not be read: {e}"))
+                    };
+                    return Ok(status.into_http());
+                }
+            };
+            match intake.reserve(bytes.len()) {
+                Ok(r) => {
+                    parts.extensions.insert(Admitted(Arc::new(r)));
+                }
+                Err(e) => return Ok(status_of(e).into_http()),
+            }
+            let req = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+            inner.call(req).await
+        })
+    }
 }
 
 pub(crate) fn start(
@@ -56,10 +149,13 @@ pub(crate) fn start(
     let listener = spanlake_core::net::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
     let max = config.max_recv_msg_size_mib * 1024 * 1024;
-    let svc = TraceServiceServer::new(Service { intake })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
+    let svc = TraceServiceServer::new(Service {
+        intake: intake.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(max);
+    let svc = Admission::new(svc, intake, max);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
-use spanlake_core::{Batch, CancellationToken, Intake};
+use spanlake_core::{Batch, CancellationToken, Intake, IntakeError};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -147,6 +147,21 @@ fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
     resp
 }
 
+/// A retryable refusal: 429 for overload (the client should slow down), 503 otherwise; both
+/// with `Retry-After`.
+fn refused(encoding: Encoding, e: IntakeError) -> Response {
+    let status = if e.is_overload() {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut resp = error(encoding, status, e.to_string());
+    if let Ok(v) = HeaderValue::from_str(&e.retry_after().as_secs().max(1).to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
 fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
     let raw = headers
         .get(header::CONTENT_TYPE)
@@ -192,6 +207,18 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     {
         return too_large();
     }
+    // Admission comes before reading and decoding: a refused request costs next to nothing.
+    let mut reservations = Vec::with_capacity(2);
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        match shared.intake.reserve(len) {
+            Ok(r) => reservations.push(r),
+            Err(e) => return refused(encoding, e),
+        }
+    }
     let raw: Bytes = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(e) => {
@@ -207,12 +234,19 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             );
         }
     };
+    if reservations.is_empty() {
+        match shared.intake.reserve(raw.len()) {
+            Ok(r) => reservations.push(r),
+            Err(e) => return refused(encoding, e),
+        }
+    }
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
+    let raw_len = raw.len();
     let body = match content_encoding.as_str() {
         "" | "identity" => raw,
         "gzip" | "x-gzip" => match gunzip(&raw, max) {
@@ -234,6 +268,12 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             );
         }
     };
+    if body.len() > raw_len {
+        match shared.intake.reserve(body.len() - raw_len) {
+            Ok(r) => reservations.push(r),
+            Err(e) => return refused(encoding, e),
+        }
+    }
     let decoded = match encoding {
         Encoding::Protobuf => decode_protobuf(&body),
         Encoding::Json => decode_json(&body),
@@ -243,11 +283,14 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
     };
     let rejected = keep_valid_spans(&mut resource_spans);
-    let batch = Batch::spans(resource_spans);
+    let mut batch = Batch::spans(resource_spans);
+    for r in reservations {
+        batch.add_guard(Arc::new(r));
+    }
     if !batch.is_empty()
         && let Err(e) = shared.intake.admit(batch).await
     {
-        return error(encoding, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        return refused(encoding, e);
     }
     let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
         rejected_spans: rejected.count,
