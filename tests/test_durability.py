@@ -416,3 +416,48 @@ def test_disk_full_then_empty_then_read_only_at_start(small_fs, tmp_path):
         check_every_acked_span_once(c, lake, acked)
     finally:
         assert c.stop() == 0, c.stderr()
+
+
+def test_a_full_log_refuses_until_the_lake_takes_files_again(small_fs, tmp_path):
+    # The log lives on a roomy disk, the lake on a small one that fills up: commits fail, the
+    # log grows to wal.max_size, then requests are refused as overload (429 / RESOURCE_EXHAUSTED)
+    # until the lake's disk has room again; then everything resumes and nothing is lost.
+    lake = small_fs / "lake"
+    config = durable_pipeline(
+        lake, batch={"max_size": 500, "timeout": "20ms"},
+        parquet={"max_file_age": "300ms", "max_rows_per_file": 2000,
+                 "wal": {"path": str(tmp_path / "wal"), "segment_size": 262144, "max_size": 2097152}})
+    c = Collector(config, workdir=tmp_path / "run")
+    acked, answers = [], {}
+
+    def absorb(s):
+        acked.extend(s.acked)
+        for k, v in s.answers.items():
+            answers[k] = answers.get(k, 0) + v
+
+    try:
+        ballast = small_fs / "ballast"
+        with open(ballast, "wb") as f:
+            left = free_bytes(small_fs) - 64 * 1024
+            while left > 0:
+                n = min(left, 1 << 20)
+                f.write(b"\0" * n)
+                left -= n
+        s = send_until(c, 1, lambda s: s.answers.get("http 429", 0) >= 10, 60)
+        absorb(s)
+        assert s.answers.get("http 429", 0) >= 10, s.answers
+        assert s.acked, "spans are acknowledged while the log has room"
+        status, headers, body = http_post(f"{c.http_url}/v1/traces", make_request(9, 1, 5).SerializeToString())
+        assert status == 429 and b"write-ahead log is full" in body, body
+        assert headers.get("Retry-After") == "1"
+
+        ballast.unlink()
+        s = send_until(c, 2, lambda s: len(s.acked) >= 1000, 90)
+        absorb(s)
+        assert len(s.acked) >= 1000, s.answers
+        check_every_acked_span_once(c, lake, acked)
+    finally:
+        assert c.stop() == 0, c.stderr()
+    in_files = {r[0] for r in duckdb_query(lake, "SELECT DISTINCT span_id FROM spans")}
+    assert set(acked) <= in_files
+    assert sum(p.stat().st_size for p in (tmp_path / "wal").iterdir()) == 0, "the log is empty after a clean stop"

@@ -7,18 +7,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::oneshot;
 
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Status};
 
 /// Something held by a batch until every consumer of the batch is done with it, released by
 /// dropping it: an in-flight slot of the batch processor, an acknowledgement a client waits on.
 pub type Guard = Arc<dyn Any + Send + Sync>;
 
-/// The signal a batch carries. Spans today; trace-level events (OTLP logs) join as a variant so
-/// that they travel the same pipelines.
+/// The signal a batch carries: spans, or log records (trace-level and span-level events, trace
+/// metadata), which travel the same pipelines into their own table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     /// OTLP spans, grouped by resource and scope exactly as they arrived.
     Spans(Vec<ResourceSpans>),
+    /// OTLP log records, grouped by resource and scope. Those with a trace id are events of
+    /// that trace.
+    Logs(Vec<ResourceLogs>),
     /// A trace was ended by its client (the native API's `EndTrace`). The lifecycle processor
     /// acts on it; other stages pass it on and exporters ignore it.
     EndTrace(TraceEnd),
@@ -68,6 +72,21 @@ impl Batch {
         matches!(self.signal, Signal::Spans(_))
     }
 
+    /// A batch of log records; its length is the number of records.
+    pub fn logs(resource_logs: Vec<ResourceLogs>) -> Self {
+        let items = count_logs(&resource_logs);
+        Batch {
+            signal: Signal::Logs(resource_logs),
+            items,
+            guards: Vec::new(),
+        }
+    }
+
+    /// The signal and the guards, consuming the batch.
+    pub fn into_signal(self) -> (Signal, Vec<Guard>) {
+        (self.signal, self.guards)
+    }
+
     pub fn spans(resource_spans: Vec<ResourceSpans>) -> Self {
         let items = count_spans(&resource_spans);
         Batch {
@@ -100,12 +119,12 @@ impl Batch {
         std::mem::take(&mut self.guards)
     }
 
-    /// Split into the resource groups and the guards, consuming the batch (a control batch has
-    /// no resource groups).
+    /// Split into the resource groups and the guards, consuming the batch (a batch of another
+    /// signal has no span groups).
     pub fn into_parts(self) -> (Vec<ResourceSpans>, Vec<Guard>) {
         match self.signal {
             Signal::Spans(rs) => (rs, self.guards),
-            Signal::EndTrace(_) => (Vec::new(), self.guards),
+            Signal::EndTrace(_) | Signal::Logs(_) => (Vec::new(), self.guards),
         }
     }
 
@@ -126,6 +145,7 @@ impl Batch {
     pub fn recount(&mut self) {
         self.items = match &self.signal {
             Signal::Spans(rs) => count_spans(rs),
+            Signal::Logs(rl) => count_logs(rl),
             Signal::EndTrace(_) => 0,
         };
     }
@@ -136,6 +156,14 @@ pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
         .iter()
         .flat_map(|r| r.scope_spans.iter())
         .map(|s| s.spans.len())
+        .sum()
+}
+
+pub fn count_logs(resource_logs: &[ResourceLogs]) -> usize {
+    resource_logs
+        .iter()
+        .flat_map(|r| r.scope_logs.iter())
+        .map(|s| s.log_records.len())
         .sum()
 }
 

@@ -12,6 +12,7 @@
 //! This crate reads; it never writes the lake.
 
 pub mod engine;
+pub mod events;
 pub mod http;
 pub mod native;
 pub mod render;

@@ -22,9 +22,12 @@ use tonic::{Request, Response, Status};
 use spanlake_processor::lifecycle::{Reason, derived_status, mark_closed};
 
 use crate::QueryEngine;
+use crate::events::{StoredEvent, TraceInfo};
 use crate::http::params::{sql_str, tag_condition};
 use crate::rows::{StoredSpan, stored_spans, to_resource_spans};
 use crate::tree::tree_order;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use spanlake_exporter::parquet::logs::{TRACE_END, TRACE_START};
 
 pub mod pb {
     #![allow(clippy::all)]
@@ -273,6 +276,119 @@ pub fn to_native(s: &StoredSpan) -> pb::Span {
     out
 }
 
+/// OpenTelemetry severity number of a level name (`INFO` → 9); 0 when unknown.
+pub fn severity_number(level: &str) -> i32 {
+    match level.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => 1,
+        "DEBUG" => 5,
+        "INFO" => 9,
+        "WARN" | "WARNING" => 13,
+        "ERROR" => 17,
+        "FATAL" | "CRITICAL" => 21,
+        _ => 0,
+    }
+}
+
+/// Attribute keys of a trace's start and end records (the `traces` table reads them).
+pub mod trace_keys {
+    pub const PROJECT_ID: &str = "spanlake.project_id";
+    pub const REQUEST_ID: &str = "spanlake.request_id";
+    pub const INPUT: &str = "spanlake.input";
+    pub const CONTEXT: &str = "spanlake.context";
+    pub const TAGS: &str = "spanlake.tags";
+    pub const STATUS_CODE: &str = "spanlake.status_code";
+    pub const STATUS_MESSAGE: &str = "spanlake.status_message";
+}
+
+/// One log record as a batch of its own, under the native scope and `service`.
+fn log_batch(record: LogRecord, service: &str) -> Batch {
+    let resource = (!service.is_empty()).then(|| Resource {
+        attributes: vec![kv("service.name", Value::StringValue(service.to_string()))],
+        ..Default::default()
+    });
+    Batch::logs(vec![ResourceLogs {
+        resource,
+        scope_logs: vec![ScopeLogs {
+            scope: Some(InstrumentationScope {
+                name: SCOPE_NAME.into(),
+                ..Default::default()
+            }),
+            log_records: vec![record],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+/// The trace's end, as the record the `traces` table reads.
+fn end_record(trace_id: &[u8], code: i32, message: &str, end: u64) -> LogRecord {
+    let mut attributes = vec![kv(
+        trace_keys::STATUS_CODE,
+        Value::StringValue(
+            spanlake_exporter::parquet::schema::status_name(code)
+                .map(str::to_string)
+                .unwrap_or_else(|| code.to_string()),
+        ),
+    )];
+    if !message.is_empty() {
+        attributes.push(kv(
+            trace_keys::STATUS_MESSAGE,
+            Value::StringValue(message.to_string()),
+        ));
+    }
+    LogRecord {
+        time_unix_nano: end,
+        observed_time_unix_nano: now_nanos(),
+        trace_id: trace_id.to_vec(),
+        severity_number: if code == 2 { 17 } else { 9 },
+        severity_text: if code == 2 { "ERROR" } else { "INFO" }.into(),
+        event_name: TRACE_END.into(),
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn to_trace_event(e: &StoredEvent) -> pb::TraceEvent {
+    let mut attributes = std::collections::HashMap::new();
+    let mut text = String::new();
+    for a in &e.attributes {
+        text_of(a.value.as_ref().and_then(|v| v.value.as_ref()), &mut text);
+        attributes.insert(a.key.clone(), text.clone());
+    }
+    pb::TraceEvent {
+        span_id: e.span_id.clone().unwrap_or_default(),
+        time_unix_nano: e.time_unix_nano.max(0) as u64,
+        level: e.level(),
+        name: e.name.clone(),
+        body: e.body.clone().unwrap_or_default(),
+        attributes,
+    }
+}
+
+fn to_pb_info(i: TraceInfo) -> pb::TraceInfo {
+    let tags: Vec<String> = i
+        .tags
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    pb::TraceInfo {
+        project_id: i.project_id.unwrap_or_default(),
+        request_id: i.request_id.unwrap_or_default(),
+        input: i.input.unwrap_or_default(),
+        context: i.context.unwrap_or_default(),
+        tags,
+        status_code: i.status_code.unwrap_or_default(),
+        status_message: i.status_message.unwrap_or_default(),
+        start_time_unix_nano: i.start_time_unix_nano.unwrap_or(0).max(0) as u64,
+        end_time_unix_nano: i.end_time_unix_nano.unwrap_or(0).max(0) as u64,
+        root_service_name: i.root_service_name.unwrap_or_default(),
+        root_name: i.root_name.unwrap_or_default(),
+        span_count: i.span_count.max(0) as u32,
+        error_count: i.error_count.max(0) as u32,
+        event_count: i.event_count.max(0) as u32,
+    }
+}
+
 fn refused(e: IntakeError) -> Status {
     e.to_grpc_status()
 }
@@ -414,6 +530,14 @@ impl pb::trace_server::Trace for TraceApi {
             .admit(Batch::end_trace(control))
             .await
             .map_err(refused)?;
+        // The trace's status and end, for the `traces` table.
+        self.intake
+            .admit(log_batch(
+                end_record(&id_from_text(&id, 16), code, &message, end),
+                "",
+            ))
+            .await
+            .map_err(refused)?;
         // Then whatever still runs in the lake (no lifecycle processor in the pipeline, or spans
         // recorded before a restart) is closed the same way.
         let status = derived_status(Some(&otlp::Status { code, message }), "trace");
@@ -464,10 +588,135 @@ impl pb::trace_server::Trace for TraceApi {
                 orphan: n.orphan,
             })
             .collect();
+        let events = engine
+            .events(&id)
+            .await
+            .map_err(query_failed)?
+            .iter()
+            .map(to_trace_event)
+            .collect();
+        let info = engine
+            .trace_info(&id)
+            .await
+            .map_err(query_failed)?
+            .map(to_pb_info);
         Ok(Response::new(pb::GetTraceResponse {
             trace_id: id,
             spans: nodes,
+            events,
+            info,
         }))
+    }
+
+    async fn start_trace(
+        &self,
+        request: Request<pb::StartTraceRequest>,
+    ) -> Result<Response<pb::StartTraceResponse>, Status> {
+        let req = request.into_inner();
+        if req.trace_id.trim().is_empty() {
+            return Err(Status::invalid_argument("trace_id is required"));
+        }
+        let reservation = self
+            .intake
+            .reserve(prost::Message::encoded_len(&req))
+            .map_err(refused)?;
+        let id = stored_id(&req.trace_id);
+        let mut attributes = string_kvs(&req.attributes);
+        let mut put = |key: &str, v: &str| {
+            if !v.is_empty() {
+                attributes.retain(|a| a.key != key);
+                attributes.push(kv(key, Value::StringValue(v.to_string())));
+            }
+        };
+        put(trace_keys::PROJECT_ID, &req.project_id);
+        put(trace_keys::REQUEST_ID, &req.request_id);
+        put(trace_keys::INPUT, &req.input);
+        put(trace_keys::CONTEXT, &req.context);
+        if !req.tags.is_empty() {
+            attributes.retain(|a| a.key != trace_keys::TAGS);
+            attributes.push(kv(
+                trace_keys::TAGS,
+                Value::ArrayValue(ArrayValue {
+                    values: req
+                        .tags
+                        .iter()
+                        .map(|t| AnyValue {
+                            value: Some(Value::StringValue(t.clone())),
+                        })
+                        .collect(),
+                }),
+            ));
+        }
+        let now = now_nanos();
+        let record = LogRecord {
+            time_unix_nano: if req.start_time_unix_nano == 0 {
+                now
+            } else {
+                req.start_time_unix_nano
+            },
+            observed_time_unix_nano: now,
+            trace_id: id_from_text(&id, 16),
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            event_name: TRACE_START.into(),
+            attributes,
+            ..Default::default()
+        };
+        let mut batch = log_batch(record, &req.service_name);
+        batch.add_guard(std::sync::Arc::new(reservation));
+        self.intake.admit(batch).await.map_err(refused)?;
+        Ok(Response::new(pb::StartTraceResponse {
+            success: true,
+            trace_id: id,
+        }))
+    }
+
+    async fn record_event(
+        &self,
+        request: Request<pb::RecordEventRequest>,
+    ) -> Result<Response<pb::RecordEventResponse>, Status> {
+        let req = request.into_inner();
+        if req.trace_id.trim().is_empty() {
+            return Err(Status::invalid_argument("trace_id is required"));
+        }
+        if req.name.trim().is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let reservation = self
+            .intake
+            .reserve(prost::Message::encoded_len(&req))
+            .map_err(refused)?;
+        let id = stored_id(&req.trace_id);
+        let span = req.span_id.trim();
+        let now = now_nanos();
+        let level = req.level.trim().to_ascii_uppercase();
+        let record = LogRecord {
+            time_unix_nano: if req.time_unix_nano == 0 {
+                now
+            } else {
+                req.time_unix_nano
+            },
+            observed_time_unix_nano: now,
+            trace_id: id_from_text(&id, 16),
+            span_id: if span.is_empty() {
+                Vec::new()
+            } else {
+                id_from_text(span, 8)
+            },
+            severity_number: severity_number(&level),
+            severity_text: if level.is_empty() {
+                "INFO".into()
+            } else {
+                level
+            },
+            event_name: req.name,
+            attributes: string_kvs(&req.attributes),
+            ..Default::default()
+        };
+        let mut batch = log_batch(record, "");
+        batch.add_guard(std::sync::Arc::new(reservation));
+        self.intake.admit(batch).await.map_err(refused)?;
+        Ok(Response::new(pb::RecordEventResponse { success: true }))
     }
 }
 

@@ -7,6 +7,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::QueryError;
+use crate::events::{StoredEvent, TraceInfo};
 use crate::rows::StoredSpan;
 use crate::tree::tree_order;
 
@@ -87,21 +88,42 @@ fn human(ns: u64) -> String {
 
 /// The trace as an indented waterfall: name, service, duration, status, and a bar on the
 /// trace's time axis. Errors are marked with `✗` (and red when `color`).
-pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
+///
+/// The trace's metadata (`StartTrace`, `EndTrace`) heads it; events of a span are listed under
+/// their span (those sent inside the span and those recorded for it), and trace-level events
+/// follow the spans, in time order, each with its offset from the trace's start.
+pub fn waterfall(
+    trace_id: &str,
+    spans: &[StoredSpan],
+    events: &[StoredEvent],
+    info: Option<&TraceInfo>,
+    color: bool,
+) -> String {
     let mut out = String::new();
-    if spans.is_empty() {
+    if spans.is_empty() && events.is_empty() && info.is_none() {
         return out;
     }
+    let info_start = info
+        .and_then(|i| i.start_time_unix_nano)
+        .map(|t| t.max(0) as u64);
     let t0 = spans
         .iter()
         .map(|s| s.span.start_time_unix_nano)
+        .chain(events.iter().map(|e| e.time_unix_nano.max(0) as u64))
+        .chain(info_start)
         .min()
         .unwrap_or(0);
     let t1 = spans
         .iter()
         .map(|s| s.span.end_time_unix_nano.max(s.span.start_time_unix_nano))
+        .chain(events.iter().map(|e| e.time_unix_nano.max(0) as u64))
+        .chain(
+            info.and_then(|i| i.end_time_unix_nano)
+                .map(|t| t.max(0) as u64),
+        )
         .max()
-        .unwrap_or(t0);
+        .unwrap_or(t0)
+        .max(t0);
     let total = (t1 - t0).max(1);
     let errors = spans.iter().filter(|s| s.status_code() == 2).count();
     let running = spans.iter().filter(|s| s.is_running()).count();
@@ -117,7 +139,54 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
     if running > 0 {
         let _ = write!(out, ", {running} running");
     }
+    if !events.is_empty() {
+        let _ = write!(out, ", {} event(s)", events.len());
+    }
     out.push('\n');
+    // Metadata of a trace opened with StartTrace (a trace of spans alone has none to show).
+    if let Some(i) = info.filter(|i| {
+        [&i.project_id, &i.request_id, &i.tags, &i.input, &i.context]
+            .iter()
+            .any(|v| v.is_some())
+    }) {
+        let mut meta = Vec::new();
+        for (label, v) in [
+            ("project", &i.project_id),
+            ("request", &i.request_id),
+            ("tags", &i.tags),
+            ("status", &i.status_code),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                meta.push(format!("{label} {v}"));
+            }
+        }
+        if let Some(m) = i.status_message.as_deref().filter(|m| !m.is_empty()) {
+            meta.push(format!("({m})"));
+        }
+        if !meta.is_empty() {
+            let _ = writeln!(out, "  {}", meta.join(" · "));
+        }
+        for (label, v) in [("input", &i.input), ("context", &i.context)] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                let _ = writeln!(out, "  {label}: {}", truncate(v, 160));
+            }
+        }
+    }
+    let event_line = |out: &mut String, indent: usize, e: &StoredEvent| {
+        let offset = human((e.time_unix_nano.max(0) as u64).saturating_sub(t0));
+        let mut line = format!(
+            "{}• +{offset:<8} {:<5} {}",
+            " ".repeat(indent),
+            e.level(),
+            e.name
+        );
+        let attrs = attributes_text(&e.attributes);
+        if !attrs.is_empty() {
+            line.push_str("  ");
+            line.push_str(&attrs);
+        }
+        let _ = writeln!(out, "{}", truncate(&line, 200));
+    };
     let order = tree_order(spans);
     let name_w = order
         .iter()
@@ -192,11 +261,63 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan], color: bool) -> String {
         {
             let _ = writeln!(out, "{:<name_w$}  ✗ {msg}", "");
         }
+        // The span's events: sent with the span, and recorded for it, by time.
+        let mut own: Vec<StoredEvent> = s
+            .span
+            .events
+            .iter()
+            .map(|e| StoredEvent {
+                span_id: Some(s.span_id.clone()),
+                time_unix_nano: e.time_unix_nano.min(i64::MAX as u64) as i64,
+                severity_text: None,
+                severity_number: 0,
+                name: e.name.clone(),
+                body: None,
+                attributes: e.attributes.clone(),
+            })
+            .collect();
+        own.extend(
+            events
+                .iter()
+                .filter(|e| e.span_id.as_deref() == Some(s.span_id.as_str()))
+                .cloned(),
+        );
+        own.sort_by_key(|e| e.time_unix_nano);
+        for e in &own {
+            event_line(&mut out, n.depth * 2 + 2, e);
+        }
+    }
+    let known: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let trace_level: Vec<&StoredEvent> = events
+        .iter()
+        .filter(|e| e.span_id.as_deref().is_none_or(|id| !known.contains(id)))
+        .collect();
+    if !trace_level.is_empty() {
+        out.push_str("trace events:\n");
+        for e in trace_level {
+            event_line(&mut out, 2, e);
+        }
     }
     if order.iter().any(|n| n.orphan) {
         out.push_str("⤴ parent not in this trace\n");
     }
     out
+}
+
+/// `k=v k2=v2`, values as text.
+fn attributes_text(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
+    let mut text = String::new();
+    attrs
+        .iter()
+        .map(|a| {
+            spanlake_exporter::attributes::text_of(
+                a.value.as_ref().and_then(|v| v.value.as_ref()),
+                &mut text,
+            );
+            format!("{}={}", a.key, text)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn truncate(s: &str, w: usize) -> String {

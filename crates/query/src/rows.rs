@@ -51,7 +51,7 @@ pub fn id_bytes(id: &str, binary_len: usize) -> Vec<u8> {
     spanlake_core::ids::id_from_text(id, binary_len)
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, QueryError> {
+pub(crate) fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, QueryError> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| QueryError::Schema(format!("column {name} is missing or has another type")))
@@ -63,7 +63,7 @@ fn field<'a, T: 'static>(s: &'a StructArray, name: &str) -> Result<&'a T, QueryE
         .ok_or_else(|| QueryError::Schema(format!("field {name} is missing or has another type")))
 }
 
-fn opt_str(a: &StringArray, i: usize) -> Option<String> {
+pub(crate) fn opt_str(a: &StringArray, i: usize) -> Option<String> {
     (!a.is_null(i)).then(|| a.value(i).to_string())
 }
 
@@ -72,7 +72,7 @@ fn str_or_empty(a: &StringArray, i: usize) -> String {
 }
 
 /// The attributes of row `i` of a value map and its type map.
-fn key_values(values: &MapArray, types: &MapArray, i: usize) -> Vec<KeyValue> {
+pub(crate) fn key_values(values: &MapArray, types: &MapArray, i: usize) -> Vec<KeyValue> {
     let tmap: HashMap<String, String> = {
         let entries = types.value(i);
         let k = entries.column(0).as_string::<i32>();
@@ -118,7 +118,7 @@ fn kind_of(name: &str) -> i32 {
     }
 }
 
-fn status_of(name: &str) -> i32 {
+pub(crate) fn status_of(name: &str) -> i32 {
     match name {
         "OK" => 1,
         "ERROR" => 2,

@@ -1,4 +1,5 @@
-//! The `spans_raw` table: every committed file of a lake, united with its live tail.
+//! The `spans_raw` and `logs_raw` tables: every committed file of a lake's table, united with
+//! its live tail.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,13 +18,13 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use spanlake_exporter::parquet::LiveTail;
 use spanlake_exporter::parquet::convert::partition_of;
-use spanlake_exporter::parquet::schema::span_schema;
+use spanlake_exporter::parquet::{LiveTail, Table};
 
-/// The schema queries see: the span columns, then the partition columns `date` and `hour`.
-pub fn table_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = span_schema()
+/// The schema queries see: the table's columns, then the partition columns `date` and `hour`.
+pub fn table_schema(table: Table) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
@@ -37,20 +38,22 @@ pub fn table_schema() -> SchemaRef {
 pub struct LakeTable {
     root: PathBuf,
     tail: Option<Arc<LiveTail>>,
+    table: Table,
     schema: SchemaRef,
 }
 
 impl LakeTable {
-    pub fn new(root: &Path, tail: Option<Arc<LiveTail>>) -> Self {
+    pub fn new(root: &Path, tail: Option<Arc<LiveTail>>, table: Table) -> Self {
         LakeTable {
             root: root.to_path_buf(),
             tail,
-            schema: table_schema(),
+            table,
+            schema: table_schema(table),
         }
     }
 
     fn listing(&self, state: &dyn Session) -> Result<ListingTable> {
-        let dir = self.root.join("spans");
+        let dir = self.root.join(self.table.dir());
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -61,7 +64,7 @@ impl LakeTable {
         let _ = state;
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
-            .with_schema(span_schema());
+            .with_schema(self.table.schema());
         ListingTable::try_new(config)
     }
 
@@ -71,7 +74,7 @@ impl LakeTable {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for (hour, batches) in tail.snapshot() {
+        for (hour, batches) in tail.snapshot(self.table) {
             let (date, hh) = partition_of(hour);
             for b in batches {
                 let n = b.num_rows();
@@ -113,7 +116,7 @@ impl TableProvider for LakeTable {
         // The tail first, then the files: a row leaves the tail only after its file is in place.
         let live = self.live_batches()?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if self.root.join("spans").is_dir() {
+        if self.root.join(self.table.dir()).is_dir() {
             inputs.push(
                 self.listing(state)?
                     .scan(state, projection, filters, limit)

@@ -206,27 +206,30 @@ async fn query(data: PathBuf, format: Format, sql: String) -> Result<(), String>
 
 async fn show_trace(data: PathBuf, trace_id: String) -> Result<(), String> {
     let engine = open_lake(&data).await?;
-    let id = trace_id.trim().to_string();
-    let mut spans = engine.trace(&id).await.map_err(|e| e.to_string())?;
-    if spans.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()) {
-        spans = engine
-            .trace(&id.to_ascii_lowercase())
-            .await
-            .map_err(|e| e.to_string())?;
+    let given = trace_id.trim().to_string();
+    // Hex ids are stored in lowercase; free-form ids as given.
+    let mut candidates = vec![given.clone()];
+    if given.chars().all(|c| c.is_ascii_hexdigit()) && given != given.to_ascii_lowercase() {
+        candidates.push(given.to_ascii_lowercase());
     }
-    if spans.is_empty() {
-        return Err(format!(
-            "trace {id} is not in the lake at {}",
-            data.display()
-        ));
+    for id in candidates {
+        let spans = engine.trace(&id).await.map_err(|e| e.to_string())?;
+        let events = engine.events(&id).await.map_err(|e| e.to_string())?;
+        let info = engine.trace_info(&id).await.map_err(|e| e.to_string())?;
+        if spans.is_empty() && events.is_empty() && info.is_none() {
+            continue;
+        }
+        let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        print!(
+            "{}",
+            spanlake_query::render::waterfall(&id, &spans, &events, info.as_ref(), color)
+        );
+        return Ok(());
     }
-    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let stored_id = spans[0].trace_id.clone();
-    print!(
-        "{}",
-        spanlake_query::render::waterfall(&stored_id, &spans, color)
-    );
-    Ok(())
+    Err(format!(
+        "trace {given} is not in the lake at {}",
+        data.display()
+    ))
 }
 
 async fn run(plan: registry::Plan) -> anyhow::Result<()> {

@@ -1,11 +1,12 @@
 //! The debug exporter: what a pipeline carries, as JSON lines on stdout.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 use spanlake_core::ids::id_text;
-use spanlake_core::{Exporter, Receiver};
+use spanlake_core::{Exporter, Receiver, Signal};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
@@ -117,13 +118,58 @@ pub fn render(groups: &[ResourceSpans], verbosity: Verbosity, exporter: &str) ->
     out
 }
 
+/// Log records as JSON lines: a count (`basic`), one line per record with its trace, level,
+/// name, body and attributes (`normal`), or the OTLP JSON of each record (`detailed`).
+fn render_logs(groups: &[ResourceLogs], verbosity: Verbosity, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if verbosity == Verbosity::Basic {
+        let n = spanlake_core::batch::count_logs(groups);
+        let _ = serde_json::to_writer(&mut out, &json!({"exporter": name, "log_records": n}));
+        out.push(b'\n');
+        return out;
+    }
+    let mut text = String::new();
+    for rl in groups {
+        for sl in &rl.scope_logs {
+            for rec in &sl.log_records {
+                let line = if verbosity == Verbosity::Detailed {
+                    json!({"exporter": name, "log_record": rec})
+                } else {
+                    let body = rec.body.as_ref().map(|b| {
+                        crate::attributes::text_of(b.value.as_ref(), &mut text);
+                        text.clone()
+                    });
+                    json!({
+                        "exporter": name,
+                        "trace_id": (!rec.trace_id.is_empty()).then(|| id_text(&rec.trace_id)),
+                        "span_id": (!rec.span_id.is_empty()).then(|| id_text(&rec.span_id)),
+                        "time_unix_nano": rec.time_unix_nano,
+                        "severity_text": rec.severity_text,
+                        "severity_number": rec.severity_number,
+                        "event_name": rec.event_name,
+                        "body": body,
+                        "attributes": attrs_json(&rec.attributes),
+                    })
+                };
+                let _ = serde_json::to_writer(&mut out, &line);
+                out.push(b'\n');
+            }
+        }
+    }
+    out
+}
+
 impl Exporter for DebugExporter {
     fn start(self: Box<Self>, mut input: Receiver) -> JoinHandle<Result<(), String>> {
         tokio::spawn(async move {
             let mut stdout = tokio::io::stdout();
             while let Some(batch) = input.recv().await {
-                let (groups, guards) = batch.into_parts();
-                let bytes = render(&groups, self.config.verbosity, &self.name);
+                let (signal, guards) = batch.into_signal();
+                let bytes = match &signal {
+                    Signal::Spans(groups) => render(groups, self.config.verbosity, &self.name),
+                    Signal::Logs(groups) => render_logs(groups, self.config.verbosity, &self.name),
+                    Signal::EndTrace(_) => Vec::new(),
+                };
                 drop(guards);
                 if let Err(e) = stdout.write_all(&bytes).await {
                     // stdout closed (e.g. a pipe reader went away): keep draining, say it once.

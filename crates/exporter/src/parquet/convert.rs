@@ -25,7 +25,7 @@ pub type HourKey = i64;
 
 pub const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
-struct AttrMaps {
+pub(crate) struct AttrMaps {
     values: MapBuilder<StringBuilder, StringBuilder>,
     types: MapBuilder<StringBuilder, StringBuilder>,
 }
@@ -40,14 +40,14 @@ fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
 }
 
 impl AttrMaps {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         AttrMaps {
             values: map_builder(),
             types: map_builder(),
         }
     }
 
-    fn append(&mut self, kvs: &[KeyValue], text: &mut String) -> Result<(), ArrowError> {
+    pub(crate) fn append(&mut self, kvs: &[KeyValue], text: &mut String) -> Result<(), ArrowError> {
         for kv in kvs {
             let tag = text_of(kv.value.as_ref().and_then(|v| v.value.as_ref()), text);
             self.values.keys().append_value(&kv.key);
@@ -64,7 +64,7 @@ impl AttrMaps {
         self.types.append(true)
     }
 
-    fn finish(&mut self) -> [ArrayRef; 2] {
+    pub(crate) fn finish(&mut self) -> [ArrayRef; 2] {
         [
             Arc::new(self.values.finish()),
             Arc::new(self.types.finish()),
@@ -72,7 +72,7 @@ impl AttrMaps {
     }
 }
 
-fn opt_str(b: &mut StringBuilder, s: &str) {
+pub(crate) fn opt_str(b: &mut StringBuilder, s: &str) {
     if s.is_empty() {
         b.append_null()
     } else {
@@ -88,7 +88,7 @@ fn hex_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8]) {
 
 /// Ids are kept as lowercase hex when they are binary OTLP ids, as text when they were given as
 /// text (native API).
-fn id_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8], nullable: bool) {
+pub(crate) fn id_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8], nullable: bool) {
     if id.is_empty() && nullable {
         b.append_null();
     } else {
@@ -435,7 +435,7 @@ impl SpanRows {
 }
 
 /// OTLP times are unsigned; past year 2262 they do not fit the INT64 columns and are clamped.
-fn clamp_nanos(t: u64) -> i64 {
+pub(crate) fn clamp_nanos(t: u64) -> i64 {
     t.min(i64::MAX as u64) as i64
 }
 

@@ -2,12 +2,14 @@
 
 mod config;
 pub mod convert;
+pub mod logs;
 pub mod schema;
 mod tail;
 pub mod wal;
 mod writer;
 
 pub use config::ParquetConfig;
+pub use schema::Table;
 pub use tail::LiveTail;
 pub use wal::{ReplayReport, WalConfig};
 pub use writer::{Committed, LakeWriter, WriteError};
@@ -15,7 +17,7 @@ pub use writer::{Committed, LakeWriter, WriteError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use spanlake_core::{Exporter, Guard, IntakeError, Pressure, Receiver};
+use spanlake_core::{Exporter, Guard, IntakeError, Pressure, Receiver, Signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -224,14 +226,18 @@ impl Exporter for ParquetExporter {
                 tokio::select! {
                     next = input.recv() => {
                         let Some(batch) = next else { break };
-                        if !batch.is_spans() {
+                        if matches!(batch.signal, Signal::EndTrace(_)) {
                             continue;
                         }
                         let commit = backoff.ready();
                         let out;
                         (writer, out) = on_writer(writer, move |w| {
-                            let (groups, guards) = batch.into_parts();
-                            let taken = w.take(&groups);
+                            let (signal, guards) = batch.into_signal();
+                            let taken = match &signal {
+                                Signal::Spans(groups) => w.take(groups),
+                                Signal::Logs(groups) => w.take_logs(groups),
+                                Signal::EndTrace(_) => Ok(None),
+                            };
                             let committed = (commit && taken.is_ok()).then(|| w.commit_full());
                             (taken, guards, committed)
                         })

@@ -26,7 +26,7 @@ fn attrs(prefix: &str) -> [Field; 2] {
     ]
 }
 
-fn ts() -> DataType {
+pub fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
@@ -130,4 +130,38 @@ pub fn status_name(code: i32) -> Option<&'static str> {
         2 => "ERROR",
         _ => return None,
     })
+}
+
+/// The tables of a lake, each in its own directory under the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Spans,
+    Logs,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Spans, Table::Logs];
+
+    /// Directory under the lake's root, and the table's name in SQL (`spans_raw`, `logs_raw`).
+    pub fn dir(self) -> &'static str {
+        match self {
+            Table::Spans => "spans",
+            Table::Logs => "logs",
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => span_schema(),
+            Table::Logs => super::logs::log_schema(),
+        }
+    }
+
+    /// Files are sorted by these columns: trace id, then time.
+    pub fn sort_columns(self) -> [usize; 2] {
+        match self {
+            Table::Spans => [0, 7],
+            Table::Logs => [0, super::logs::TIME_COLUMN],
+        }
+    }
 }

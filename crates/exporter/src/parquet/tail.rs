@@ -11,31 +11,40 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 
 use super::convert::HourKey;
+use super::schema::Table;
+
+type Parts = BTreeMap<(Table, HourKey), Vec<RecordBatch>>;
 
 #[derive(Default, Debug)]
 pub struct LiveTail {
-    parts: Mutex<BTreeMap<HourKey, Vec<RecordBatch>>>,
+    parts: Mutex<Parts>,
 }
 
 impl LiveTail {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<HourKey, Vec<RecordBatch>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Parts> {
         self.parts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn push(&self, hour: HourKey, batch: RecordBatch) {
-        self.lock().entry(hour).or_default().push(batch);
+    pub(crate) fn push(&self, table: Table, hour: HourKey, batch: RecordBatch) {
+        self.lock().entry((table, hour)).or_default().push(batch);
     }
 
     /// Called once the partition's file is committed.
-    pub(crate) fn remove(&self, hour: HourKey) {
-        self.lock().remove(&hour);
+    pub(crate) fn remove(&self, table: Table, hour: HourKey) {
+        self.lock().remove(&(table, hour));
     }
 
-    /// The rows now in the tail, by partition (cheap: the batches are shared, not copied).
-    pub fn snapshot(&self) -> Vec<(HourKey, Vec<RecordBatch>)> {
-        self.lock().iter().map(|(k, v)| (*k, v.clone())).collect()
+    /// The rows of `table` now in the tail, by partition (cheap: the batches are shared, not
+    /// copied).
+    pub fn snapshot(&self, table: Table) -> Vec<(HourKey, Vec<RecordBatch>)> {
+        self.lock()
+            .iter()
+            .filter(|((t, _), _)| *t == table)
+            .map(|((_, h), v)| (*h, v.clone()))
+            .collect()
     }
 
+    /// Rows in the tail, every table.
     pub fn rows(&self) -> usize {
         self.lock().values().flatten().map(|b| b.num_rows()).sum()
     }

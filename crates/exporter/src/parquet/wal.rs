@@ -7,7 +7,8 @@
 //! ```text
 //! u32 LE  payload length
 //! u32 LE  CRC-32 of the payload
-//! payload i64 LE ingest time (Unix ns), then an OTLP ExportTraceServiceRequest (protobuf)
+//! payload i64 LE ingest time (Unix ns), then a protobuf message whose field 1 is
+//!         OTLP ResourceSpans (as in ExportTraceServiceRequest) and field 2 OTLP ResourceLogs
 //! ```
 //!
 //! Records hold spans after every processor ran (redaction included: no secret reaches the
@@ -26,12 +27,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Deserialize;
 
 const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
+
+/// The body of a record: spans and log records, as OTLP.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Record {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_spans: Vec<ResourceSpans>,
+    #[prost(message, repeated, tag = "2")]
+    pub resource_logs: Vec<ResourceLogs>,
+}
 const RECORD_HEADER: usize = 8;
 
 /// `exporters: parquet: wal:` — used when a pipeline of the exporter has
@@ -138,6 +148,7 @@ pub struct ReplayReport {
     pub segments: usize,
     pub records: usize,
     pub spans: usize,
+    pub logs: usize,
     /// Bytes at the end of the last segment that were not a whole record.
     pub torn_bytes: u64,
     /// Segments set aside as corrupt.
@@ -168,7 +179,7 @@ impl Wal {
     pub fn open(
         dir: &Path,
         config: WalConfig,
-        mut replay: impl FnMut(u64, i64, Vec<ResourceSpans>),
+        mut replay: impl FnMut(u64, i64, Record),
     ) -> Result<(Wal, ReplayReport), WalError> {
         let io = |source| WalError::Io {
             path: dir.to_path_buf(),
@@ -206,10 +217,11 @@ impl Wal {
                 source,
             })?;
             report.segments += 1;
-            let scan = scan_segment(&data, |ingest, rs| {
+            let scan = scan_segment(&data, |ingest, rec| {
                 report.records += 1;
-                report.spans += spanlake_core::batch::count_spans(&rs);
-                replay(id, ingest, rs)
+                report.spans += spanlake_core::batch::count_spans(&rec.resource_spans);
+                report.logs += spanlake_core::batch::count_logs(&rec.resource_logs);
+                replay(id, ingest, rec)
             });
             match scan {
                 Ok(()) => {}
@@ -263,13 +275,17 @@ impl Wal {
     pub fn append(
         &mut self,
         ingest_ns: i64,
-        groups: &[ResourceSpans],
+        spans: &[ResourceSpans],
+        logs: &[ResourceLogs],
     ) -> Result<Written, WalError> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
         self.buf.extend_from_slice(&ingest_ns.to_le_bytes());
-        for g in groups {
+        for g in spans {
             prost::encoding::message::encode(1, g, &mut self.buf);
+        }
+        for g in logs {
+            prost::encoding::message::encode(2, g, &mut self.buf);
         }
         let payload_len = self.buf.len() - RECORD_HEADER;
         let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
@@ -406,7 +422,7 @@ struct Damage {
 }
 
 /// Walk a segment's records, handing each good one to `each`; stop at the first damage.
-fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Vec<ResourceSpans>)) -> Result<(), Damage> {
+fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Damage> {
     if data.len() < MAGIC.len() {
         return Err(Damage {
             at: 0,
@@ -444,13 +460,13 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Vec<ResourceSpans>)) -> R
         }
         let mut ingest = [0u8; 8];
         ingest.copy_from_slice(&payload[..8]);
-        let Ok(req) = ExportTraceServiceRequest::decode(&payload[8..]) else {
+        let Ok(rec) = Record::decode(&payload[8..]) else {
             return Err(Damage {
                 at,
                 why: "record does not decode",
             });
         };
-        each(i64::from_le_bytes(ingest), req.resource_spans);
+        each(i64::from_le_bytes(ingest), rec);
         at += RECORD_HEADER + len;
     }
     Ok(())
@@ -493,7 +509,11 @@ mod tests {
     fn replayed(dir: &Path) -> (Vec<(u64, i64, usize)>, ReplayReport, Wal) {
         let mut got = Vec::new();
         let (wal, report) = Wal::open(dir, WalConfig::default(), |seg, ingest, rs| {
-            got.push((seg, ingest, spanlake_core::batch::count_spans(&rs)))
+            got.push((
+                seg,
+                ingest,
+                spanlake_core::batch::count_spans(&rs.resource_spans),
+            ))
         })
         .expect("open");
         (got, report, wal)
@@ -511,7 +531,11 @@ mod tests {
         assert_eq!(report, ReplayReport::default());
         let mut segs = Vec::new();
         for i in 1..=40u8 {
-            segs.push(wal.append(i as i64, &groups(i)).expect("append").segment);
+            segs.push(
+                wal.append(i as i64, &groups(i), &[])
+                    .expect("append")
+                    .segment,
+            );
         }
         assert!(segs.last() > segs.first(), "rotated: {segs:?}");
         drop(wal);
@@ -541,7 +565,7 @@ mod tests {
         let (mut wal, _) = Wal::open(&dir, config, |_, _, _| {}).expect("open");
         let mut n = 0;
         let err = loop {
-            match wal.append(0, &groups(5)) {
+            match wal.append(0, &groups(5), &[]) {
                 Ok(_) => n += 1,
                 Err(e) => break e,
             }
@@ -562,7 +586,8 @@ mod tests {
         };
         let (mut wal, _) = Wal::open(&dir, config, |_, _, _| {}).expect("open");
         for i in 1..=30u8 {
-            wal.append(i as i64, &groups(i % 7 + 1)).expect("append");
+            wal.append(i as i64, &groups(i % 7 + 1), &[])
+                .expect("append");
         }
         let last = wal.current_segment();
         drop(wal);
@@ -608,7 +633,7 @@ mod tests {
             let dir = tempdir("prop");
             let (mut wal, _) = Wal::open(&dir, WalConfig::default(), |_, _, _| {}).expect("open");
             for i in 1..=12u8 {
-                wal.append(i as i64, &groups(i)).expect("append");
+                wal.append(i as i64, &groups(i), &[]).expect("append");
             }
             let seg = wal.current_segment();
             drop(wal);
@@ -624,7 +649,7 @@ mod tests {
             fs::write(&path, &data).expect("write");
             let mut seen = Vec::new();
             let (_, report) = Wal::open(&dir, WalConfig::default(), |_, ingest, rs| {
-                seen.push((ingest, spanlake_core::batch::count_spans(&rs)))
+                seen.push((ingest, spanlake_core::batch::count_spans(&rs.resource_spans)))
             }).expect("open never fails on damage");
             for (ingest, n) in &seen {
                 // each good record is one of those written, whole

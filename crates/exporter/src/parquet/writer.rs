@@ -16,6 +16,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::{
     SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
 };
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -25,7 +26,11 @@ use parquet::schema::types::ColumnPath;
 
 use super::config::ParquetConfig;
 use super::convert::{HourKey, SpanRows, partition_of};
-use super::schema::{SCHEMA_VERSION, span_schema};
+use super::logs::LogRows;
+use super::schema::{SCHEMA_VERSION, Table};
+
+/// A partition: a table and an hour.
+type PartKey = (Table, HourKey);
 use super::tail::LiveTail;
 use super::wal::{ReplayReport, Wal, WalError, Written};
 
@@ -73,7 +78,8 @@ pub struct LakeWriter {
     config: ParquetConfig,
     props: WriterProperties,
     rows: SpanRows,
-    partitions: BTreeMap<HourKey, Partition>,
+    logs: LogRows,
+    partitions: BTreeMap<PartKey, Partition>,
     buffered: usize,
     buffered_bytes: usize,
     tail: Arc<LiveTail>,
@@ -123,6 +129,7 @@ impl LakeWriter {
             config,
             props,
             rows: SpanRows::new(),
+            logs: LogRows::new(),
             partitions: BTreeMap::new(),
             buffered: 0,
             buffered_bytes: 0,
@@ -141,32 +148,35 @@ impl LakeWriter {
         durable: bool,
     ) -> Result<(Self, Option<ReplayReport>), WriteError> {
         let mut w = LakeWriter::new(name, config, tail);
-        let spans = w.config.path.join("spans");
         let io = |path: &Path, source| WriteError::Io {
             exporter: w.name.clone(),
             path: path.to_path_buf(),
             source,
         };
-        fs::create_dir_all(&spans).map_err(|e| io(&spans, e))?;
-        // A directory can exist and still refuse files (read-only mount, permissions).
-        let probe = spans.join(format!(".spanlake-probe-{}", std::process::id()));
-        File::create(&probe).map_err(|e| io(&spans, e))?;
-        let _ = fs::remove_file(&probe);
-        remove_unfinished(&spans);
+        for table in Table::ALL {
+            let dir = w.config.path.join(table.dir());
+            fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            // A directory can exist and still refuse files (read-only mount, permissions).
+            let probe = dir.join(format!(".spanlake-probe-{}", std::process::id()));
+            File::create(&probe).map_err(|e| io(&dir, e))?;
+            let _ = fs::remove_file(&probe);
+            remove_unfinished(&dir);
+        }
         if !durable {
             return Ok((w, None));
         }
         let dir = w.config.wal_dir();
         let mut replayed = Vec::new();
-        let (wal, report) = Wal::open(&dir, w.config.wal.clone(), |seg, ingest, groups| {
-            replayed.push((seg, ingest, groups))
+        let (wal, report) = Wal::open(&dir, w.config.wal.clone(), |seg, ingest, record| {
+            replayed.push((seg, ingest, record))
         })
         .map_err(|source| WriteError::Wal {
             exporter: w.name.clone(),
             source,
         })?;
-        for (seg, ingest, groups) in replayed {
-            w.buffer_rows(&groups, ingest, seg)?;
+        for (seg, ingest, record) in replayed {
+            w.buffer_rows(&record.resource_spans, ingest, seg)?;
+            w.buffer_logs(&record.resource_logs, ingest, seg)?;
         }
         w.wal = Some(wal);
         Ok((w, Some(report)))
@@ -190,11 +200,29 @@ impl LakeWriter {
     /// Take spans: into the write-ahead log first (when durable), then into the buffers that
     /// become files. The returned record becomes durable once its file is fsynced.
     pub fn take(&mut self, groups: &[ResourceSpans]) -> Result<Option<Written>, WriteError> {
+        let (written, ingest, segment) = self.log_ahead(groups, &[])?;
+        self.buffer_rows(groups, ingest, segment)?;
+        Ok(written)
+    }
+
+    /// Take log records, as [`take`](Self::take) takes spans.
+    pub fn take_logs(&mut self, groups: &[ResourceLogs]) -> Result<Option<Written>, WriteError> {
+        let (written, ingest, segment) = self.log_ahead(&[], groups)?;
+        self.buffer_logs(groups, ingest, segment)?;
+        Ok(written)
+    }
+
+    /// Write to the write-ahead log, when durable: the record, the ingest time, the segment.
+    fn log_ahead(
+        &mut self,
+        spans: &[ResourceSpans],
+        logs: &[ResourceLogs],
+    ) -> Result<(Option<Written>, i64, u64), WriteError> {
         let ingest = now_nanos();
         let (written, segment) = match self.wal.as_mut() {
             Some(wal) => {
                 let w = wal
-                    .append(ingest, groups)
+                    .append(ingest, spans, logs)
                     .map_err(|source| WriteError::Wal {
                         exporter: self.name.clone(),
                         source,
@@ -204,13 +232,12 @@ impl LakeWriter {
             }
             None => (None, 0),
         };
-        self.buffer_rows(groups, ingest, segment)?;
-        Ok(written)
+        Ok((written, ingest, segment))
     }
 
     /// Commit every partition that reached `max_rows_per_file`.
     pub fn commit_full(&mut self) -> Result<Vec<Committed>, WriteError> {
-        let full: Vec<HourKey> = self
+        let full: Vec<PartKey> = self
             .partitions
             .iter()
             .filter(|(_, p)| p.rows >= self.config.max_rows_per_file)
@@ -237,16 +264,42 @@ impl LakeWriter {
             source,
         };
         self.rows.append(groups, ingest).map_err(arrow_err)?;
-        let (batch, hours) = self.rows.finish().map_err(|source| WriteError::Arrow {
+        let (batch, hours) = self.rows.finish().map_err(arrow_err)?;
+        self.buffer_split(Table::Spans, batch, hours, segment)
+    }
+
+    fn buffer_logs(
+        &mut self,
+        groups: &[ResourceLogs],
+        ingest: i64,
+        segment: u64,
+    ) -> Result<(), WriteError> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let arrow_err = |source| WriteError::Arrow {
             exporter: self.name.clone(),
             source,
-        })?;
+        };
+        self.logs.append(groups, ingest).map_err(arrow_err)?;
+        let (batch, hours) = self.logs.finish().map_err(arrow_err)?;
+        self.buffer_split(Table::Logs, batch, hours, segment)
+    }
+
+    /// Buffer rows of `table`, each into the partition of its hour.
+    fn buffer_split(
+        &mut self,
+        table: Table,
+        batch: RecordBatch,
+        hours: Vec<HourKey>,
+        segment: u64,
+    ) -> Result<(), WriteError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let first = hours[0];
         if hours.iter().all(|&h| h == first) {
-            self.buffer(first, batch, segment);
+            self.buffer((table, first), batch, segment);
         } else {
             let mut keys: Vec<HourKey> = hours.clone();
             keys.sort_unstable();
@@ -258,13 +311,13 @@ impl LakeWriter {
                         exporter: self.name.clone(),
                         source,
                     })?;
-                self.buffer(key, part, segment);
+                self.buffer((table, key), part, segment);
             }
         }
         Ok(())
     }
 
-    fn buffer(&mut self, key: HourKey, batch: RecordBatch, segment: u64) {
+    fn buffer(&mut self, key: PartKey, batch: RecordBatch, segment: u64) {
         let p = self.partitions.entry(key).or_insert_with(|| Partition {
             batches: Vec::new(),
             rows: 0,
@@ -278,13 +331,13 @@ impl LakeWriter {
         p.bytes += bytes;
         self.buffered += batch.num_rows();
         self.buffered_bytes += bytes;
-        self.tail.push(key, batch.clone());
+        self.tail.push(key.0, key.1, batch.clone());
         p.batches.push(batch);
     }
 
     /// Commit the partitions whose first row is older than `max_file_age`.
     pub fn commit_expired(&mut self, now: Instant) -> Result<Vec<Committed>, WriteError> {
-        let old: Vec<HourKey> = self
+        let old: Vec<PartKey> = self
             .partitions
             .iter()
             .filter(|(_, p)| now.duration_since(p.opened) >= self.config.max_file_age)
@@ -295,13 +348,13 @@ impl LakeWriter {
 
     /// Commit everything buffered.
     pub fn commit_all(&mut self) -> Result<Vec<Committed>, WriteError> {
-        let all: Vec<HourKey> = self.partitions.keys().copied().collect();
+        let all: Vec<PartKey> = self.partitions.keys().copied().collect();
         self.commit(&all)
     }
 
     /// Write one file per partition in `keys`. A partition whose file fails stays buffered for
     /// the next attempt; the first error is returned after trying them all.
-    fn commit(&mut self, keys: &[HourKey]) -> Result<Vec<Committed>, WriteError> {
+    fn commit(&mut self, keys: &[PartKey]) -> Result<Vec<Committed>, WriteError> {
         let mut done = Vec::new();
         let mut first_err = None;
         for key in keys {
@@ -313,7 +366,7 @@ impl LakeWriter {
                     self.buffered -= part.rows;
                     self.buffered_bytes -= part.bytes;
                     self.partitions.remove(key);
-                    self.tail.remove(*key);
+                    self.tail.remove(key.0, key.1);
                     done.push(c);
                 }
                 Err(e) => {
@@ -343,12 +396,16 @@ impl LakeWriter {
         }
     }
 
-    fn write_file(&self, key: HourKey, batches: &[RecordBatch]) -> Result<Committed, WriteError> {
+    fn write_file(
+        &self,
+        (table, key): PartKey,
+        batches: &[RecordBatch],
+    ) -> Result<Committed, WriteError> {
         let (date, hour) = partition_of(key);
         let dir = self
             .config
             .path
-            .join("spans")
+            .join(table.dir())
             .join(format!("date={date}"))
             .join(format!("hour={hour}"));
         let io = |path: &Path, source| WriteError::Io {
@@ -362,15 +419,16 @@ impl LakeWriter {
         };
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
 
-        let schema = span_schema();
+        let schema = table.schema();
+        let [by_trace, by_time] = table.sort_columns();
         let all = concat_batches(&schema, batches).map_err(arrow)?;
         let sort = [
             SortColumn {
-                values: all.column(0).clone(),
+                values: all.column(by_trace).clone(),
                 options: None,
             },
             SortColumn {
-                values: all.column(7).clone(),
+                values: all.column(by_time).clone(),
                 options: None,
             },
         ];
@@ -397,8 +455,18 @@ impl LakeWriter {
                 .into_builder()
                 .set_column_bloom_filter_max_ndv(
                     ColumnPath::from("trace_id"),
-                    distinct_sorted(sorted.column(0)).max(1) as u64,
+                    distinct_sorted(sorted.column(by_trace)).max(1) as u64,
                 )
+                .set_sorting_columns(Some(
+                    [by_trace, by_time]
+                        .iter()
+                        .map(|&c| SortingColumn {
+                            column_idx: c as i32,
+                            descending: false,
+                            nulls_first: false,
+                        })
+                        .collect(),
+                ))
                 .build();
             let mut w =
                 ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(parquet)?;

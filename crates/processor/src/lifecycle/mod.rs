@@ -439,6 +439,7 @@ impl Processor for LifecycleProcessor {
                                 let closed = state.observe(groups, Instant::now());
                                 (closed, Vec::new(), Some(batch))
                             }
+                            Signal::Logs(_) => (Vec::new(), Vec::new(), Some(batch)),
                             Signal::EndTrace(end) => {
                                 // The client waits until the closed copies are taken downstream.
                                 let closed = state.trace_ended(end);

@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashSet};
 use hmac::{Hmac, Mac};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use regex::Regex;
 use serde_json::Value as Json;
@@ -305,31 +306,67 @@ impl Redactor {
                         self.scrub_text(&mut l.trace_state);
                     }
                     self.scrub_text(&mut span.trace_state);
-                    if self.summary != Summary::Silent && (tally.masked > 0 || tally.dropped > 0) {
-                        let int = |k: &str, v: i64| KeyValue {
-                            key: k.into(),
-                            value: Some(AnyValue {
-                                value: Some(Value::IntValue(v)),
-                            }),
-                            ..Default::default()
-                        };
-                        span.attributes
-                            .push(int("redaction.masked.count", tally.masked));
-                        span.attributes
-                            .push(int("redaction.dropped.count", tally.dropped));
-                        if self.summary == Summary::Debug {
-                            let keys = tally.keys.iter().cloned().collect::<Vec<_>>().join(",");
-                            span.attributes.push(KeyValue {
-                                key: "redaction.keys".into(),
-                                value: Some(AnyValue {
-                                    value: Some(Value::StringValue(keys)),
-                                }),
-                                ..Default::default()
-                            });
-                        }
-                    }
+                    self.summarize(&mut span.attributes, &tally);
                 }
             }
+        }
+    }
+
+    /// Redact every log record of a batch in place: body, event name, attributes, resource
+    /// and scope (trace-level events and trace metadata arrive as log records).
+    pub fn redact_logs(&self, groups: &mut [ResourceLogs]) {
+        let mut ignored = Tally::default();
+        for rl in groups.iter_mut() {
+            if let Some(r) = rl.resource.as_mut() {
+                self.scrub_attrs(&mut r.attributes, &mut ignored, "resource.");
+            }
+            for sl in rl.scope_logs.iter_mut() {
+                if let Some(sc) = sl.scope.as_mut() {
+                    self.scrub_attrs(&mut sc.attributes, &mut ignored, "scope.");
+                    self.scrub_text(&mut sc.name);
+                }
+                for rec in sl.log_records.iter_mut() {
+                    let mut tally = Tally::default();
+                    if self.scrub_text(&mut rec.event_name) {
+                        tally.masked += 1;
+                        tally.keys.insert("event_name".into());
+                    }
+                    if let Some(body) = rec.body.as_mut()
+                        && self.scrub_value(body, &mut tally, "", "body")
+                    {
+                        tally.masked += 1;
+                        tally.keys.insert("body".into());
+                    }
+                    self.scrub_attrs(&mut rec.attributes, &mut tally, "");
+                    self.summarize(&mut rec.attributes, &tally);
+                }
+            }
+        }
+    }
+
+    /// Say on the item what was redacted (`summary: info|debug`).
+    fn summarize(&self, attributes: &mut Vec<KeyValue>, tally: &Tally) {
+        if self.summary == Summary::Silent || (tally.masked == 0 && tally.dropped == 0) {
+            return;
+        }
+        let int = |k: &str, v: i64| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(v)),
+            }),
+            ..Default::default()
+        };
+        attributes.push(int("redaction.masked.count", tally.masked));
+        attributes.push(int("redaction.dropped.count", tally.dropped));
+        if self.summary == Summary::Debug {
+            let keys = tally.keys.iter().cloned().collect::<Vec<_>>().join(",");
+            attributes.push(KeyValue {
+                key: "redaction.keys".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(keys)),
+                }),
+                ..Default::default()
+            });
         }
     }
 }
@@ -369,8 +406,12 @@ impl Processor for RedactionProcessor {
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
             while let Some(mut batch) = input.recv().await {
-                if let Signal::Spans(groups) = &mut batch.signal {
-                    self.redactor.redact(groups);
+                match &mut batch.signal {
+                    Signal::Spans(groups) => self.redactor.redact(groups),
+                    Signal::Logs(groups) => self.redactor.redact_logs(groups),
+                    Signal::EndTrace(end) => {
+                        self.redactor.scrub_text(&mut end.status.message);
+                    }
                 }
                 if let Err(e) = output.send(batch).await {
                     tracing::error!(processor = %self.name, error = %e, "redacted batch lost: the next stage is gone");

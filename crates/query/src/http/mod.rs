@@ -112,6 +112,9 @@ async fn find_trace(
         ));
     }
     let stored = spans[0].trace_id.clone();
+    // The trace's events ride on its spans: Tempo and Jaeger have no place for them otherwise.
+    let events = engine.events(&stored).await?;
+    crate::events::attach_events(&mut spans, &events);
     Ok((stored, spans))
 }
 

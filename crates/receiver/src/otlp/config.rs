@@ -82,6 +82,10 @@ pub struct HttpConfig {
     /// Path of the traces endpoint. Default `/v1/traces`.
     #[serde(default = "default_traces_path")]
     pub traces_url_path: String,
+    /// Path of the logs endpoint (trace-level events and other log records). Default
+    /// `/v1/logs`.
+    #[serde(default = "default_logs_path")]
+    pub logs_url_path: String,
     /// Cross-origin requests from browser SDKs. Off unless `allowed_origins` is set.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
@@ -93,6 +97,7 @@ impl Default for HttpConfig {
             endpoint: default_http_endpoint(),
             max_request_body_size: default_http_max(),
             traces_url_path: default_traces_path(),
+            logs_url_path: default_logs_path(),
             cors: None,
         }
     }
@@ -126,6 +131,10 @@ fn default_grpc_max() -> usize {
 fn default_http_max() -> usize {
     20 * 1024 * 1024
 }
+fn default_logs_path() -> String {
+    "/v1/logs".into()
+}
+
 fn default_traces_path() -> String {
     "/v1/traces".into()
 }
@@ -166,6 +175,15 @@ impl OtlpReceiverConfig {
                 problems.push((
                     vec!["protocols", "http", "max_request_body_size"],
                     "protocols.http.max_request_body_size must be at least 1".into(),
+                ));
+            }
+            if !h.logs_url_path.starts_with('/') || h.logs_url_path == h.traces_url_path {
+                problems.push((
+                    vec!["protocols", "http", "logs_url_path"],
+                    format!(
+                        "protocols.http.logs_url_path {:?} must start with / and differ from traces_url_path",
+                        h.logs_url_path
+                    ),
                 ));
             }
             if !h.traces_url_path.starts_with('/') {

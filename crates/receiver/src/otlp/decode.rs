@@ -1,6 +1,8 @@
 //! Decoding OTLP requests and refusing spans with invalid ids.
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use spanlake_core::ids::{id_problem, to_hex};
@@ -18,6 +20,16 @@ pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
         .map_err(|e| format!("the body is not a valid OTLP JSON ExportTraceServiceRequest: {e}"))
 }
 
+pub fn decode_logs_protobuf(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    ExportLogsServiceRequest::decode(body)
+        .map_err(|e| format!("the body is not a valid OTLP protobuf ExportLogsServiceRequest: {e}"))
+}
+
+pub fn decode_logs_json(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not a valid OTLP JSON ExportLogsServiceRequest: {e}"))
+}
+
 /// Spans refused from one request.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rejections {
@@ -30,6 +42,50 @@ const MAX_REASONS: usize = 3;
 
 /// Remove every span with an invalid trace id, span id or parent span id, keeping the valid
 /// spans of the same request. Empty scope and resource groups left behind are removed too.
+/// Remove every log record with an invalid trace id or span id (both may be absent: a record
+/// of no trace, or of a trace but no span). Empty groups left behind are removed too.
+pub fn keep_valid_logs(resource_logs: &mut Vec<ResourceLogs>) -> Rejections {
+    let mut rej = Rejections::default();
+    let mut reasons = Vec::new();
+    for rl in resource_logs.iter_mut() {
+        for sl in rl.scope_logs.iter_mut() {
+            // Some SDKs send zeros for "no trace": the same as no id.
+            for rec in sl.log_records.iter_mut() {
+                for id in [&mut rec.trace_id, &mut rec.span_id] {
+                    if !id.is_empty() && id.iter().all(|&b| b == 0) {
+                        id.clear();
+                    }
+                }
+            }
+            sl.log_records.retain(|rec| {
+                let problem = id_problem(&rec.trace_id, 16, false)
+                    .map(|p| ("trace_id", p))
+                    .or_else(|| id_problem(&rec.span_id, 8, false).map(|p| ("span_id", p)));
+                match problem {
+                    None => true,
+                    Some((field, why)) => {
+                        rej.count += 1;
+                        if reasons.len() < MAX_REASONS {
+                            reasons.push(format!("log record {:?}: {field} {why}", rec.event_name));
+                        }
+                        false
+                    }
+                }
+            });
+        }
+        rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+    }
+    resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+    if rej.count > 0 {
+        rej.message = format!(
+            "{} log record(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, or absent): {}",
+            rej.count,
+            reasons.join("; ")
+        );
+    }
+    rej
+}
+
 pub fn keep_valid_spans(resource_spans: &mut Vec<ResourceSpans>) -> Rejections {
     let mut rej = Rejections::default();
     let mut reasons = Vec::new();

@@ -21,7 +21,13 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
-use super::decode::keep_valid_spans;
+use super::decode::{keep_valid_logs, keep_valid_spans};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 
 struct Service {
     intake: Intake,
@@ -50,6 +56,34 @@ impl TraceService for Service {
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success,
         }))
+    }
+}
+
+struct Logs {
+    intake: Intake,
+}
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let reservation = request.extensions().get::<Admitted>().cloned();
+        let mut resource_logs = request.into_inner().resource_logs;
+        let rejected = keep_valid_logs(&mut resource_logs);
+        let mut batch = Batch::logs(resource_logs);
+        if let Some(Admitted(r)) = reservation {
+            batch.add_guard(r);
+        }
+        if !batch.is_empty() {
+            self.intake.admit(batch).await.map_err(status_of)?;
+        }
+        let partial_success = (rejected.count > 0).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: rejected.count,
+            error_message: rejected.message,
+        });
+        Ok(Response::new(ExportLogsServiceResponse { partial_success }))
     }
 }
 
@@ -155,14 +189,21 @@ pub(crate) fn start(
     .accept_compressed(CompressionEncoding::Gzip)
     .send_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(max);
+    let logs = LogsServiceServer::new(Logs {
+        intake: intake.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(max);
+    let logs = Admission::new(logs, intake.clone(), max);
     let svc = Admission::new(svc, intake, max);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(refine_status))
             .add_routes(match extra {
-                Some(routes) => routes.add_service(svc),
-                None => tonic::service::Routes::new(svc),
+                Some(routes) => routes.add_service(svc).add_service(logs),
+                None => tonic::service::Routes::new(svc).add_service(logs),
             })
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await;

@@ -20,7 +20,13 @@ use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::config::{CorsConfig, HttpConfig};
-use super::decode::{decode_json, decode_protobuf, keep_valid_spans};
+use super::decode::{
+    decode_json, decode_logs_json, decode_logs_protobuf, decode_protobuf, keep_valid_logs,
+    keep_valid_spans,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 
 /// `google.rpc.Status`, the body of an OTLP/HTTP error response.
 #[derive(Clone, PartialEq, Message)]
@@ -63,7 +69,8 @@ pub(crate) fn start(
         max_body: config.max_request_body_size,
     });
     let mut router = Router::new()
-        .route(&config.traces_url_path, post(export))
+        .route(&config.traces_url_path, post(export_traces))
+        .route(&config.logs_url_path, post(export_logs))
         .with_state(shared)
         .layer(axum::extract::DefaultBodyLimit::disable());
     if let Some(cors) = &config.cors
@@ -186,7 +193,27 @@ fn media_type(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+/// What an endpoint takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Traces,
+    Logs,
+}
+
+async fn export_traces(state: State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    export(state, headers, body, Kind::Traces).await
+}
+
+async fn export_logs(state: State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    export(state, headers, body, Kind::Logs).await
+}
+
+async fn export(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+    kind: Kind,
+) -> Response {
     let encoding = match media_type(&headers) {
         Ok(e) => e,
         Err(msg) => return error(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, msg),
@@ -274,12 +301,25 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             Err(e) => return refused(encoding, e),
         }
     }
-    let decoded = match encoding {
-        Encoding::Protobuf => decode_protobuf(&body),
-        Encoding::Json => decode_json(&body),
+    let decoded = match (kind, encoding) {
+        (Kind::Traces, Encoding::Protobuf) => decode_protobuf(&body).map(|r| r.resource_spans),
+        (Kind::Traces, Encoding::Json) => decode_json(&body).map(|r| r.resource_spans),
+        (Kind::Logs, Encoding::Protobuf) => {
+            return export_decoded_logs(
+                &shared,
+                encoding,
+                decode_logs_protobuf(&body),
+                reservations,
+            )
+            .await;
+        }
+        (Kind::Logs, Encoding::Json) => {
+            return export_decoded_logs(&shared, encoding, decode_logs_json(&body), reservations)
+                .await;
+        }
     };
     let mut resource_spans = match decoded {
-        Ok(r) => r.resource_spans,
+        Ok(r) => r,
         Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
     };
     let rejected = keep_valid_spans(&mut resource_spans);
@@ -300,6 +340,49 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     let body = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
         Encoding::Json => json_response(&response),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+async fn export_decoded_logs(
+    shared: &Shared,
+    encoding: Encoding,
+    decoded: Result<ExportLogsServiceRequest, String>,
+    reservations: Vec<spanlake_core::Reservation>,
+) -> Response {
+    let mut resource_logs = match decoded {
+        Ok(r) => r.resource_logs,
+        Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
+    };
+    let rejected = keep_valid_logs(&mut resource_logs);
+    let mut batch = Batch::logs(resource_logs);
+    for r in reservations {
+        batch.add_guard(Arc::new(r));
+    }
+    if !batch.is_empty()
+        && let Err(e) = shared.intake.admit(batch).await
+    {
+        return refused(encoding, e);
+    }
+    let body = match encoding {
+        Encoding::Protobuf => ExportLogsServiceResponse {
+            partial_success: (rejected.count > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: rejected.count,
+                error_message: rejected.message.clone(),
+            }),
+        }
+        .encode_to_vec(),
+        Encoding::Json if rejected.count == 0 => b"{}".to_vec(),
+        Encoding::Json => serde_json::json!({
+            "partialSuccess": { "rejectedLogRecords": rejected.count.to_string(), "errorMessage": rejected.message }
+        })
+        .to_string()
+        .into_bytes(),
     };
     (
         StatusCode::OK,
