@@ -224,10 +224,12 @@ def test_running_spans_survive_a_kill(data_dir, tmp_path):
 
 
 def test_backpressure_answers_tell_clients_to_retry(collector_factory, data_dir):
-    # Requests hold their memory until their log record is fsynced; a long sync interval keeps
-    # the first one in flight while the second asks, and a 1 MiB limit has no room for both.
+    # A request holds its memory until its spans are taken by the exporter; a batch that waits
+    # 1.5 s for company keeps the first one in flight while the second asks, and a 1 MiB limit
+    # has no room for both.
     c = collector_factory(durable_pipeline(
-        data_dir, service={"memory_limit_mib": 1}, parquet={"wal": {"sync_interval": "1500ms"}}, batch={"max_size": 10000}))
+        data_dir, service={"memory_limit_mib": 1},
+        batch={"max_size": 10000, "timeout": "1500ms", "flush_when_idle": False}))
     big = make_request(1, 1, 2000)  # ~250 KB on the wire, ~1 MB decoded
     results = {}
 

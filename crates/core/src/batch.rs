@@ -167,6 +167,13 @@ pub fn count_logs(resource_logs: &[ResourceLogs]) -> usize {
         .sum()
 }
 
+/// Split guards into the clients' acknowledgements and everything else (in-flight slots,
+/// memory reservations): a stage that makes spans durable later (an fsync) can release the
+/// rest as soon as it has taken the spans, and answer the clients when they are safe.
+pub fn split_acks(guards: Vec<Guard>) -> (Vec<Guard>, Vec<Guard>) {
+    guards.into_iter().partition(|g| (**g).is::<Ack>())
+}
+
 /// Mark every acknowledgement among `guards` as failed.
 pub fn fail_all(guards: &[Guard]) {
     for g in guards {

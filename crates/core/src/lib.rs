@@ -21,7 +21,7 @@ pub mod ids;
 pub mod net;
 pub mod pressure;
 
-pub use batch::{Ack, AckWait, Batch, Guard, Signal, TraceEnd, fail_all};
+pub use batch::{Ack, AckWait, Batch, Guard, Signal, TraceEnd, fail_all, split_acks};
 pub use channel::{Intake, IntakeError, Receiver, SendError, Sender, bounded};
 pub use component::{Exporter, Fanout, Processor, Receiver as ReceiverComponent, RunningReceiver};
 pub use opentelemetry_proto::tonic as otlp;

@@ -245,8 +245,12 @@ impl Exporter for ParquetExporter {
                         let (taken, guards, committed) = out;
                         match taken {
                             Ok(Some(written)) => {
+                                // The spans are taken: the in-flight slot and the memory go back
+                                // now; the clients are answered after the fsync.
+                                let (acks, rest) = spanlake_core::split_acks(guards);
+                                drop(rest);
                                 if let Some(tx) = &sync_tx {
-                                    let u = Unsynced { written, guards };
+                                    let u = Unsynced { written, guards: acks };
                                     if let Err(mpsc::error::SendError(u)) = tx.send(u).await {
                                         spanlake_core::fail_all(&u.guards);
                                     }

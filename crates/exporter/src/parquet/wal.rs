@@ -54,8 +54,8 @@ pub struct WalConfig {
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// One fsync serves every batch written within this long of the first one waiting.
-    /// Default `2ms`. `0s`: fsync as soon as something waits (batches arriving during an
-    /// fsync still share the next one).
+    /// Default `0s`: fsync as soon as something waits (batches arriving during an fsync share
+    /// the next one). A longer interval means fewer fsyncs on a slow disk, and more latency.
     #[serde(default = "default_sync_interval", with = "humantime_serde")]
     pub sync_interval: Duration,
     /// …or as soon as this many bytes wait. Default `4194304` (4 MiB).
@@ -83,7 +83,7 @@ impl Default for WalConfig {
 }
 
 fn default_sync_interval() -> Duration {
-    Duration::from_millis(2)
+    Duration::ZERO
 }
 fn default_sync_bytes() -> usize {
     4 << 20

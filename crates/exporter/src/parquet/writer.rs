@@ -13,9 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::BooleanArray;
 use arrow::array::RecordBatch;
-use arrow::compute::{
-    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
-};
+use arrow::compute::filter_record_batch;
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parquet::arrow::ArrowWriter;
@@ -421,20 +419,9 @@ impl LakeWriter {
 
         let schema = table.schema();
         let [by_trace, by_time] = table.sort_columns();
-        let all = concat_batches(&schema, batches).map_err(arrow)?;
-        let sort = [
-            SortColumn {
-                values: all.column(by_trace).clone(),
-                options: None,
-            },
-            SortColumn {
-                values: all.column(by_time).clone(),
-                options: None,
-            },
-        ];
-        let order = lexsort_to_indices(&sort, None).map_err(arrow)?;
-        let sorted = take_record_batch(&all, &order).map_err(arrow)?;
-        drop(all);
+        // Sorted by trace id, then time, straight from the buffered batches: one copy of the
+        // rows, not a concatenation and then a sorted copy of it.
+        let sorted = sort_batches(&schema, batches, by_trace, by_time).map_err(arrow)?;
 
         let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
         let stem = format!("part-{:x}-{}-{seq:04}", now_nanos(), std::process::id());
@@ -492,6 +479,42 @@ impl LakeWriter {
             rows: sorted.num_rows(),
         })
     }
+}
+
+/// The rows of `batches` in one batch, ordered by the string column `by_trace` (nulls last),
+/// then the integer column `by_time`.
+fn sort_batches(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    by_trace: usize,
+    by_time: usize,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(Arc::clone(schema)));
+    }
+    let mut keys: Vec<(Option<&str>, i64, usize, usize)> =
+        Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for (bi, b) in batches.iter().enumerate() {
+        let trace = b.column(by_trace).as_string::<i32>();
+        let time = b.column(by_time).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            let t = (!trace.is_null(r)).then(|| trace.value(r));
+            let at = if time.is_null(r) { 0 } else { time.value(r) };
+            keys.push((t, at, bi, r));
+        }
+    }
+    keys.sort_unstable_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(y).then(a.1.cmp(&b.1)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.cmp(&b.1),
+    });
+    let indices: Vec<(usize, usize)> = keys.iter().map(|k| (k.2, k.3)).collect();
+    drop(keys);
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    arrow::compute::interleave_record_batch(&refs, &indices)
 }
 
 /// Remove files a crash left half-written (`.<name>.parquet.tmp`); no reader lists them, and

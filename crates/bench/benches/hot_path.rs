@@ -1,0 +1,184 @@
+//! criterion benches of the span path's stages, each on the same request: 100 spans in four
+//! resource groups, 5 span attributes and 3 resource attributes (what `spanlake-loadgen` sends is
+//! in the same range). Every figure is per request of 100 spans; criterion reports throughput in
+//! spans.
+//!
+//! ```sh
+//! cargo bench -p spanlake-bench --bench hot_path
+//! ```
+//!
+//! `decode` is the floor: nothing that takes OTLP protobuf can be cheaper than reading it once.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use parquet::arrow::ArrowWriter;
+use prost::Message;
+use spanlake_core::Batch;
+use spanlake_exporter::parquet::convert::SpanRows;
+use spanlake_exporter::parquet::schema::span_schema;
+use spanlake_processor::batch::Pending;
+use spanlake_processor::lifecycle::{Lifecycle, LifecycleConfig};
+use spanlake_processor::redaction::{RedactionConfig, Redactor};
+
+const SPANS: u64 = 100;
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn request(n: u64) -> Vec<ResourceSpans> {
+    let t0 = 1_767_225_600_000_000_000u64 + n * 1_000_000_000;
+    let services = ["frontend", "checkout", "payments", "inventory"];
+    let mut groups: Vec<Vec<Span>> = vec![Vec::new(); services.len()];
+    for i in 0..SPANS {
+        let mut tid = [0u8; 16];
+        tid[..8].copy_from_slice(&(n + 1).to_be_bytes());
+        tid[8..].copy_from_slice(&(i / 10 + 1).to_be_bytes());
+        groups[(i % 4) as usize].push(Span {
+            trace_id: tid.to_vec(),
+            span_id: ((n << 16) | (i + 1)).to_be_bytes().to_vec(),
+            parent_span_id: if i % 10 == 0 {
+                Vec::new()
+            } else {
+                ((n << 16) | ((i / 10) * 10 + 1)).to_be_bytes().to_vec()
+            },
+            name: format!("GET /api/items/{}", i % 7),
+            kind: 2,
+            start_time_unix_nano: t0 + i * 1000,
+            end_time_unix_nano: t0 + i * 1000 + 500_000,
+            attributes: vec![
+                kv("http.route", Value::StringValue("/api/items/{id}".into())),
+                kv("http.request.method", Value::StringValue("GET".into())),
+                kv("http.response.status_code", Value::IntValue(200)),
+                kv("user.id", Value::StringValue(format!("user-{}", i % 50))),
+                kv("net.peer.port", Value::IntValue(40_000 + i as i64)),
+            ],
+            status: Some(Status::default()),
+            ..Default::default()
+        });
+    }
+    groups
+        .into_iter()
+        .zip(services)
+        .map(|(spans, svc)| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", Value::StringValue(svc.into())),
+                    kv("host.name", Value::StringValue("host-1".into())),
+                    kv("deployment.environment", Value::StringValue("prod".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "bench".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        })
+        .collect()
+}
+
+fn stages(c: &mut Criterion) {
+    let groups = request(1);
+    let bytes = ExportTraceServiceRequest {
+        resource_spans: groups.clone(),
+    }
+    .encode_to_vec();
+    let mut g = c.benchmark_group("span_path");
+    g.throughput(Throughput::Elements(SPANS));
+
+    g.bench_function("decode (the floor)", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(black_box(bytes.as_slice())).expect("valid"))
+    });
+
+    let redactor = Redactor::new(&RedactionConfig {
+        builtin_rules: true,
+        ..Default::default()
+    })
+    .expect("rules");
+    g.bench_function("redaction (built-in rules)", |b| {
+        b.iter_batched_ref(
+            || groups.clone(),
+            |gs| redactor.redact(gs),
+            BatchSize::SmallInput,
+        )
+    });
+
+    g.bench_function("lifecycle (all spans ended)", |b| {
+        let mut lc = Lifecycle::new(LifecycleConfig::default());
+        b.iter(|| lc.observe(black_box(&groups), tokio::time::Instant::now()))
+    });
+
+    g.bench_function("batching (10 requests into 1000-span batches)", |b| {
+        b.iter_batched(
+            || {
+                (0..10)
+                    .map(|_| Batch::spans(groups.clone()))
+                    .collect::<Vec<_>>()
+            },
+            |batches| {
+                let mut p = Pending::default();
+                for batch in batches {
+                    p.push(batch);
+                }
+                p.take(1000)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let mut rows = SpanRows::new();
+    g.bench_function("OTLP to Arrow", |b| {
+        b.iter(|| {
+            rows.append(black_box(&groups), 7).expect("append");
+            rows.finish().expect("finish")
+        })
+    });
+    g.finish();
+
+    // Parquet: a whole file of 100k rows, as the exporter writes it (sorted, zstd level 3).
+    let mut rows = SpanRows::new();
+    for n in 0..1000 {
+        rows.append(&request(n), 7).expect("append");
+    }
+    let (batch, _) = rows.finish().expect("finish");
+    let mut g = c.benchmark_group("lake");
+    g.throughput(Throughput::Elements(batch.num_rows() as u64));
+    g.sample_size(10);
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::try_new(3).expect("level"),
+        ))
+        .set_max_row_group_row_count(Some(131_072))
+        .build();
+    g.bench_function("Parquet encode (100k spans, zstd 3)", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(4 << 20);
+            let mut w =
+                ArrowWriter::try_new(&mut out, Arc::clone(&span_schema()), Some(props.clone()))
+                    .expect("writer");
+            w.write(black_box(&batch)).expect("write");
+            w.close().expect("close");
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
