@@ -30,6 +30,20 @@ pub(crate) struct AttrMaps {
     types: MapBuilder<StringBuilder, StringBuilder>,
 }
 
+/// An attribute as stored: key, value as text (`None`: empty), type tag.
+pub(crate) type Converted = (String, Option<String>, Option<&'static str>);
+
+/// Convert attributes to their stored text once.
+pub(crate) fn convert_all(kvs: &[KeyValue], text: &mut String) -> Vec<Converted> {
+    kvs.iter()
+        .map(|kv| {
+            let tag = text_of(kv.value.as_ref().and_then(|v| v.value.as_ref()), text);
+            let value = (tag != Some("empty")).then(|| text.clone());
+            (kv.key.clone(), value, tag)
+        })
+        .collect()
+}
+
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     let names = MapFieldNames {
         entry: "key_value".into(),
@@ -57,6 +71,24 @@ impl AttrMaps {
             }
             if let Some(tag) = tag {
                 self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(tag);
+            }
+        }
+        self.values.append(true)?;
+        self.types.append(true)
+    }
+
+    /// Append one row of attributes already converted to text (a resource's or scope's,
+    /// converted once per group instead of once per span).
+    pub(crate) fn append_converted(&mut self, kvs: &[Converted]) -> Result<(), ArrowError> {
+        for (key, text, tag) in kvs {
+            self.values.keys().append_value(key);
+            match text {
+                None => self.values.values().append_null(),
+                Some(t) => self.values.values().append_value(t),
+            }
+            if let Some(tag) = tag {
+                self.types.keys().append_value(key);
                 self.types.values().append_value(tag);
             }
         }
@@ -236,21 +268,29 @@ impl SpanRows {
                         _ => None,
                     },
                 );
+            // The resource's and scope's attributes are the same for every span of the group:
+            // converted to text once.
+            let resource = convert_all(rattrs, &mut self.text);
             for ss in &rs.scope_spans {
+                let scope = ss
+                    .scope
+                    .as_ref()
+                    .map(|sc| convert_all(&sc.attributes, &mut self.text));
                 for span in &ss.spans {
                     self.append_span(span, ingest_ns)?;
                     match service {
                         Some(s) => self.service_name.append_value(s),
                         None => self.service_name.append_null(),
                     }
-                    self.resource_attrs.append(rattrs, &mut self.text)?;
+                    self.resource_attrs.append_converted(&resource)?;
                     self.resource_dropped.append_value(rdropped as i64);
                     opt_str(&mut self.resource_schema_url, &rs.schema_url);
                     match &ss.scope {
                         Some(sc) => {
                             opt_str(&mut self.scope_name, &sc.name);
                             opt_str(&mut self.scope_version, &sc.version);
-                            self.scope_attrs.append(&sc.attributes, &mut self.text)?;
+                            self.scope_attrs
+                                .append_converted(scope.as_deref().unwrap_or_default())?;
                             self.scope_dropped
                                 .append_value(sc.dropped_attributes_count as i64);
                         }

@@ -775,4 +775,41 @@ mod tests {
         assert_eq!(parquet_files, 2);
         fs::remove_dir_all(&root).ok();
     }
+
+    #[test]
+    fn log_records_are_logged_ahead_and_replayed_into_the_logs_table() {
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let root = tempdir("durable-logs");
+        let config = ParquetConfig {
+            path: root.clone(),
+            ..Default::default()
+        };
+        let logs = vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: 5,
+                    trace_id: vec![7; 16],
+                    event_name: "coordinator.waiting_for_upload".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let (mut w, _) =
+            LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("open");
+        assert!(w.take_logs(&logs).expect("take").is_some(), "logged");
+        drop(w); // a crash before the file
+
+        let tail = Arc::new(LiveTail::default());
+        let (mut w, report) =
+            LakeWriter::open("parquet", config, tail.clone(), true).expect("reopen");
+        assert_eq!(report.expect("durable").logs, 1);
+        assert_eq!(tail.snapshot(Table::Logs).len(), 1);
+        assert!(tail.snapshot(Table::Spans).is_empty());
+        let files = w.commit_all().expect("commit");
+        assert_eq!(files.len(), 1);
+        assert!(files[0].path.starts_with(root.join("logs")));
+        fs::remove_dir_all(&root).ok();
+    }
 }

@@ -12,7 +12,8 @@ pub mod rules;
 
 pub use config::{Action, RedactionConfig, Summary};
 
-use std::collections::{BTreeSet, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use hmac::{Hmac, Mac};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -20,6 +21,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use regex::Regex;
+use regex_automata::Input;
+use regex_automata::meta::{Cache as MetaCache, Regex as MetaRegex};
 use serde_json::Value as Json;
 use sha2::Sha256;
 use spanlake_core::{CancellationToken, Fanout, Processor, Receiver, Signal};
@@ -34,15 +37,27 @@ pub struct Redactor {
     blocked_values: Vec<Regex>,
     /// Every value pattern (and the card candidate) at once: one scan tells whether a string
     /// needs the individual patterns at all, and most strings do not.
-    any_value: regex::RegexSet,
+    any_value: MetaRegex,
     /// One set of every key pattern, so a key is matched in one pass.
-    any_key: regex::RegexSet,
+    any_key: MetaRegex,
+    /// Search caches owned by this redactor (one processor task), and the decision for each
+    /// key seen (keys repeat in every span).
+    scratch: RefCell<Scratch>,
     cards: Option<Regex>,
     allowed_values: Vec<Regex>,
     action: Action,
     hash_key: Vec<u8>,
     summary: Summary,
 }
+
+struct Scratch {
+    values: MetaCache,
+    keys: MetaCache,
+    key_blocked: HashMap<String, bool>,
+}
+
+/// Keys remembered at most; past it the memory starts again (keys are few in practice).
+const KEY_MEMORY: usize = 4096;
 
 /// What was redacted in one span.
 #[derive(Default)]
@@ -74,20 +89,25 @@ impl Redactor {
             }
             cards = Some(Regex::new(rules::CARD_CANDIDATE).map_err(|e| e.to_string())?);
         }
-        let any_key = regex::RegexSet::new(blocked_keys.iter().map(|r| r.as_str()))
-            .map_err(|e| e.to_string())?;
-        let any_value = regex::RegexSet::new(
-            blocked_values
-                .iter()
-                .chain(cards.iter())
-                .map(|r| r.as_str()),
-        )
-        .map_err(|e| e.to_string())?;
+        let keys: Vec<&str> = blocked_keys.iter().map(|r| r.as_str()).collect();
+        let any_key = MetaRegex::new_many(&keys).map_err(|e| e.to_string())?;
+        let values: Vec<&str> = blocked_values
+            .iter()
+            .chain(cards.iter())
+            .map(|r| r.as_str())
+            .collect();
+        let any_value = MetaRegex::new_many(&values).map_err(|e| e.to_string())?;
+        let scratch = RefCell::new(Scratch {
+            values: any_value.create_cache(),
+            keys: any_key.create_cache(),
+            key_blocked: HashMap::new(),
+        });
         Ok(Redactor {
             allow_all_keys: c.allow_all_keys,
             allowed_keys: c.allowed_keys.iter().cloned().collect(),
             any_value,
             any_key,
+            scratch,
             blocked_values,
             cards,
             allowed_values: c
@@ -115,7 +135,30 @@ impl Redactor {
     }
 
     fn key_blocked(&self, key: &str) -> bool {
-        self.any_key.is_match(key)
+        let mut scratch = self.scratch.borrow_mut();
+        if let Some(&b) = scratch.key_blocked.get(key) {
+            return b;
+        }
+        let Scratch {
+            keys, key_blocked, ..
+        } = &mut *scratch;
+        let blocked = self
+            .any_key
+            .search_with(keys, &Input::new(key).earliest(true))
+            .is_some();
+        if key_blocked.len() >= KEY_MEMORY {
+            key_blocked.clear();
+        }
+        key_blocked.insert(key.to_string(), blocked);
+        blocked
+    }
+
+    /// Whether any value pattern matches somewhere in `s`.
+    fn may_hold_secret(&self, s: &str) -> bool {
+        let mut scratch = self.scratch.borrow_mut();
+        self.any_value
+            .search_with(&mut scratch.values, &Input::new(s).earliest(true))
+            .is_some()
     }
 
     fn allowed_value(&self, s: &str) -> bool {
@@ -137,7 +180,7 @@ impl Redactor {
             // patterns in its strings: those were checked by scrub_json.
             return false;
         }
-        if !self.any_value.is_match(s) {
+        if !self.may_hold_secret(s) {
             return false;
         }
         let mut changed = false;
