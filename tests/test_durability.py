@@ -340,6 +340,30 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
+def fill(fs, leave):
+    """A ballast file that takes all but `leave` bytes of the file system; returns its path."""
+    ballast = fs / "ballast"
+    with open(ballast, "wb") as f:
+        left = free_bytes(fs) - leave
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(b"\0" * n)
+            left -= n
+    return ballast
+
+
+class Tally:
+    """What the senders of one test were told, all together."""
+
+    def __init__(self):
+        self.acked, self.answers = [], {}
+
+    def absorb(self, sender):
+        self.acked.extend(sender.acked)
+        for k, v in sender.answers.items():
+            self.answers[k] = self.answers.get(k, 0) + v
+
+
 def send_until(c, senders_tag, predicate, seconds, protocol="http"):
     s = Sender(senders_tag, c.http if protocol == "http" else c.grpc, protocol, spans_per_request=50)
     s.start()
@@ -357,12 +381,8 @@ def test_disk_full_then_empty_then_read_only_at_start(small_fs, tmp_path):
         lake, batch={"max_size": 500, "timeout": "20ms"},
         parquet={"max_file_age": "300ms", "max_rows_per_file": 2000, "wal": {"segment_size": 1048576, "max_size": 8388608}})
     c = Collector(config, workdir=tmp_path / "run")
-    acked, answers = [], {}
-
-    def absorb(s):
-        acked.extend(s.acked)
-        for k, v in s.answers.items():
-            answers[k] = answers.get(k, 0) + v
+    tally = Tally()
+    acked, answers, absorb = tally.acked, tally.answers, tally.absorb
 
     try:
         s = send_until(c, 1, lambda s: len(s.acked) >= 2000, 30)
@@ -370,13 +390,7 @@ def test_disk_full_then_empty_then_read_only_at_start(small_fs, tmp_path):
         assert len(s.acked) >= 2000, s.answers
 
         # Fill the disk: a ballast file takes all but a few hundred KiB.
-        ballast = small_fs / "ballast"
-        with open(ballast, "wb") as f:
-            left = free_bytes(small_fs) - 300 * 1024
-            while left > 0:
-                n = min(left, 1 << 20)
-                f.write(b"\0" * n)
-                left -= n
+        ballast = fill(small_fs, leave=300 * 1024)
         s = send_until(c, 2, lambda s: sum(v for k, v in s.answers.items() if k != "ok") >= 20, 60)
         absorb(s)
         refusals = {k: v for k, v in s.answers.items() if k != "ok"}
@@ -430,21 +444,11 @@ def test_a_full_log_refuses_until_the_lake_takes_files_again(small_fs, tmp_path)
         parquet={"max_file_age": "300ms", "max_rows_per_file": 2000,
                  "wal": {"path": str(tmp_path / "wal"), "segment_size": 262144, "max_size": 2097152}})
     c = Collector(config, workdir=tmp_path / "run")
-    acked, answers = [], {}
-
-    def absorb(s):
-        acked.extend(s.acked)
-        for k, v in s.answers.items():
-            answers[k] = answers.get(k, 0) + v
+    tally = Tally()
+    acked, answers, absorb = tally.acked, tally.answers, tally.absorb
 
     try:
-        ballast = small_fs / "ballast"
-        with open(ballast, "wb") as f:
-            left = free_bytes(small_fs) - 64 * 1024
-            while left > 0:
-                n = min(left, 1 << 20)
-                f.write(b"\0" * n)
-                left -= n
+        ballast = fill(small_fs, leave=64 * 1024)
         s = send_until(c, 1, lambda s: s.answers.get("http 429", 0) >= 10, 60)
         absorb(s)
         assert s.answers.get("http 429", 0) >= 10, s.answers

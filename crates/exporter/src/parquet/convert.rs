@@ -13,7 +13,8 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::Field;
 use arrow::error::ArrowError;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use spanlake_core::ids::push_id;
 
@@ -42,6 +43,156 @@ pub(crate) fn convert_all(kvs: &[KeyValue], text: &mut String) -> Vec<Converted>
             (kv.key.clone(), value, tag)
         })
         .collect()
+}
+
+/// Where rows come from: the service, resource and scope columns every table has, appended once
+/// per row from attributes converted once per group.
+pub(crate) struct Origin {
+    service_name: StringBuilder,
+    resource_attrs: AttrMaps,
+    resource_dropped: Int64Builder,
+    resource_schema_url: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attrs: AttrMaps,
+    scope_dropped: Int64Builder,
+    scope_schema_url: StringBuilder,
+    text: String,
+}
+
+/// One group's origin, converted once: the resource, then (per scope group) the scope.
+pub(crate) struct GroupOrigin<'a> {
+    pub service: Option<&'a str>,
+    pub resource: Vec<Converted>,
+    pub resource_dropped: u32,
+    pub resource_schema_url: &'a str,
+}
+
+/// A scope group's part of the origin.
+pub(crate) struct ScopeOrigin<'a> {
+    pub scope: Option<&'a InstrumentationScope>,
+    pub attributes: Vec<Converted>,
+    pub schema_url: &'a str,
+}
+
+impl Origin {
+    pub(crate) fn new() -> Self {
+        Origin {
+            service_name: StringBuilder::new(),
+            resource_attrs: AttrMaps::new(),
+            resource_dropped: Int64Builder::new(),
+            resource_schema_url: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            scope_attrs: AttrMaps::new(),
+            scope_dropped: Int64Builder::new(),
+            scope_schema_url: StringBuilder::new(),
+            text: String::new(),
+        }
+    }
+
+    pub(crate) fn group<'a>(
+        &mut self,
+        resource: Option<&'a Resource>,
+        schema_url: &'a str,
+    ) -> GroupOrigin<'a> {
+        let (attrs, dropped): (&[KeyValue], u32) = resource
+            .map(|r| (r.attributes.as_slice(), r.dropped_attributes_count))
+            .unwrap_or((&[], 0));
+        GroupOrigin {
+            service: service_of(attrs),
+            resource: convert_all(attrs, &mut self.text),
+            resource_dropped: dropped,
+            resource_schema_url: schema_url,
+        }
+    }
+
+    pub(crate) fn scope<'a>(
+        &mut self,
+        scope: Option<&'a InstrumentationScope>,
+        schema_url: &'a str,
+    ) -> ScopeOrigin<'a> {
+        ScopeOrigin {
+            scope,
+            attributes: scope
+                .map(|s| convert_all(&s.attributes, &mut self.text))
+                .unwrap_or_default(),
+            schema_url,
+        }
+    }
+
+    /// The service name of one row (its column comes early in every table).
+    pub(crate) fn append_service(&mut self, g: &GroupOrigin<'_>) {
+        match g.service {
+            Some(s) => self.service_name.append_value(s),
+            None => self.service_name.append_null(),
+        }
+    }
+
+    /// The resource and scope columns of one row.
+    pub(crate) fn append(
+        &mut self,
+        g: &GroupOrigin<'_>,
+        s: &ScopeOrigin<'_>,
+    ) -> Result<(), ArrowError> {
+        self.resource_attrs.append_converted(&g.resource)?;
+        self.resource_dropped
+            .append_value(g.resource_dropped as i64);
+        opt_str(&mut self.resource_schema_url, g.resource_schema_url);
+        match s.scope {
+            Some(sc) => {
+                opt_str(&mut self.scope_name, &sc.name);
+                opt_str(&mut self.scope_version, &sc.version);
+                self.scope_dropped
+                    .append_value(sc.dropped_attributes_count as i64);
+            }
+            None => {
+                self.scope_name.append_null();
+                self.scope_version.append_null();
+                self.scope_dropped.append_value(0);
+            }
+        }
+        self.scope_attrs.append_converted(&s.attributes)?;
+        opt_str(&mut self.scope_schema_url, s.schema_url);
+        Ok(())
+    }
+
+    pub(crate) fn finish_service(&mut self) -> ArrayRef {
+        Arc::new(self.service_name.finish())
+    }
+
+    /// The columns of [`origin_fields`](super::schema::origin_fields), in order.
+    pub(crate) fn finish(&mut self) -> Vec<ArrayRef> {
+        let [ra, rat] = self.resource_attrs.finish();
+        let [sa, sat] = self.scope_attrs.finish();
+        vec![
+            ra,
+            rat,
+            Arc::new(self.resource_dropped.finish()),
+            Arc::new(self.resource_schema_url.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            sa,
+            sat,
+            Arc::new(self.scope_dropped.finish()),
+            Arc::new(self.scope_schema_url.finish()),
+        ]
+    }
+}
+
+/// The `service.name` resource attribute, when it is a string.
+pub fn service_of(attrs: &[KeyValue]) -> Option<&str> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                    Some(s.as_str())
+                }
+                _ => None,
+            },
+        )
 }
 
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
@@ -164,21 +315,13 @@ pub struct SpanRows {
     end_ts: TimestampMicrosecondBuilder,
     status_code: StringBuilder,
     status_message: StringBuilder,
-    service_name: StringBuilder,
     attrs: AttrMaps,
     dropped_attrs: Int64Builder,
     events: Events,
     dropped_events: Int64Builder,
     links: Links,
     dropped_links: Int64Builder,
-    resource_attrs: AttrMaps,
-    resource_dropped: Int64Builder,
-    resource_schema_url: StringBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
-    scope_attrs: AttrMaps,
-    scope_dropped: Int64Builder,
-    scope_schema_url: StringBuilder,
+    origin: Origin,
     ingest: Int64Builder,
     /// The partition of each row.
     pub hours: Vec<HourKey>,
@@ -209,7 +352,6 @@ impl SpanRows {
             end_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             status_code: StringBuilder::new(),
             status_message: StringBuilder::new(),
-            service_name: StringBuilder::new(),
             attrs: AttrMaps::new(),
             dropped_attrs: Int64Builder::new(),
             events: Events {
@@ -224,14 +366,7 @@ impl SpanRows {
                 ..Default::default()
             },
             dropped_links: Int64Builder::new(),
-            resource_attrs: AttrMaps::new(),
-            resource_dropped: Int64Builder::new(),
-            resource_schema_url: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attrs: AttrMaps::new(),
-            scope_dropped: Int64Builder::new(),
-            scope_schema_url: StringBuilder::new(),
+            origin: Origin::new(),
             ingest: Int64Builder::new(),
             hours: Vec::new(),
             text: String::new(),
@@ -250,58 +385,13 @@ impl SpanRows {
     /// Append every span of `groups`, received at `ingest_ns`.
     pub fn append(&mut self, groups: &[ResourceSpans], ingest_ns: i64) -> Result<(), ArrowError> {
         for rs in groups {
-            let (rattrs, rdropped): (&[KeyValue], u32) = rs
-                .resource
-                .as_ref()
-                .map(|r| (r.attributes.as_slice(), r.dropped_attributes_count))
-                .unwrap_or((&[], 0));
-            let service = rattrs
-                .iter()
-                .find(|kv| kv.key == "service.name")
-                .and_then(
-                    |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                        Some(
-                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                                s,
-                            ),
-                        ) => Some(s.as_str()),
-                        _ => None,
-                    },
-                );
-            // The resource's and scope's attributes are the same for every span of the group:
-            // converted to text once.
-            let resource = convert_all(rattrs, &mut self.text);
+            let group = self.origin.group(rs.resource.as_ref(), &rs.schema_url);
             for ss in &rs.scope_spans {
-                let scope = ss
-                    .scope
-                    .as_ref()
-                    .map(|sc| convert_all(&sc.attributes, &mut self.text));
+                let scope = self.origin.scope(ss.scope.as_ref(), &ss.schema_url);
                 for span in &ss.spans {
                     self.append_span(span, ingest_ns)?;
-                    match service {
-                        Some(s) => self.service_name.append_value(s),
-                        None => self.service_name.append_null(),
-                    }
-                    self.resource_attrs.append_converted(&resource)?;
-                    self.resource_dropped.append_value(rdropped as i64);
-                    opt_str(&mut self.resource_schema_url, &rs.schema_url);
-                    match &ss.scope {
-                        Some(sc) => {
-                            opt_str(&mut self.scope_name, &sc.name);
-                            opt_str(&mut self.scope_version, &sc.version);
-                            self.scope_attrs
-                                .append_converted(scope.as_deref().unwrap_or_default())?;
-                            self.scope_dropped
-                                .append_value(sc.dropped_attributes_count as i64);
-                        }
-                        None => {
-                            self.scope_name.append_null();
-                            self.scope_version.append_null();
-                            self.scope_attrs.append(&[], &mut self.text)?;
-                            self.scope_dropped.append_value(0);
-                        }
-                    }
-                    opt_str(&mut self.scope_schema_url, &ss.schema_url);
+                    self.origin.append_service(&group);
+                    self.origin.append(&group, &scope)?;
                 }
             }
         }
@@ -384,8 +474,6 @@ impl SpanRows {
     /// The rows as a record batch of [`span_schema`]; the builders are left empty for reuse.
     pub fn finish(&mut self) -> Result<(RecordBatch, Vec<HourKey>), ArrowError> {
         let [a, at] = self.attrs.finish();
-        let [ra, rat] = self.resource_attrs.finish();
-        let [sa, sat] = self.scope_attrs.finish();
         let events = {
             let e = &mut self.events;
             let [ea, eat] = e.attrs.as_mut().expect("builders").finish();
@@ -434,7 +522,7 @@ impl SpanRows {
             ));
             Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
         };
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent_span_id.finish()),
@@ -449,7 +537,7 @@ impl SpanRows {
             Arc::new(self.end_ts.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.service_name.finish()),
+            self.origin.finish_service(),
             a,
             at,
             Arc::new(self.dropped_attrs.finish()),
@@ -457,18 +545,9 @@ impl SpanRows {
             Arc::new(self.dropped_events.finish()),
             links,
             Arc::new(self.dropped_links.finish()),
-            ra,
-            rat,
-            Arc::new(self.resource_dropped.finish()),
-            Arc::new(self.resource_schema_url.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            sa,
-            sat,
-            Arc::new(self.scope_dropped.finish()),
-            Arc::new(self.scope_schema_url.finish()),
-            Arc::new(self.ingest.finish()),
         ];
+        columns.extend(self.origin.finish());
+        columns.push(Arc::new(self.ingest.finish()));
         let batch = RecordBatch::try_new(span_schema(), columns)?;
         Ok((batch, std::mem::take(&mut self.hours)))
     }

@@ -12,13 +12,11 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use prost::Message;
 
-use super::convert::{AttrMaps, HourKey, NANOS_PER_HOUR, clamp_nanos, id_into, opt_str};
-use super::schema::{map_type, ts};
+use super::convert::{AttrMaps, HourKey, NANOS_PER_HOUR, Origin, clamp_nanos, id_into, opt_str};
+use super::schema::{attribute_fields, origin_fields, ts};
 use crate::attributes::text_of;
 
 /// Event names of the trace's own records.
@@ -30,16 +28,8 @@ pub fn log_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
-            let attrs = |prefix: &str| {
-                [
-                    Field::new(format!("{prefix}attributes"), map_type(), false),
-                    Field::new(format!("{prefix}attribute_types"), map_type(), false),
-                ]
-            };
-            let [a, at] = attrs("");
-            let [ra, rat] = attrs("resource_");
-            let [sa, sat] = attrs("scope_");
-            Arc::new(Schema::new(vec![
+            let [a, at] = attribute_fields();
+            let mut fields = vec![
                 Field::new("trace_id", DataType::Utf8, true),
                 Field::new("span_id", DataType::Utf8, true),
                 Field::new("time_unix_nano", DataType::Int64, false),
@@ -55,19 +45,11 @@ pub fn log_schema() -> SchemaRef {
                 a,
                 at,
                 Field::new("dropped_attributes_count", DataType::Int64, false),
-                ra,
-                rat,
-                Field::new("resource_dropped_attributes_count", DataType::Int64, false),
-                Field::new("resource_schema_url", DataType::Utf8, true),
-                Field::new("scope_name", DataType::Utf8, true),
-                Field::new("scope_version", DataType::Utf8, true),
-                sa,
-                sat,
-                Field::new("scope_dropped_attributes_count", DataType::Int64, false),
-                Field::new("scope_schema_url", DataType::Utf8, true),
-                Field::new("record_id", DataType::Utf8, false),
-                Field::new("ingest_time_unix_nano", DataType::Int64, false),
-            ]))
+            ];
+            fields.extend(origin_fields());
+            fields.push(Field::new("record_id", DataType::Utf8, false));
+            fields.push(Field::new("ingest_time_unix_nano", DataType::Int64, false));
+            Arc::new(Schema::new(fields))
         })
         .clone()
 }
@@ -88,17 +70,9 @@ pub struct LogRows {
     body: StringBuilder,
     body_type: StringBuilder,
     flags: Int64Builder,
-    service_name: StringBuilder,
     attrs: AttrMaps,
     dropped: Int64Builder,
-    resource_attrs: AttrMaps,
-    resource_dropped: Int64Builder,
-    resource_schema_url: StringBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
-    scope_attrs: AttrMaps,
-    scope_dropped: Int64Builder,
-    scope_schema_url: StringBuilder,
+    origin: Origin,
     record_id: StringBuilder,
     ingest: Int64Builder,
     hours: Vec<HourKey>,
@@ -128,18 +102,6 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-pub fn service_of(attrs: &[KeyValue]) -> Option<&str> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == "service.name")
-        .and_then(
-            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => Some(s.as_str()),
-                _ => None,
-            },
-        )
-}
-
 impl LogRows {
     pub fn new() -> Self {
         LogRows {
@@ -154,17 +116,9 @@ impl LogRows {
             body: StringBuilder::new(),
             body_type: StringBuilder::new(),
             flags: Int64Builder::new(),
-            service_name: StringBuilder::new(),
             attrs: AttrMaps::new(),
             dropped: Int64Builder::new(),
-            resource_attrs: AttrMaps::new(),
-            resource_dropped: Int64Builder::new(),
-            resource_schema_url: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attrs: AttrMaps::new(),
-            scope_dropped: Int64Builder::new(),
-            scope_schema_url: StringBuilder::new(),
+            origin: Origin::new(),
             record_id: StringBuilder::new(),
             ingest: Int64Builder::new(),
             hours: Vec::new(),
@@ -177,38 +131,13 @@ impl LogRows {
     /// Append every record of `groups`, received at `ingest_ns`.
     pub fn append(&mut self, groups: &[ResourceLogs], ingest_ns: i64) -> Result<(), ArrowError> {
         for rl in groups {
-            let (rattrs, rdropped): (&[KeyValue], u32) = rl
-                .resource
-                .as_ref()
-                .map(|r| (r.attributes.as_slice(), r.dropped_attributes_count))
-                .unwrap_or((&[], 0));
-            let service = service_of(rattrs);
+            let group = self.origin.group(rl.resource.as_ref(), &rl.schema_url);
             for sl in &rl.scope_logs {
+                let scope = self.origin.scope(sl.scope.as_ref(), &sl.schema_url);
                 for rec in &sl.log_records {
-                    self.append_record(rec, service, ingest_ns)?;
-                    match service {
-                        Some(s) => self.service_name.append_value(s),
-                        None => self.service_name.append_null(),
-                    }
-                    self.resource_attrs.append(rattrs, &mut self.text)?;
-                    self.resource_dropped.append_value(rdropped as i64);
-                    opt_str(&mut self.resource_schema_url, &rl.schema_url);
-                    match &sl.scope {
-                        Some(sc) => {
-                            opt_str(&mut self.scope_name, &sc.name);
-                            opt_str(&mut self.scope_version, &sc.version);
-                            self.scope_attrs.append(&sc.attributes, &mut self.text)?;
-                            self.scope_dropped
-                                .append_value(sc.dropped_attributes_count as i64);
-                        }
-                        None => {
-                            self.scope_name.append_null();
-                            self.scope_version.append_null();
-                            self.scope_attrs.append(&[], &mut self.text)?;
-                            self.scope_dropped.append_value(0);
-                        }
-                    }
-                    opt_str(&mut self.scope_schema_url, &sl.schema_url);
+                    self.append_record(rec, group.service, ingest_ns)?;
+                    self.origin.append_service(&group);
+                    self.origin.append(&group, &scope)?;
                 }
             }
         }
@@ -278,9 +207,7 @@ impl LogRows {
     /// builders are left empty for reuse.
     pub fn finish(&mut self) -> Result<(RecordBatch, Vec<HourKey>), ArrowError> {
         let [a, at] = self.attrs.finish();
-        let [ra, rat] = self.resource_attrs.finish();
-        let [sa, sat] = self.scope_attrs.finish();
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.time.finish()),
@@ -292,23 +219,14 @@ impl LogRows {
             Arc::new(self.body.finish()),
             Arc::new(self.body_type.finish()),
             Arc::new(self.flags.finish()),
-            Arc::new(self.service_name.finish()),
+            self.origin.finish_service(),
             a,
             at,
             Arc::new(self.dropped.finish()),
-            ra,
-            rat,
-            Arc::new(self.resource_dropped.finish()),
-            Arc::new(self.resource_schema_url.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            sa,
-            sat,
-            Arc::new(self.scope_dropped.finish()),
-            Arc::new(self.scope_schema_url.finish()),
-            Arc::new(self.record_id.finish()),
-            Arc::new(self.ingest.finish()),
         ];
+        columns.extend(self.origin.finish());
+        columns.push(Arc::new(self.record_id.finish()));
+        columns.push(Arc::new(self.ingest.finish()));
         let batch = RecordBatch::try_new(log_schema(), columns)?;
         Ok((batch, std::mem::take(&mut self.hours)))
     }
@@ -319,6 +237,7 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::logs::v1::ScopeLogs;
 
     #[test]

@@ -62,15 +62,37 @@ pub fn list_of(fields: Fields) -> DataType {
     )))
 }
 
+/// The resource and scope columns every table ends with (before `ingest_time_unix_nano`), in
+/// this order.
+pub fn origin_fields() -> Vec<Field> {
+    let [ra, rat] = attrs("resource_");
+    let [sa, sat] = attrs("scope_");
+    vec![
+        ra,
+        rat,
+        Field::new("resource_dropped_attributes_count", DataType::Int64, false),
+        Field::new("resource_schema_url", DataType::Utf8, true),
+        Field::new("scope_name", DataType::Utf8, true),
+        Field::new("scope_version", DataType::Utf8, true),
+        sa,
+        sat,
+        Field::new("scope_dropped_attributes_count", DataType::Int64, false),
+        Field::new("scope_schema_url", DataType::Utf8, true),
+    ]
+}
+
+/// The columns a table's own attributes take: `attributes` and `attribute_types`.
+pub fn attribute_fields() -> [Field; 2] {
+    attrs("")
+}
+
 /// The schema of every spans file.
 pub fn span_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
             let [a, at] = attrs("");
-            let [ra, rat] = attrs("resource_");
-            let [sa, sat] = attrs("scope_");
-            Arc::new(Schema::new(vec![
+            let mut fields = vec![
                 Field::new("trace_id", DataType::Utf8, false),
                 Field::new("span_id", DataType::Utf8, false),
                 Field::new("parent_span_id", DataType::Utf8, true),
@@ -93,18 +115,10 @@ pub fn span_schema() -> SchemaRef {
                 Field::new("dropped_events_count", DataType::Int64, false),
                 Field::new("links", list_of(link_fields()), false),
                 Field::new("dropped_links_count", DataType::Int64, false),
-                ra,
-                rat,
-                Field::new("resource_dropped_attributes_count", DataType::Int64, false),
-                Field::new("resource_schema_url", DataType::Utf8, true),
-                Field::new("scope_name", DataType::Utf8, true),
-                Field::new("scope_version", DataType::Utf8, true),
-                sa,
-                sat,
-                Field::new("scope_dropped_attributes_count", DataType::Int64, false),
-                Field::new("scope_schema_url", DataType::Utf8, true),
-                Field::new("ingest_time_unix_nano", DataType::Int64, false),
-            ]))
+            ];
+            fields.extend(origin_fields());
+            fields.push(Field::new("ingest_time_unix_nano", DataType::Int64, false));
+            Arc::new(Schema::new(fields))
         })
         .clone()
 }
