@@ -160,12 +160,7 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("lake");
     g.throughput(Throughput::Elements(batch.num_rows() as u64));
     g.sample_size(10);
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(
-            parquet::basic::ZstdLevel::try_new(3).expect("level"),
-        ))
-        .set_max_row_group_row_count(Some(131_072))
-        .build();
+    let props = spanlake_exporter::parquet::writer_properties(3, 131_072);
     g.bench_function("Parquet encode (100k spans, zstd 3)", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(4 << 20);

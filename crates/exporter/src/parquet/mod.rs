@@ -12,7 +12,7 @@ pub use config::ParquetConfig;
 pub use schema::Table;
 pub use tail::LiveTail;
 pub use wal::{ReplayReport, WalConfig};
-pub use writer::{Committed, LakeWriter, WriteError};
+pub use writer::{Committed, LakeWriter, WriteError, writer_properties};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -95,33 +95,7 @@ pub fn now_nanos() -> i64 {
 
 impl LakeWriter {
     pub fn new(name: impl Into<String>, config: ParquetConfig, tail: Arc<LiveTail>) -> Self {
-        let level = ZstdLevel::try_new(config.compression_level).unwrap_or_default();
-        let trace_id = ColumnPath::from("trace_id");
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(config.row_group_size))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_column_bloom_filter_enabled(trace_id.clone(), true)
-            .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
-            .set_column_dictionary_enabled(trace_id, false)
-            .set_sorting_columns(Some(vec![
-                SortingColumn {
-                    column_idx: 0,
-                    descending: false,
-                    nulls_first: false,
-                },
-                SortingColumn {
-                    column_idx: 7,
-                    descending: false,
-                    nulls_first: false,
-                },
-            ]))
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                "spanlake.schema_version".into(),
-                SCHEMA_VERSION.to_string(),
-            )]))
-            .set_created_by(format!("spanlake {}", env!("CARGO_PKG_VERSION")))
-            .build();
+        let props = writer_properties(config.compression_level, config.row_group_size);
         LakeWriter {
             name: name.into(),
             config,
@@ -479,6 +453,45 @@ impl LakeWriter {
             rows: sorted.num_rows(),
         })
     }
+}
+
+/// Columns whose values are (nearly) all distinct: a dictionary only costs time (every value
+/// is interned, then the dictionary is abandoned for plain encoding when it grows too large).
+const NO_DICTIONARY: &[&str] = &[
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "record_id",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "start_time",
+    "end_time",
+    "time_unix_nano",
+    "observed_time_unix_nano",
+    "time",
+    "ingest_time_unix_nano",
+];
+
+/// How every lake file is written (the sorting columns and the bloom filter's size are set
+/// per file).
+pub fn writer_properties(compression_level: i32, row_group_size: usize) -> WriterProperties {
+    let level = ZstdLevel::try_new(compression_level).unwrap_or_default();
+    let trace_id = ColumnPath::from("trace_id");
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(row_group_size))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_bloom_filter_enabled(trace_id.clone(), true)
+        .set_column_bloom_filter_fpp(trace_id, 0.01)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "spanlake.schema_version".into(),
+            SCHEMA_VERSION.to_string(),
+        )]))
+        .set_created_by(format!("spanlake {}", env!("CARGO_PKG_VERSION")));
+    for c in NO_DICTIONARY {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
+    }
+    b.build()
 }
 
 /// The rows of `batches` in one batch, ordered by the string column `by_trace` (nulls last),
