@@ -239,6 +239,14 @@ pub fn banner(plan: &Plan, running: &Running) -> String {
                     "parquet",
                     root.join("spans").display()
                 ));
+                if plan.durable(id) {
+                    let wal = std::path::absolute(c.wal_dir()).unwrap_or_else(|_| c.wal_dir());
+                    s.push_str(&format!(
+                        "  {:<10} acknowledged once in the write-ahead log {}\n",
+                        "durable",
+                        wal.display()
+                    ));
+                }
             }
             ExporterSettings::Debug(_) => s.push_str(&format!(
                 "  {:<10} writing JSON lines to stdout   (exporter {id})\n",

@@ -416,7 +416,9 @@ impl Processor for LifecycleProcessor {
                     Ok(groups) => {
                         // Already stored: held again, not sent again.
                         let evicted = state.observe(&groups, Instant::now());
-                        tracing::info!(processor = %name, running = state.running(), traces = state.traces(), "lifecycle: recovered the spans still running");
+                        if state.running() > 0 {
+                            tracing::info!(processor = %name, running = state.running(), traces = state.traces(), "lifecycle: holding again the spans still running at the last stop");
+                        }
                         if !evicted.is_empty() && output.send(Batch::spans(evicted)).await.is_err()
                         {
                             return;
