@@ -467,3 +467,78 @@ def test_a_full_log_refuses_until_the_lake_takes_files_again(small_fs, tmp_path)
     in_files = {r[0] for r in duckdb_query(lake, "SELECT DISTINCT span_id FROM spans")}
     assert set(acked) <= in_files
     assert sum(p.stat().st_size for p in (tmp_path / "wal").iterdir()) == 0, "the log is empty after a clean stop"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_python_sdk_keeps_sending_through_kills(data_dir, tmp_path):
+    # The official OpenTelemetry SDK and OTLP/gRPC exporter, as an application runs them, while
+    # the collector is killed and restarted on the same port: the exporter retries what was not
+    # acknowledged (UNAVAILABLE), and every span whose export it reported SUCCESS is stored once.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    port = free_port()
+    doc = json.loads(durable_pipeline(data_dir, batch={"timeout": "20ms"}))
+    doc["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] = f"127.0.0.1:{port}"
+    config = json.dumps(doc)
+
+    class Counting(SpanExporter):
+        def __init__(self, inner):
+            self.inner, self.acked, self.failed = inner, [], 0
+
+        def export(self, spans):
+            result = self.inner.export(spans)
+            if result == SpanExportResult.SUCCESS:
+                self.acked.extend(f"{s.context.span_id:016x}" for s in spans)
+            else:
+                self.failed += 1
+            return result
+
+        def shutdown(self):
+            self.inner.shutdown()
+
+    exporter = Counting(OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=20))
+    tp = TracerProvider(resource=Resource.create({"service.name": "killed-app"}))
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = tp.get_tracer("kill-test")
+    stop = threading.Event()
+
+    def app():
+        i = 0
+        while not stop.is_set():
+            with tracer.start_as_current_span(f"request-{i}"):
+                pass
+            i += 1
+
+    rng = random.Random(5)
+    c = Collector(config, workdir=tmp_path / "first")
+    t = threading.Thread(target=app, daemon=True)
+    t.start()
+    for round_ in range(3):
+        time.sleep(rng.uniform(0.5, 1.5))
+        c.proc.kill()
+        c.proc.wait(timeout=10)
+        time.sleep(0.3)  # the application keeps going: its exports fail and are retried
+        c = Collector(config, workdir=tmp_path / f"restart{round_}")
+    time.sleep(1.0)
+    stop.set()
+    t.join(timeout=60)
+    assert not t.is_alive()
+    tp.shutdown()
+    try:
+        assert len(exporter.acked) > 50, (len(exporter.acked), exporter.failed)
+        rows = sql(c, "SELECT span_id, count(*) AS n FROM spans WHERE service_name = 'killed-app' GROUP BY span_id")
+        counts = {r["span_id"]: r["n"] for r in rows}
+        missing = [s for s in exporter.acked if s not in counts]
+        assert not missing, f"{len(missing)} of {len(exporter.acked)} acknowledged spans lost"
+        assert all(n == 1 for n in counts.values())
+        print("sdk kill run:", json.dumps({"acknowledged": len(exporter.acked), "failed_exports": exporter.failed, "found": len(counts)}))
+    finally:
+        assert c.stop() == 0, c.stderr()
