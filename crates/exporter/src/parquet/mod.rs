@@ -122,7 +122,7 @@ async fn sync_loop(
             Ok(Err(e)) => {
                 tracing::error!(exporter = %name, error = %e, "parquet: cannot fsync the write-ahead log; clients will retry");
                 pressure.refuse(
-                    &name,
+                    &disk_fault(&name),
                     IntakeError::Unavailable(format!("the write-ahead log cannot be synced: {e}")),
                     Some(Duration::from_secs(1)),
                 );
@@ -179,7 +179,7 @@ fn report(name: &str, w: &LakeWriter, reported: &mut usize, pressure: &Pressure)
     if let Some(wal) = w.wal()
         && wal.size() < wal.max_size() / 10 * 9
     {
-        pressure.clear(name);
+        pressure.clear(&log_full(name));
     }
 }
 
@@ -328,15 +328,26 @@ fn refuse_for(name: &str, e: &WriteError, pressure: &Pressure) {
             ..
         } => {
             tracing::warn!(exporter = %name, error = %e, "parquet: refusing spans until committed files free the write-ahead log");
-            pressure.refuse(name, IntakeError::Full(e.to_string()), None);
+            pressure.refuse(&log_full(name), IntakeError::Full(e.to_string()), None);
         }
         _ => {
             tracing::error!(exporter = %name, error = %e, "parquet: cannot take spans; clients will retry");
             pressure.refuse(
-                name,
+                &disk_fault(name),
                 IntakeError::Unavailable(e.to_string()),
                 Some(Duration::from_secs(1)),
             );
         }
     }
+}
+
+/// The refusal a full log raises, cleared once commits free the log.
+fn log_full(name: &str) -> String {
+    format!("{name}: write-ahead log full")
+}
+
+/// The refusal a failing disk raises: it expires after a second, so requests probe the disk
+/// again (and are refused again while it fails).
+fn disk_fault(name: &str) -> String {
+    format!("{name}: disk fault")
 }
