@@ -18,6 +18,11 @@ pub struct ParquetConfig {
     /// A file is committed once its partition holds about this many rows. Default `131072`.
     #[serde(default = "default_max_rows")]
     pub max_rows_per_file: usize,
+    /// A file is committed once its partition's rows take this many bytes in memory (Arrow),
+    /// whatever their count: large attributes must not be held for a whole `max_file_age`.
+    /// Default `67108864` (64 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes_per_file: usize,
     /// A file is committed at the latest this long after its first row arrived. Default `60s`.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_file_age: Duration,
@@ -37,6 +42,7 @@ impl Default for ParquetConfig {
         ParquetConfig {
             path: default_path(),
             max_rows_per_file: default_max_rows(),
+            max_bytes_per_file: default_max_bytes(),
             max_file_age: default_max_age(),
             row_group_size: default_row_group(),
             compression_level: default_level(),
@@ -50,6 +56,9 @@ fn default_path() -> PathBuf {
 }
 fn default_max_rows() -> usize {
     131_072
+}
+fn default_max_bytes() -> usize {
+    64 << 20
 }
 fn default_max_age() -> Duration {
     Duration::from_secs(60)
@@ -83,6 +92,12 @@ impl ParquetConfig {
             p.push((
                 "max_rows_per_file",
                 "max_rows_per_file must be at least 1".to_string(),
+            ));
+        }
+        if self.max_bytes_per_file < 1 << 20 {
+            p.push((
+                "max_bytes_per_file",
+                "max_bytes_per_file must be at least 1048576 (1 MiB)".to_string(),
             ));
         }
         if self.max_file_age.is_zero() {

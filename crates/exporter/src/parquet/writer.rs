@@ -207,12 +207,14 @@ impl LakeWriter {
         Ok((written, ingest, segment))
     }
 
-    /// Commit every partition that reached `max_rows_per_file`.
+    /// Commit every partition that reached `max_rows_per_file` or `max_bytes_per_file`.
     pub fn commit_full(&mut self) -> Result<Vec<Committed>, WriteError> {
         let full: Vec<PartKey> = self
             .partitions
             .iter()
-            .filter(|(_, p)| p.rows >= self.config.max_rows_per_file)
+            .filter(|(_, p)| {
+                p.rows >= self.config.max_rows_per_file || p.bytes >= self.config.max_bytes_per_file
+            })
             .map(|(k, _)| *k)
             .collect();
         self.commit(&full)
