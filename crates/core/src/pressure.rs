@@ -88,14 +88,16 @@ impl Pressure {
         }
         let bytes = wire_bytes.saturating_mul(DECODED_BYTES_PER_WIRE_BYTE);
         let before = self.requests.fetch_add(bytes, Ordering::Relaxed);
-        let used = before + bytes + self.buffered.load(Ordering::Relaxed);
-        // An idle collector takes any request its size limits allow, or nothing would ever
-        // get through a small limit.
-        if self.limit > 0 && used > self.limit && before > 0 {
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        let used = before + bytes + buffered;
+        // A collector holding nothing takes any request its size limits allow, or nothing
+        // would ever get through a limit smaller than one large request.
+        if self.limit > 0 && used > self.limit && before + buffered > 0 {
             self.requests.fetch_sub(bytes, Ordering::Relaxed);
             return Err(IntakeError::Full(format!(
-                "memory_limit_mib reached: {} MiB in use, limit {} MiB",
-                (used - bytes) >> 20,
+                "memory_limit_mib reached: {:.1} MiB in use, this request needs {:.1} MiB more, limit {} MiB",
+                (used - bytes) as f64 / 1048576.0,
+                bytes as f64 / 1048576.0,
                 self.limit >> 20
             )));
         }
@@ -173,6 +175,16 @@ mod tests {
         assert!(p.admit(1).is_err());
         p.buffered(-700);
         assert!(p.admit(1).is_ok());
+        drop(_b);
+        // Rows an exporter cannot write out (a failing disk) count even with no request in
+        // flight: memory stays bounded.
+        p.buffered(1200);
+        assert!(p.admit(1).is_err());
+        p.buffered(-1200);
+        assert!(
+            p.admit(1).is_ok(),
+            "nothing held: any request its size allows"
+        );
     }
 
     #[test]
