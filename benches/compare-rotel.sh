@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Side by side, same load, same machine: Rotel (the `rotel` wheel on PyPI, OTLP/gRPC receiver,
+# blackhole exporter: it decodes, batches and drops) and spanlake (lifecycle, redaction, batch,
+# Parquet, memory acknowledgements), alternating, RUNS times each.
+#
+#   cargo build --release -p spanlake -p spanlake-loadgen
+#   benches/compare-rotel.sh [RUNS]
+#
+# CPU is each collector process's own (utime + stime from /proc); the load generator runs on the
+# same cores.
+set -euo pipefail
+runs=${1:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+python3 -m pip download --quiet --no-deps rotel -d "$work" >/dev/null
+(cd "$work" && python3 -m zipfile -e rotel-*.whl x >/dev/null)
+rotel="$work/x/rotel/rotel-agent"
+chmod +x "$rotel"
+loadgen="$root/target/release/spanlake-loadgen"
+tck=$(getconf CLK_TCK)
+
+rotel_run() {
+  "$rotel" start --otlp-grpc-endpoint 127.0.0.1:24317 --otlp-http-endpoint 127.0.0.1:24318 \
+    --exporter blackhole >"$work/rotel.log" 2>&1 &
+  local pid=$!
+  sleep 1.5
+  local idle t0 t1 hwm out spans
+  idle=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  out=$("$loadgen" run --endpoint 127.0.0.1:24317 --protocol grpc --concurrency 8 --duration 8s 2>&1 | head -1)
+  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  spans=$(echo "$out" | grep -oE 'accepted [0-9]+' | grep -oE '[0-9]+')
+  python3 -c "s=$spans; cpu=($t1-$t0)/$tck; print(f'rotel (blackhole): {s/cpu:,.0f} spans per CPU-second; idle RSS {$idle/1024:.1f} MiB, peak RSS {$hwm/1024:.1f} MiB')"
+}
+
+for _ in $(seq "$runs"); do
+  echo -n "spanlake (parquet): "
+  "$loadgen" bench --collector "$root/target/release/spanlake" --protocol grpc --concurrency 8 --duration 8s 2>&1 \
+    | grep -oE '[0-9]+ spans per CPU-second|idle RSS [0-9.]+ MiB, peak RSS [0-9.]+ MiB' | tr '\n' ' '
+  echo
+  rotel_run
+done
+rm -rf "$work"
