@@ -225,11 +225,27 @@ impl Wal {
             });
             match scan {
                 Ok(()) => {}
-                Err(Damage { at, why }) if Some(id) == last => {
+                Err(Damage { at: 0, .. }) if data.is_empty() => {
+                    // Created, then the crash came before its header: nothing in it.
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+                Err(Damage { at, why }) if Some(id) == last && at > 0 => {
                     // A crash mid-write leaves a partial record at the very end; nothing in it
-                    // was acknowledged.
+                    // was acknowledged. Cut it off, so that once newer segments follow this one
+                    // it does not look damaged.
                     report.torn_bytes = (data.len() - at) as u64;
-                    tracing::info!(segment = %path.display(), bytes = report.torn_bytes, reason = why, "write-ahead log: ignoring a torn last record");
+                    tracing::info!(segment = %path.display(), bytes = report.torn_bytes, reason = why, "write-ahead log: dropping a torn last record");
+                    let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
+                        f.set_len(at.max(MAGIC.len()) as u64)
+                            .and_then(|_| f.sync_all())
+                    });
+                    if let Err(e) = cut {
+                        tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot cut the torn record off");
+                    }
+                    wal.segments.insert(id, at.max(MAGIC.len()) as u64);
+                    wal.total += at.max(MAGIC.len()) as u64;
+                    continue;
                 }
                 Err(Damage { at, why }) => {
                     tracing::error!(segment = %path.display(), offset = at, reason = why, "write-ahead log: segment is damaged; its records before the damage are replayed and it is set aside as .corrupt");
@@ -603,6 +619,14 @@ mod tests {
         let (got, report, _) = replayed(&dir);
         assert_eq!(got.len(), 29, "the torn record is skipped");
         assert!(report.torn_bytes > 0);
+        assert!(report.set_aside.is_empty());
+        // …and cut off: a later segment after it does not make it look damaged.
+        let (got, report, mut wal) = replayed(&dir);
+        assert_eq!((got.len(), report.torn_bytes), (29, 0));
+        wal.append(99, &groups(1), &[]).expect("a newer segment");
+        drop(wal);
+        let (got, report, _) = replayed(&dir);
+        assert_eq!(got.len(), 30);
         assert!(report.set_aside.is_empty());
 
         // Flip a byte in the middle of the first segment.
