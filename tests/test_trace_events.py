@@ -115,6 +115,12 @@ def test_seed_004_through_the_native_api(default_collector, data_dir, pb):  # no
     assert [e["name"] for e in spans["prep"].get("events", [])] == ["prep.started"]
     root_events = [e["name"] for e in spans["master"]["events"]]
     assert root_events == ["publish.request.received", "platforms.selected", "coordinator.waiting_for_upload", "worker.resumed"]
+    # Jaeger: the same events as span logs.
+    with urllib.request.urlopen(f"{c.query_url}/jaeger/api/traces/{tid}", timeout=10) as resp:
+        jdoc = json.loads(resp.read())
+    jspans = {s["operationName"]: s for s in jdoc["data"][0]["spans"]}
+    upload_logs = [f["value"] for log in jspans["upload"]["logs"] for f in log["fields"] if f["key"] == "event"]
+    assert upload_logs == ["upload.started"], jspans["upload"]["logs"]
     ch.close()
     assert c.stop() == 0
 
@@ -213,6 +219,12 @@ def test_otlp_logs_over_http_json_and_bad_input(collector_factory, data_dir):
     status, headers, body = post(f"{c.http_url}/v1/logs", json.dumps(doc).encode())
     assert status == 200, body
     assert json.loads(body)["partialSuccess"]["rejectedLogRecords"] == "1"
+    # gzip, as SDKs send it
+    import gzip
+    one = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1767225600000000003", "body": {"stringValue": "zipped"}}]}]}]}
+    status, _, body = post(f"{c.http_url}/v1/logs", gzip.compress(json.dumps(one).encode()), encoding="gzip")
+    assert status == 200, body
     status, _, body = post(f"{c.http_url}/v1/logs", b"{not json")
     assert status == 400 and b"ExportLogsServiceRequest" in body
     status, _, _ = post(f"{c.http_url}/v1/logs", b"x", "text/plain")
@@ -220,10 +232,11 @@ def test_otlp_logs_over_http_json_and_bad_input(collector_factory, data_dir):
     rows = sql(c, "SELECT trace_id, severity_number, body, body_type, attributes, time_unix_nano FROM logs ORDER BY time_unix_nano")
     assert rows[0]["trace_id"] == "5b8efff798038103d269b633813fc60c" and rows[0]["body"] == "payment failed"
     assert rows[0]["attributes"] == {"order": "42"} and rows[0]["severity_number"] == 17
+    assert rows[2]["body"] == "zipped"
     assert "trace_id" not in rows[1] and rows[1]["body_type"] == "kvlist" and rows[1]["time_unix_nano"] == 1767225600000000002
     assert c.stop() == 0
     # An independent reader sees the logs table too.
     import duckdb
     glob = str(pathlib.Path(data_dir) / "logs" / "**" / "*.parquet")
     n = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)").fetchone()[0]
-    assert n == 2
+    assert n == 3
