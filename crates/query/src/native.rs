@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as otlp;
 use spanlake_core::ids::id_from_text;
-use spanlake_core::{Batch, Intake, IntakeError};
+use spanlake_core::{Batch, Intake, IntakeError, Reservation};
 use spanlake_exporter::attributes::text_of;
 use tonic::{Request, Response, Status};
 
@@ -71,6 +71,18 @@ impl TraceApi {
                 "this collector writes no lake to query: add a parquet exporter and service.query",
             )
         })
+    }
+
+    /// Room for a request of this size, asked before it is turned into a batch.
+    fn reserve(&self, request: &impl prost::Message) -> Result<Reservation, Status> {
+        self.intake.reserve(request.encoded_len()).map_err(refused)
+    }
+
+    /// Admit the batch made from a request, holding the request's reservation with it, and
+    /// wait until its contents are as safe as the pipeline makes them.
+    async fn admit(&self, reservation: Reservation, mut batch: Batch) -> Result<(), Status> {
+        batch.add_guard(std::sync::Arc::new(reservation));
+        self.intake.admit(batch).await.map_err(refused)
     }
 }
 
@@ -415,13 +427,9 @@ impl pb::trace_server::Trace for TraceApi {
         if span.span_id.trim().is_empty() {
             return Err(Status::invalid_argument("span_id is required"));
         }
-        let reservation = self
-            .intake
-            .reserve(prost::Message::encoded_len(&span))
-            .map_err(refused)?;
-        let mut batch = Batch::spans(vec![to_otlp(span)]);
-        batch.add_guard(std::sync::Arc::new(reservation));
-        self.intake.admit(batch).await.map_err(refused)?;
+        let reservation = self.reserve(&span)?;
+        self.admit(reservation, Batch::spans(vec![to_otlp(span)]))
+            .await?;
         Ok(Response::new(pb::RecordSpanResponse { success: true }))
     }
 
@@ -616,10 +624,7 @@ impl pb::trace_server::Trace for TraceApi {
         if req.trace_id.trim().is_empty() {
             return Err(Status::invalid_argument("trace_id is required"));
         }
-        let reservation = self
-            .intake
-            .reserve(prost::Message::encoded_len(&req))
-            .map_err(refused)?;
+        let reservation = self.reserve(&req)?;
         let id = stored_id(&req.trace_id);
         let mut attributes = string_kvs(&req.attributes);
         let mut put = |key: &str, v: &str| {
@@ -662,9 +667,8 @@ impl pb::trace_server::Trace for TraceApi {
             attributes,
             ..Default::default()
         };
-        let mut batch = log_batch(record, &req.service_name);
-        batch.add_guard(std::sync::Arc::new(reservation));
-        self.intake.admit(batch).await.map_err(refused)?;
+        self.admit(reservation, log_batch(record, &req.service_name))
+            .await?;
         Ok(Response::new(pb::StartTraceResponse {
             success: true,
             trace_id: id,
@@ -682,10 +686,7 @@ impl pb::trace_server::Trace for TraceApi {
         if req.name.trim().is_empty() {
             return Err(Status::invalid_argument("name is required"));
         }
-        let reservation = self
-            .intake
-            .reserve(prost::Message::encoded_len(&req))
-            .map_err(refused)?;
+        let reservation = self.reserve(&req)?;
         let id = stored_id(&req.trace_id);
         let span = req.span_id.trim();
         let now = now_nanos();
@@ -713,9 +714,7 @@ impl pb::trace_server::Trace for TraceApi {
             attributes: string_kvs(&req.attributes),
             ..Default::default()
         };
-        let mut batch = log_batch(record, "");
-        batch.add_guard(std::sync::Arc::new(reservation));
-        self.intake.admit(batch).await.map_err(refused)?;
+        self.admit(reservation, log_batch(record, "")).await?;
         Ok(Response::new(pb::RecordEventResponse { success: true }))
     }
 }

@@ -270,9 +270,7 @@ impl Exporter for ParquetExporter {
                                 }
                             }
                         }
-                        if let Some(result) = committed
-                            && (result.is_err() || backoff.retry_at.is_some())
-                        {
+                        if let Some(result) = committed {
                             backoff.record(&name, &result);
                         }
                         report(&name, &writer, &mut reported, &pressure);
@@ -290,9 +288,7 @@ impl Exporter for ParquetExporter {
                             if short { w.commit_all() } else { w.commit_expired(now) }
                         })
                         .await;
-                        if result.is_err() || backoff.retry_at.is_some() {
-                            backoff.record(&name, &result);
-                        }
+                        backoff.record(&name, &result);
                         report(&name, &writer, &mut reported, &pressure);
                     }
                 }

@@ -223,38 +223,38 @@ impl Wal {
                 report.logs += spanlake_core::batch::count_logs(&rec.resource_logs);
                 replay(id, ingest, rec)
             });
-            match scan {
-                Ok(()) => {}
+            // The bytes of the segment that stay on disk.
+            let kept = match scan {
+                Ok(()) => data.len(),
                 Err(Damage { at: 0, .. }) if data.is_empty() => {
                     // Created, then the crash came before its header: nothing in it.
                     let _ = fs::remove_file(&path);
                     continue;
                 }
+                // Past the header (`at > 0`): a crash mid-write leaves a partial record at the
+                // very end; nothing in it was acknowledged. Cut it off, so that once newer
+                // segments follow this one it does not look damaged.
                 Err(Damage { at, why }) if Some(id) == last && at > 0 => {
-                    // A crash mid-write leaves a partial record at the very end; nothing in it
-                    // was acknowledged. Cut it off, so that once newer segments follow this one
-                    // it does not look damaged.
                     report.torn_bytes = (data.len() - at) as u64;
                     tracing::info!(segment = %path.display(), bytes = report.torn_bytes, reason = why, "write-ahead log: dropping a torn last record");
-                    let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
-                        f.set_len(at.max(MAGIC.len()) as u64)
-                            .and_then(|_| f.sync_all())
-                    });
+                    let cut = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(at as u64).and_then(|_| f.sync_all()));
                     if let Err(e) = cut {
                         tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot cut the torn record off");
                     }
-                    wal.segments.insert(id, at.max(MAGIC.len()) as u64);
-                    wal.total += at.max(MAGIC.len()) as u64;
-                    continue;
+                    at
                 }
                 Err(Damage { at, why }) => {
                     tracing::error!(segment = %path.display(), offset = at, reason = why, "write-ahead log: segment is damaged; its records before the damage are replayed and it is set aside as .corrupt");
                     wal.corrupt.push(id);
                     report.set_aside.push(path.with_extension("wal.corrupt"));
+                    data.len()
                 }
-            }
-            wal.segments.insert(id, data.len() as u64);
-            wal.total += data.len() as u64;
+            };
+            wal.segments.insert(id, kept as u64);
+            wal.total += kept as u64;
         }
         Ok((wal, report))
     }

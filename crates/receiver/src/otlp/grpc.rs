@@ -42,13 +42,7 @@ impl TraceService for Service {
         let reservation = request.extensions().get::<Admitted>().cloned();
         let mut resource_spans = request.into_inner().resource_spans;
         let rejected = keep_valid_spans(&mut resource_spans);
-        let mut batch = Batch::spans(resource_spans);
-        if let Some(Admitted(r)) = reservation {
-            batch.add_guard(r);
-        }
-        if !batch.is_empty() {
-            self.intake.admit(batch).await.map_err(status_of)?;
-        }
+        admit(&self.intake, reservation, Batch::spans(resource_spans)).await?;
         let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: rejected.count,
             error_message: rejected.message,
@@ -72,19 +66,29 @@ impl LogsService for Logs {
         let reservation = request.extensions().get::<Admitted>().cloned();
         let mut resource_logs = request.into_inner().resource_logs;
         let rejected = keep_valid_logs(&mut resource_logs);
-        let mut batch = Batch::logs(resource_logs);
-        if let Some(Admitted(r)) = reservation {
-            batch.add_guard(r);
-        }
-        if !batch.is_empty() {
-            self.intake.admit(batch).await.map_err(status_of)?;
-        }
+        admit(&self.intake, reservation, Batch::logs(resource_logs)).await?;
         let partial_success = (rejected.count > 0).then_some(ExportLogsPartialSuccess {
             rejected_log_records: rejected.count,
             error_message: rejected.message,
         });
         Ok(Response::new(ExportLogsServiceResponse { partial_success }))
     }
+}
+
+/// Admit what a request held (with the memory reserved for it before decoding) and wait until
+/// it is as safe as the pipelines make it; an empty batch has nothing to wait for.
+async fn admit(
+    intake: &Intake,
+    reserved: Option<Admitted>,
+    mut batch: Batch,
+) -> Result<(), Status> {
+    if let Some(Admitted(r)) = reserved {
+        batch.add_guard(r);
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    intake.admit(batch).await.map_err(status_of)
 }
 
 /// Overload is `RESOURCE_EXHAUSTED` with `RetryInfo`, anything else `UNAVAILABLE`: both
