@@ -283,10 +283,10 @@ fn main() -> Result<(), String> {
                 .build()
                 .map_err(|e| e.to_string())?;
             rt.block_on(async move {
-                let engine = spanlake_query::QueryEngine::open(&data, None).await.map_err(|e| e.to_string())?;
+                let engine = spanlake_query::QueryEngine::open(&data, None);
                 for kv in &set {
                     let (k, v) = kv.split_once('=').ok_or("--set takes key=value")?;
-                    engine.context().sql(&format!("SET {k} = {v}")).await.map_err(|e| e.to_string())?;
+                    engine.context().await.map_err(|e| e.to_string())?.sql(&format!("SET {k} = {v}")).await.map_err(|e| e.to_string())?;
                 }
                 let traces = spans / trace_size;
                 let mut rng = Rng(seed ^ 0xdead_beef);

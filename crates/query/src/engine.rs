@@ -1,6 +1,6 @@
 //! The query engine: DataFusion over a lake (its committed files and its live tail).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -91,47 +91,39 @@ const TRACES_VIEW: &str = "CREATE VIEW traces AS \
       LEFT JOIN en ON en.trace_id = ids.trace_id \
       LEFT JOIN ev ON ev.trace_id = ids.trace_id";
 
+/// The query engine over one lake. Cheap to open and to clone: DataFusion's session (its
+/// function registry, the views) is built on the first query, so a collector that is never
+/// queried never loads the query engine's code into memory (a sidecar's idle footprint).
 #[derive(Clone)]
 pub struct QueryEngine {
-    ctx: SessionContext,
+    inner: Arc<Lazy>,
+}
+
+struct Lazy {
+    root: PathBuf,
+    tail: Option<Arc<LiveTail>>,
+    ctx: tokio::sync::OnceCell<SessionContext>,
 }
 
 impl QueryEngine {
     /// An engine over the lake at `root`, with the live tail of the exporter writing it, if any.
-    pub async fn open(root: &Path, tail: Option<Arc<LiveTail>>) -> Result<QueryEngine, QueryError> {
-        let mut config = SessionConfig::new()
-            .with_target_partitions(2)
-            .with_information_schema(true);
-        let opts = config.options_mut();
-        opts.execution.parquet.pushdown_filters = true;
-        opts.execution.parquet.reorder_filters = true;
-        opts.execution.parquet.bloom_filter_on_read = true;
-        // Planning-time statistics read every file's footer on every query; the parquet reader
-        // still prunes files, row groups and pages by statistics and bloom filters as it opens
-        // them. Measured on a 10M-span lake: trace lookups p50 58 ms → 38 ms.
-        opts.execution.collect_statistics = false;
-        // The lake grows while the collector runs: a file committed after a query must be seen
-        // by the next one, so directory listings are never cached (DataFusion caches them
-        // forever by default). File footers may be: files never change once committed.
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_cache_manager(
-                datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
-                    .with_list_files_cache_limit(0),
-            )
-            .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_table(
-            "spans_raw",
-            Arc::new(LakeTable::new(root, tail.clone(), Table::Spans)),
-        )?;
-        ctx.register_table(
-            "logs_raw",
-            Arc::new(LakeTable::new(root, tail, Table::Logs)),
-        )?;
-        ctx.sql(SPANS_VIEW).await?;
-        ctx.sql(LOGS_VIEW).await?;
-        ctx.sql(TRACES_VIEW).await?;
-        Ok(QueryEngine { ctx })
+    /// Nothing is read or built until the first query.
+    pub fn open(root: &Path, tail: Option<Arc<LiveTail>>) -> QueryEngine {
+        QueryEngine {
+            inner: Arc::new(Lazy {
+                root: root.to_path_buf(),
+                tail,
+                ctx: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The session, built on first use.
+    pub async fn context(&self) -> Result<&SessionContext, QueryError> {
+        self.inner
+            .ctx
+            .get_or_try_init(|| session(&self.inner.root, self.inner.tail.clone()))
+            .await
     }
 
     /// Run a read-only SQL query. DDL, DML (`INSERT`, `COPY`) and statements that change the
@@ -141,16 +133,21 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("not supported")
-                && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
-            {
-                QueryError::ReadOnly(msg)
-            } else {
-                QueryError::DataFusion(e)
-            }
-        })?;
+        let df = self
+            .context()
+            .await?
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("not supported")
+                    && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+                {
+                    QueryError::ReadOnly(msg)
+                } else {
+                    QueryError::DataFusion(e)
+                }
+            })?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok((schema, batches))
@@ -160,7 +157,8 @@ impl QueryEngine {
     pub async fn trace(&self, trace_id: &str) -> Result<Vec<StoredSpan>, QueryError> {
         let id = trace_id.replace('\'', "''");
         let df = self
-            .ctx
+            .context()
+            .await?
             .sql(&format!("SELECT * FROM spans_raw WHERE trace_id = '{id}'"))
             .await?;
         let mut spans = Vec::new();
@@ -174,7 +172,8 @@ impl QueryEngine {
     pub async fn events(&self, trace_id: &str) -> Result<Vec<StoredEvent>, QueryError> {
         let id = trace_id.replace('\'', "''");
         let df = self
-            .ctx
+            .context()
+            .await?
             .sql(&format!(
                 "SELECT {EVENT_COLUMNS} FROM logs WHERE trace_id = '{id}' \
                  AND (event_name IS NULL OR event_name NOT IN ('spanlake.trace.start', 'spanlake.trace.end')) \
@@ -192,7 +191,8 @@ impl QueryEngine {
     pub async fn trace_info(&self, trace_id: &str) -> Result<Option<TraceInfo>, QueryError> {
         let id = trace_id.replace('\'', "''");
         let df = self
-            .ctx
+            .context()
+            .await?
             .sql(&format!("SELECT * FROM traces WHERE trace_id = '{id}'"))
             .await?;
         for b in df.collect().await? {
@@ -207,7 +207,8 @@ impl QueryEngine {
     /// copy). What a lifecycle processor held when the collector stopped.
     pub async fn running_spans(&self) -> Result<Vec<StoredSpan>, QueryError> {
         let df = self
-            .ctx
+            .context()
+            .await?
             .sql(
                 "SELECT * FROM spans_raw WHERE trace_id IN \
                  (SELECT DISTINCT trace_id FROM spans_raw WHERE end_time_unix_nano IS NULL)",
@@ -221,8 +222,41 @@ impl QueryEngine {
         out.retain(|s| s.is_running());
         Ok(out)
     }
+}
 
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
-    }
+/// DataFusion over the lake: `spans_raw` and `logs_raw` (files ∪ live tail) and the views.
+async fn session(root: &Path, tail: Option<Arc<LiveTail>>) -> Result<SessionContext, QueryError> {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(true);
+    let opts = config.options_mut();
+    opts.execution.parquet.pushdown_filters = true;
+    opts.execution.parquet.reorder_filters = true;
+    opts.execution.parquet.bloom_filter_on_read = true;
+    // Planning-time statistics read every file's footer on every query; the parquet reader
+    // still prunes files, row groups and pages by statistics and bloom filters as it opens
+    // them. Measured on a 10M-span lake: trace lookups p50 58 ms → 38 ms.
+    opts.execution.collect_statistics = false;
+    // The lake grows while the collector runs: a file committed after a query must be seen
+    // by the next one, so directory listings are never cached (DataFusion caches them
+    // forever by default). File footers may be: files never change once committed.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_table(
+        "spans_raw",
+        Arc::new(LakeTable::new(root, tail.clone(), Table::Spans)),
+    )?;
+    ctx.register_table(
+        "logs_raw",
+        Arc::new(LakeTable::new(root, tail, Table::Logs)),
+    )?;
+    ctx.sql(SPANS_VIEW).await?;
+    ctx.sql(LOGS_VIEW).await?;
+    ctx.sql(TRACES_VIEW).await?;
+    Ok(ctx)
 }

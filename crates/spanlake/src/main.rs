@@ -189,9 +189,7 @@ async fn open_lake(data: &std::path::Path) -> Result<spanlake_query::QueryEngine
             data.display()
         ));
     }
-    spanlake_query::QueryEngine::open(data, None)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(spanlake_query::QueryEngine::open(data, None))
 }
 
 async fn query(data: PathBuf, format: Format, sql: String) -> Result<(), String> {

@@ -99,14 +99,11 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
             .then(|| lakes.keys().next().cloned())
             .flatten()
     });
-    let engine = match lake_id.as_ref().and_then(|id| lakes.get(id)) {
-        Some(lake) => Some(
-            spanlake_query::QueryEngine::open(&lake.root, Some(lake.tail.clone()))
-                .await
-                .with_context(|| format!("query engine over {}", lake.root.display()))?,
-        ),
-        None => None,
-    };
+    // Built on the first query: a collector nobody queries never loads DataFusion.
+    let engine = lake_id
+        .as_ref()
+        .and_then(|id| lakes.get(id))
+        .map(|lake| spanlake_query::QueryEngine::open(&lake.root, Some(lake.tail.clone())));
 
     let mut listening = Vec::new();
     let mut receivers = Vec::new();
@@ -155,9 +152,7 @@ fn recover_running(lake: &crate::registry::Lake) -> spanlake_processor::lifecycl
             if tail.rows() == 0 && !has_files(&root.join("spans")) {
                 return Ok(Vec::new());
             }
-            let engine = spanlake_query::QueryEngine::open(&root, Some(tail))
-                .await
-                .map_err(|e| e.to_string())?;
+            let engine = spanlake_query::QueryEngine::open(&root, Some(tail));
             let spans = engine.running_spans().await.map_err(|e| e.to_string())?;
             Ok(spanlake_query::rows::to_resource_spans(&spans))
         })

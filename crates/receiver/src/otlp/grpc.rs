@@ -7,16 +7,14 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use spanlake_core::{Batch, CancellationToken, Intake, IntakeError, Reservation};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
@@ -178,6 +176,107 @@ where
     }
 }
 
+/// `TraceService/Export`, as tonic's generated server serves it (framing, gzip, size limit,
+/// status codes), but decoding the request from one contiguous slice: prost reads a `&[u8]`
+/// about 11% faster than tonic's `BytesMut`-backed buffer (decoding is about a quarter of the
+/// collector's CPU at full load).
+#[derive(Clone)]
+struct TraceServer {
+    inner: Arc<Service>,
+    max_message: usize,
+}
+
+const EXPORT_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+impl NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tower::Service<http::Request<Body>> for TraceServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        let max = self.max_message;
+        Box::pin(async move {
+            if req.uri().path() != EXPORT_TRACES {
+                return Ok(Status::unimplemented(format!(
+                    "no method {} on this server",
+                    req.uri().path()
+                ))
+                .into_http());
+            }
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(TraceCodec)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(ExportTraces(inner), req).await)
+        })
+    }
+}
+
+struct ExportTraces(Arc<Service>);
+
+impl tonic::server::UnaryService<ExportTraceServiceRequest> for ExportTraces {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
+
+    fn call(&mut self, request: Request<ExportTraceServiceRequest>) -> Self::Future {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move { inner.export(request).await })
+    }
+}
+
+/// prost's encoder for the response; the request decoded from a slice.
+struct TraceCodec;
+
+type ProstTraces = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceRequest>;
+
+impl tonic::codec::Codec for TraceCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = ExportTraceServiceRequest;
+    type Encoder = <ProstTraces as tonic::codec::Codec>::Encoder;
+    type Decoder = TraceDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic::codec::Codec::encoder(&mut ProstTraces::default())
+    }
+
+    fn decoder(&mut self) -> TraceDecoder {
+        TraceDecoder
+    }
+}
+
+struct TraceDecoder;
+
+impl tonic::codec::Decoder for TraceDecoder {
+    type Item = ExportTraceServiceRequest;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceRequest>, Status> {
+        use bytes::Buf;
+        use prost::Message;
+        // The message is one contiguous buffer: taking it as `Bytes` copies nothing.
+        let message = buf.copy_to_bytes(buf.remaining());
+        ExportTraceServiceRequest::decode(message.as_ref())
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
 pub(crate) fn start(
     config: &GrpcConfig,
     intake: Intake,
@@ -187,12 +286,12 @@ pub(crate) fn start(
     let listener = spanlake_core::net::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
     let max = config.max_recv_msg_size_mib * 1024 * 1024;
-    let svc = TraceServiceServer::new(Service {
-        intake: intake.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Gzip)
-    .max_decoding_message_size(max);
+    let svc = TraceServer {
+        inner: Arc::new(Service {
+            intake: intake.clone(),
+        }),
+        max_message: max,
+    };
     let logs = LogsServiceServer::new(Logs {
         intake: intake.clone(),
     })
