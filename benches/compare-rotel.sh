@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side, same load, same machine: Rotel (the `rotel` wheel on PyPI, OTLP/gRPC receiver,
-# blackhole exporter: it decodes, batches and drops) and spanlake (lifecycle, redaction, batch,
-# Parquet, memory acknowledgements), alternating, RUNS times each.
+# blackhole exporter: it decodes, batches and drops), spanlake (lifecycle, redaction, batch,
+# Parquet, memory acknowledgements) and the floor (`spanlake-loadgen sink`: tonic + prost decode
+# of each request, nothing else), alternating, RUNS times each.
 #
 #   cargo build --release -p spanlake -p spanlake-loadgen
 #   benches/compare-rotel.sh [RUNS]
@@ -35,11 +36,27 @@ rotel_run() {
   python3 -c "s=$spans; cpu=($t1-$t0)/$tck; print(f'rotel (blackhole): {s/cpu:,.0f} spans per CPU-second; idle RSS {$idle/1024:.1f} MiB, peak RSS {$hwm/1024:.1f} MiB')"
 }
 
+sink_run() {
+  "$loadgen" sink --endpoint 127.0.0.1:24417 >"$work/sink.log" 2>&1 &
+  local pid=$!
+  sleep 1
+  local idle t0 t1 hwm out spans
+  idle=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  out=$("$loadgen" run --endpoint 127.0.0.1:24417 --protocol grpc --concurrency 8 --duration 8s 2>&1 | head -1)
+  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  spans=$(echo "$out" | grep -oE 'accepted [0-9]+' | grep -oE '[0-9]+')
+  python3 -c "s=$spans; cpu=($t1-$t0)/$tck; print(f'floor (decode only): {s/cpu:,.0f} spans per CPU-second; idle RSS {$idle/1024:.1f} MiB, peak RSS {$hwm/1024:.1f} MiB')"
+}
+
 for _ in $(seq "$runs"); do
   echo -n "spanlake (parquet): "
   "$loadgen" bench --collector "$root/target/release/spanlake" --protocol grpc --concurrency 8 --duration 8s 2>&1 \
     | grep -oE '[0-9]+ spans per CPU-second|idle RSS [0-9.]+ MiB, peak RSS [0-9.]+ MiB' | tr '\n' ' '
   echo
   rotel_run
+  sink_run
 done
 rm -rf "$work"

@@ -46,6 +46,13 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// The floor: an OTLP/gRPC trace endpoint that only decodes each request (tonic and prost,
+    /// as every Rust collector does) and answers. Its CPU per span, under the same load, is
+    /// what no collector built on them can go below. Prints `listening on ADDR`.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        endpoint: String,
+    },
     /// Start a collector, measure it under load, stop it, count what it wrote.
     Bench {
         /// The collector binary.
@@ -632,6 +639,42 @@ fn main() -> Result<(), String> {
                 acknowledgements,
                 load,
             } => bench(collector, config, acknowledgements, load).await,
+            Command::Sink { endpoint } => sink(&endpoint).await,
         }
     })
+}
+
+/// Decodes every request and keeps nothing.
+struct Sink;
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        drop(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn sink(endpoint: &str) -> Result<(), String> {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let listener = tokio::net::TcpListener::bind(endpoint)
+        .await
+        .map_err(|e| format!("cannot listen on {endpoint}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(
+            TraceServiceServer::new(Sink)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .max_decoding_message_size(64 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
 }
