@@ -153,6 +153,14 @@ def test_grpc_garbage_and_oversize_keep_the_server_up(collector_factory, data_di
             trace_service_pb2_grpc.TraceServiceStub(ch).Export(req, timeout=10)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max_recv_msg_size_mib (1048576 bytes)" in e.value.details()
+        unknown = ch.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Import",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as e:
+            unknown(b"", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         ok = trace_service_pb2_grpc.TraceServiceStub(ch).Export(build_request(), timeout=10)
         assert not ok.HasField("partial_success") or ok.partial_success.rejected_spans == 0
     assert c.stop() == 0

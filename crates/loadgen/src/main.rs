@@ -621,6 +621,9 @@ async fn bench(
     Ok(())
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
