@@ -20,35 +20,34 @@ chmod +x "$rotel"
 loadgen="$root/target/release/spanlake-loadgen"
 tck=$(getconf CLK_TCK)
 
+# measure LABEL PID PORT: idle RSS, then CPU (utime + stime) and peak RSS of PID while the load
+# generator drives 127.0.0.1:PORT; the process is stopped afterwards.
+measure() {
+  local label=$1 pid=$2 port=$3
+  local idle t0 t1 hwm out spans
+  idle=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  out=$("$loadgen" run --endpoint 127.0.0.1:$port --protocol grpc --concurrency 8 --duration 8s 2>&1 | head -1)
+  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  spans=$(echo "$out" | grep -oE 'accepted [0-9]+' | grep -oE '[0-9]+')
+  python3 -c "s=$spans; cpu=($t1-$t0)/$tck; print(f'$label: {s/cpu:,.0f} spans per CPU-second; idle RSS {$idle/1024:.1f} MiB, peak RSS {$hwm/1024:.1f} MiB')"
+}
+
 rotel_run() {
   "$rotel" start --otlp-grpc-endpoint 127.0.0.1:24317 --otlp-http-endpoint 127.0.0.1:24318 \
     --exporter blackhole >"$work/rotel.log" 2>&1 &
   local pid=$!
   sleep 1.5
-  local idle t0 t1 hwm out spans
-  idle=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  out=$("$loadgen" run --endpoint 127.0.0.1:24317 --protocol grpc --concurrency 8 --duration 8s 2>&1 | head -1)
-  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  spans=$(echo "$out" | grep -oE 'accepted [0-9]+' | grep -oE '[0-9]+')
-  python3 -c "s=$spans; cpu=($t1-$t0)/$tck; print(f'rotel (blackhole): {s/cpu:,.0f} spans per CPU-second; idle RSS {$idle/1024:.1f} MiB, peak RSS {$hwm/1024:.1f} MiB')"
+  measure "rotel (blackhole)" "$pid" 24317
 }
 
 sink_run() {
   "$loadgen" sink --endpoint 127.0.0.1:24417 >"$work/sink.log" 2>&1 &
   local pid=$!
   sleep 1
-  local idle t0 t1 hwm out spans
-  idle=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  out=$("$loadgen" run --endpoint 127.0.0.1:24417 --protocol grpc --concurrency 8 --duration 8s 2>&1 | head -1)
-  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  spans=$(echo "$out" | grep -oE 'accepted [0-9]+' | grep -oE '[0-9]+')
-  python3 -c "s=$spans; cpu=($t1-$t0)/$tck; print(f'floor (decode only): {s/cpu:,.0f} spans per CPU-second; idle RSS {$idle/1024:.1f} MiB, peak RSS {$hwm/1024:.1f} MiB')"
+  measure "floor (decode only)" "$pid" 24417
 }
 
 for _ in $(seq "$runs"); do

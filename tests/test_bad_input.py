@@ -138,13 +138,15 @@ def test_invalid_ids_are_refused_one_by_one(c, data_dir):
 def test_grpc_garbage_and_oversize_keep_the_server_up(collector_factory, data_dir):
     c = collector_factory(pipeline(data_dir).replace('"endpoint": "127.0.0.1:0"\n', '"endpoint": "127.0.0.1:0", "max_recv_msg_size_mib": 1\n', 1))
     with grpc.insecure_channel(c.grpc) as ch:
-        raw = ch.unary_unary(
-            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
+        def raw(method):
+            return ch.unary_unary(
+                f"/opentelemetry.proto.collector.trace.v1.TraceService/{method}",
+                request_serializer=lambda b: b,
+                response_deserializer=lambda b: b,
+            )
+
         with pytest.raises(grpc.RpcError) as e:
-            raw(b"\xff\xff\xff\xff", timeout=10)
+            raw("Export")(b"\xff\xff\xff\xff", timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "failed to decode Protobuf message" in e.value.details()
         req = build_request()
@@ -153,13 +155,8 @@ def test_grpc_garbage_and_oversize_keep_the_server_up(collector_factory, data_di
             trace_service_pb2_grpc.TraceServiceStub(ch).Export(req, timeout=10)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max_recv_msg_size_mib (1048576 bytes)" in e.value.details()
-        unknown = ch.unary_unary(
-            "/opentelemetry.proto.collector.trace.v1.TraceService/Import",
-            request_serializer=lambda b: b,
-            response_deserializer=lambda b: b,
-        )
         with pytest.raises(grpc.RpcError) as e:
-            unknown(b"", timeout=10)
+            raw("Import")(b"", timeout=10)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         ok = trace_service_pb2_grpc.TraceServiceStub(ch).Export(build_request(), timeout=10)
         assert not ok.HasField("partial_success") or ok.partial_success.rejected_spans == 0

@@ -47,8 +47,8 @@ enum Command {
         load: Load,
     },
     /// The floor: an OTLP/gRPC trace endpoint that only decodes each request (tonic and prost,
-    /// as every Rust collector does) and answers. Its CPU per span, under the same load, is
-    /// what no collector built on them can go below. Prints `listening on ADDR`.
+    /// which spanlake is built on) and answers. Its CPU per span, under the same load, is what
+    /// no collector built on them goes below. Prints `listening on ADDR`.
     Sink {
         #[arg(long, default_value = "127.0.0.1:0")]
         endpoint: String,
