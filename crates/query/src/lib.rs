@@ -15,6 +15,7 @@ pub mod engine;
 pub mod events;
 pub mod http;
 pub mod native;
+pub mod recover;
 pub mod render;
 pub mod rows;
 pub mod table;

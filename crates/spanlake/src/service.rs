@@ -147,30 +147,16 @@ fn recover_running(lake: &crate::registry::Lake) -> spanlake_processor::lifecycl
     let tail = Arc::clone(&lake.tail);
     Box::new(move || {
         Box::pin(async move {
-            // A lake with no span yet has nothing running: no query engine to start (it costs a
-            // sidecar ~13 MiB of resident memory).
-            if tail.rows() == 0 && !has_files(&root.join("spans")) {
-                return Ok(Vec::new());
-            }
-            let engine = spanlake_query::QueryEngine::open(&root, Some(tail));
-            let spans = engine.running_spans().await.map_err(|e| e.to_string())?;
+            // Read from the files and the tail directly: the query engine (DataFusion) is not
+            // loaded for it.
+            let spans = tokio::task::spawn_blocking(move || {
+                spanlake_query::recover::running_spans(&root, Some(&tail))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
             Ok(spanlake_query::rows::to_resource_spans(&spans))
         })
-    })
-}
-
-/// Whether a directory tree holds at least one Parquet file.
-fn has_files(dir: &std::path::Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            has_files(&p)
-        } else {
-            p.extension().is_some_and(|x| x == "parquet")
-        }
     })
 }
 
