@@ -33,11 +33,18 @@ pub fn running_spans(root: &Path, tail: Option<&LiveTail>) -> Result<Vec<StoredS
 
     // Which traces hold a span without an end: two columns of every file.
     let mut traces: HashSet<String> = HashSet::new();
-    for f in &files {
-        read(f, Some(&["trace_id", "end_time_unix_nano"]), |b| {
+    // A file that cannot be read (a foreign or damaged file) is skipped, not the recovery.
+    files.retain(|f| {
+        match read(f, Some(&["trace_id", "end_time_unix_nano"]), |b| {
             unended(b, &mut traces)
-        })?;
-    }
+        }) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(file = %f.display(), error = %e, "lifecycle recovery: skipping a file that cannot be read");
+                false
+            }
+        }
+    });
     for b in &live {
         unended(b, &mut traces)?;
     }
@@ -48,10 +55,13 @@ pub fn running_spans(root: &Path, tail: Option<&LiveTail>) -> Result<Vec<StoredS
     // Every row of those traces.
     let mut spans = Vec::new();
     for f in &files {
-        read(f, None, |b| {
+        let read_all = read(f, None, |b| {
             spans.extend(stored_spans(&of_traces(b, &traces)?)?);
             Ok(())
-        })?;
+        });
+        if let Err(e) = read_all {
+            tracing::warn!(file = %f.display(), error = %e, "lifecycle recovery: skipping a file that cannot be read");
+        }
     }
     for b in &live {
         spans.extend(stored_spans(&of_traces(b, &traces)?)?);
@@ -235,6 +245,11 @@ mod tests {
                 .expect("empty")
                 .is_empty()
         );
+        // A file that is not a lake file is skipped, not the recovery.
+        let foreign = root.join("spans").join("foreign.parquet");
+        fs::write(&foreign, b"not parquet").expect("write");
+        let with_foreign = running_spans(&root, Some(&tail)).expect("recover");
+        assert_eq!(ids(&with_foreign), ids(&direct));
         fs::remove_dir_all(&root).ok();
     }
 }
