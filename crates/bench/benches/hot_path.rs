@@ -172,6 +172,33 @@ fn stages(c: &mut Criterion) {
             out.len()
         })
     });
+    // The same, with min/max statistics on every leaf column (the lake's settings before they
+    // were turned off inside maps and lists): the difference is what they cost.
+    let mut every_leaf = props.clone().into_builder();
+    let descr = parquet::arrow::ArrowSchemaConverter::new()
+        .convert(&span_schema())
+        .expect("schema");
+    for col in descr.columns() {
+        every_leaf = every_leaf.set_column_statistics_enabled(
+            col.path().clone(),
+            parquet::file::properties::EnabledStatistics::Page,
+        );
+    }
+    let every_leaf = every_leaf.build();
+    g.bench_function("Parquet encode, statistics on every leaf", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(4 << 20);
+            let mut w = ArrowWriter::try_new(
+                &mut out,
+                Arc::clone(&span_schema()),
+                Some(every_leaf.clone()),
+            )
+            .expect("writer");
+            w.write(black_box(&batch)).expect("write");
+            w.close().expect("close");
+            out.len()
+        })
+    });
     g.finish();
 }
 
