@@ -20,8 +20,8 @@ use crate::rows::{StoredSpan, dedupe, stored_spans};
 /// Spans no row of which has an end (neither a real end nor an auto-closed copy): every row
 /// of the traces holding a span without an end, deduplicated, the running ones kept.
 pub fn running_spans(root: &Path, tail: Option<&LiveTail>) -> Result<Vec<StoredSpan>, QueryError> {
-    let mut files = Vec::new();
-    parquet_files(&root.join(Table::Spans.dir()), &mut files);
+    // The tail before the files: a row leaves the tail only after its file is renamed into
+    // place, so it is in one or the other (the exporter may be committing replayed rows now).
     let live: Vec<RecordBatch> = tail
         .map(|t| {
             t.snapshot(Table::Spans)
@@ -30,6 +30,8 @@ pub fn running_spans(root: &Path, tail: Option<&LiveTail>) -> Result<Vec<StoredS
                 .collect()
         })
         .unwrap_or_default();
+    let mut files = Vec::new();
+    parquet_files(&root.join(Table::Spans.dir()), &mut files);
 
     // Which traces hold a span without an end: two columns of every file.
     let mut traces: HashSet<String> = HashSet::new();
