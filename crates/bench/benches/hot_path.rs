@@ -15,11 +15,10 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, Status};
 use parquet::arrow::ArrowWriter;
 use prost::Message;
+use spanlake_bench::{SERVICES, kv, resource_groups};
 use spanlake_core::Batch;
 use spanlake_exporter::parquet::convert::SpanRows;
 use spanlake_exporter::parquet::schema::span_schema;
@@ -29,18 +28,9 @@ use spanlake_processor::redaction::{RedactionConfig, Redactor};
 
 const SPANS: u64 = 100;
 
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
 fn request(n: u64) -> Vec<ResourceSpans> {
     let t0 = 1_767_225_600_000_000_000u64 + n * 1_000_000_000;
-    let services = ["frontend", "checkout", "payments", "inventory"];
-    let mut groups: Vec<Vec<Span>> = vec![Vec::new(); services.len()];
+    let mut groups: Vec<Vec<Span>> = vec![Vec::new(); SERVICES.len()];
     for i in 0..SPANS {
         let mut tid = [0u8; 16];
         tid[..8].copy_from_slice(&(n + 1).to_be_bytes());
@@ -68,29 +58,7 @@ fn request(n: u64) -> Vec<ResourceSpans> {
             ..Default::default()
         });
     }
-    groups
-        .into_iter()
-        .zip(services)
-        .map(|(spans, svc)| ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", Value::StringValue(svc.into())),
-                    kv("host.name", Value::StringValue("host-1".into())),
-                    kv("deployment.environment", Value::StringValue("prod".into())),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "bench".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        })
-        .collect()
+    resource_groups(groups, "host-1")
 }
 
 fn stages(c: &mut Criterion) {

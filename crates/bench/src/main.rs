@@ -11,9 +11,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, Status};
+use spanlake_bench::{SERVICES, kv, resource_groups};
 use spanlake_exporter::parquet::{LakeWriter, ParquetConfig};
 
 #[derive(Parser)]
@@ -85,14 +84,6 @@ fn trace_id(seed: u64, n: u64) -> [u8; 16] {
     id
 }
 
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
 const T0: u64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const ROUTES: [&str; 6] = [
     "/cart",
@@ -102,7 +93,6 @@ const ROUTES: [&str; 6] = [
     "/search",
     "/health",
 ];
-const SERVICES: [&str; 4] = ["frontend", "checkout", "payments", "inventory"];
 
 fn make_trace(seed: u64, n: u64, size: u64, hours: u64) -> Vec<ResourceSpans> {
     let tid = trace_id(seed, n).to_vec();
@@ -153,29 +143,7 @@ fn make_trace(seed: u64, n: u64, size: u64, hours: u64) -> Vec<ResourceSpans> {
         };
         by_service[(i % SERVICES.len() as u64) as usize].push(span);
     }
-    by_service
-        .into_iter()
-        .enumerate()
-        .map(|(k, spans)| ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", Value::StringValue(SERVICES[k].into())),
-                    kv("host.name", Value::StringValue(format!("host-{}", n % 16))),
-                    kv("deployment.environment", Value::StringValue("prod".into())),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "bench".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        })
-        .collect()
+    resource_groups(by_service, &format!("host-{}", n % 16))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
