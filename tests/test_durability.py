@@ -133,9 +133,11 @@ def check_every_acked_span_once(c, data_dir, acked):
 
 
 def test_kill_9_under_load_loses_no_acknowledged_span(data_dir, tmp_path):
+    # Row groups of 500 rows: files are assembled from several sealed row groups, and queries
+    # read sealed row groups from the live tail, while the collector is killed at random.
     kills = int(os.environ.get("SPANLAKE_FAULT_KILLS", "6"))
     rng = random.Random(int(os.environ.get("SPANLAKE_FAULT_SEED", "7")))
-    config = durable_pipeline(data_dir, batch={"max_size": 200, "timeout": "50ms"}, parquet={"max_file_age": "1s", "max_rows_per_file": 3000})
+    config = durable_pipeline(data_dir, batch={"max_size": 200, "timeout": "50ms"}, parquet={"max_file_age": "1s", "max_rows_per_file": 3000, "row_group_size": 500})
     acked, answers = [], {}
     for round_ in range(kills):
         c = Collector(config, workdir=tmp_path / f"run{round_}")

@@ -22,14 +22,15 @@ use crate::rows::{StoredSpan, dedupe, stored_spans};
 pub fn running_spans(root: &Path, tail: Option<&LiveTail>) -> Result<Vec<StoredSpan>, QueryError> {
     // The tail before the files: a row leaves the tail only after its file is renamed into
     // place, so it is in one or the other (the exporter may be committing replayed rows now).
-    let live: Vec<RecordBatch> = tail
-        .map(|t| {
-            t.snapshot(Table::Spans)
-                .into_iter()
-                .flat_map(|(_, batches)| batches)
-                .collect()
-        })
-        .unwrap_or_default();
+    let live: Vec<RecordBatch> = match tail {
+        Some(t) => t
+            .snapshot(Table::Spans)
+            .map_err(|e| QueryError::Schema(format!("live tail: {e}")))?
+            .into_iter()
+            .flat_map(|(_, batches)| batches)
+            .collect(),
+        None => Vec::new(),
+    };
     let mut files = Vec::new();
     parquet_files(&root.join(Table::Spans.dir()), &mut files);
 

@@ -14,7 +14,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
@@ -74,7 +74,10 @@ impl LakeTable {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for (hour, batches) in tail.snapshot(self.table) {
+        let parts = tail
+            .snapshot(self.table)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for (hour, batches) in parts {
             let (date, hh) = partition_of(hour);
             for b in batches {
                 let n = b.num_rows();

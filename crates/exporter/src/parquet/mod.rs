@@ -4,12 +4,14 @@ mod config;
 pub mod convert;
 pub mod logs;
 pub mod schema;
+mod sealed;
 mod tail;
 pub mod wal;
 mod writer;
 
 pub use config::ParquetConfig;
 pub use schema::Table;
+pub use sealed::SealError;
 pub use tail::LiveTail;
 pub use wal::{ReplayReport, WalConfig};
 pub use writer::{Committed, LakeWriter, WriteError, writer_properties};
@@ -229,7 +231,6 @@ impl Exporter for ParquetExporter {
                         if matches!(batch.signal, Signal::EndTrace(_)) {
                             continue;
                         }
-                        let commit = backoff.ready();
                         let out;
                         (writer, out) = on_writer(writer, move |w| {
                             let (signal, guards) = batch.into_signal();
@@ -238,11 +239,11 @@ impl Exporter for ParquetExporter {
                                 Signal::Logs(groups) => w.take_logs(groups),
                                 Signal::EndTrace(_) => Ok(None),
                             };
-                            let committed = (commit && taken.is_ok()).then(|| w.commit_full());
-                            (taken, guards, committed)
+                            (taken, guards)
                         })
                         .await;
-                        let (taken, guards, committed) = out;
+                        let (taken, guards) = out;
+                        let taken_ok = taken.is_ok();
                         match taken {
                             Ok(Some(written)) => {
                                 // The spans are taken: the in-flight slot and the memory go back
@@ -270,8 +271,17 @@ impl Exporter for ParquetExporter {
                                 }
                             }
                         }
-                        if let Some(result) = committed {
-                            backoff.record(&name, &result);
+                        // Row groups and files are encoded after the clients of this batch
+                        // are answered (or its fsync is under way), not before.
+                        // While commits are failing, row groups are still sealed (memory).
+                        if taken_ok && writer.has_work() {
+                            if backoff.ready() {
+                                let result;
+                                (writer, result) = on_writer(writer, |w| w.commit_full()).await;
+                                backoff.record(&name, &result);
+                            } else {
+                                (writer, ()) = on_writer(writer, |w| w.seal_ready()).await;
+                            }
                         }
                         report(&name, &writer, &mut reported, &pressure);
                     }

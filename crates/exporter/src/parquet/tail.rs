@@ -1,9 +1,11 @@
 //! The live tail: rows taken by a parquet exporter but not yet in a committed file.
 //!
 //! Queries read it beside the committed files, so a span is visible as soon as its request is
-//! acknowledged. A partition's rows leave the tail only after its file is renamed into place;
-//! a query that snapshots the tail before listing the files therefore never misses a row (it may
-//! see one twice, which queries remove).
+//! acknowledged. A partition's rows are here as Arrow batches until a row group's worth is
+//! sealed (encoded in memory, see `sealed.rs`), then as that sealed row group, which a query
+//! decodes. They leave the tail only after the partition's file is renamed into place; a query
+//! that snapshots the tail before listing the files therefore never misses a row (it may see
+//! one twice, which queries remove).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,8 +14,15 @@ use arrow::array::RecordBatch;
 
 use super::convert::HourKey;
 use super::schema::Table;
+use super::sealed::{SealError, Sealed};
 
-type Parts = BTreeMap<(Table, HourKey), Vec<RecordBatch>>;
+#[derive(Default, Debug)]
+struct Part {
+    sealed: Vec<Sealed>,
+    batches: Vec<RecordBatch>,
+}
+
+type Parts = BTreeMap<(Table, HourKey), Part>;
 
 #[derive(Default, Debug)]
 pub struct LiveTail {
@@ -26,7 +35,20 @@ impl LiveTail {
     }
 
     pub(crate) fn push(&self, table: Table, hour: HourKey, batch: RecordBatch) {
-        self.lock().entry((table, hour)).or_default().push(batch);
+        self.lock()
+            .entry((table, hour))
+            .or_default()
+            .batches
+            .push(batch);
+    }
+
+    /// The partition's batches were sealed into `sealed`: it replaces them, at once for
+    /// readers.
+    pub(crate) fn seal(&self, table: Table, hour: HourKey, sealed: Sealed) {
+        let mut parts = self.lock();
+        let part = parts.entry((table, hour)).or_default();
+        part.batches.clear();
+        part.sealed.push(sealed);
     }
 
     /// Called once the partition's file is committed.
@@ -34,18 +56,35 @@ impl LiveTail {
         self.lock().remove(&(table, hour));
     }
 
-    /// The rows of `table` now in the tail, by partition (cheap: the batches are shared, not
-    /// copied).
-    pub fn snapshot(&self, table: Table) -> Vec<(HourKey, Vec<RecordBatch>)> {
-        self.lock()
+    /// The rows of `table` now in the tail, by partition. Batches are shared, not copied;
+    /// sealed row groups are decoded (outside the lock).
+    pub fn snapshot(&self, table: Table) -> Result<Vec<(HourKey, Vec<RecordBatch>)>, SealError> {
+        let parts: Vec<(HourKey, Vec<Sealed>, Vec<RecordBatch>)> = self
+            .lock()
             .iter()
             .filter(|((t, _), _)| *t == table)
-            .map(|((_, h), v)| (*h, v.clone()))
-            .collect()
+            .map(|((_, h), p)| (*h, p.sealed.clone(), p.batches.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(parts.len());
+        for (hour, sealed, batches) in parts {
+            let mut rows = Vec::new();
+            for s in &sealed {
+                rows.extend(s.decode()?);
+            }
+            rows.extend(batches);
+            out.push((hour, rows));
+        }
+        Ok(out)
     }
 
     /// Rows in the tail, every table.
     pub fn rows(&self) -> usize {
-        self.lock().values().flatten().map(|b| b.num_rows()).sum()
+        self.lock()
+            .values()
+            .map(|p| {
+                p.sealed.iter().map(Sealed::rows).sum::<usize>()
+                    + p.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+            })
+            .sum()
     }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +15,8 @@ use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -26,6 +24,7 @@ use super::config::ParquetConfig;
 use super::convert::{HourKey, SpanRows, partition_of};
 use super::logs::LogRows;
 use super::schema::{SCHEMA_VERSION, Table};
+use super::sealed::{self, SealError, Sealed};
 
 /// A partition: a table and an hour.
 type PartKey = (Table, HourKey);
@@ -53,10 +52,19 @@ pub enum WriteError {
     },
     #[error("exporter {exporter}: {source}")]
     Wal { exporter: String, source: WalError },
+    #[error("exporter {exporter}: cannot encode rows as Parquet: {source}")]
+    Seal { exporter: String, source: SealError },
 }
 
+/// The rows of a file being gathered: row groups already sealed (encoded in memory), then the
+/// rows still waiting as Arrow for a row group's worth.
 struct Partition {
+    sealed: Vec<Sealed>,
     batches: Vec<RecordBatch>,
+    /// Rows in `batches`, and the memory they hold.
+    open_rows: usize,
+    open_bytes: usize,
+    /// Every row of the partition, sealed or not, and the memory they hold.
     rows: usize,
     bytes: usize,
     opened: Instant,
@@ -207,14 +215,49 @@ impl LakeWriter {
         Ok((written, ingest, segment))
     }
 
-    /// Commit every partition that reached `max_rows_per_file` or `max_bytes_per_file`.
+    /// Whether a partition holds a complete row group still as Arrow. (Large spans reach
+    /// `max_bytes_per_file` first, which commits the file, sealing its last row group.)
+    fn row_group_ready(&self, p: &Partition) -> bool {
+        p.open_rows >= self.config.row_group_size
+    }
+
+    /// Whether a partition reached `max_rows_per_file` or `max_bytes_per_file`.
+    fn file_ready(&self, p: &Partition) -> bool {
+        p.rows >= self.config.max_rows_per_file || p.bytes >= self.config.max_bytes_per_file
+    }
+
+    /// Whether [`seal_ready`](Self::seal_ready) or [`commit_full`](Self::commit_full) has
+    /// anything to do.
+    pub fn has_work(&self) -> bool {
+        self.partitions
+            .values()
+            .any(|p| self.row_group_ready(p) || self.file_ready(p))
+    }
+
+    /// Seal every complete row group: sorted and encoded, it holds a fraction of the memory.
+    /// On failure the rows stay as they are (a commit tries again and reports it).
+    pub fn seal_ready(&mut self) {
+        let ready: Vec<PartKey> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| self.row_group_ready(p))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            if let Err(e) = self.seal(key) {
+                tracing::warn!(exporter = %self.name, error = %e, "parquet: cannot encode a row group; the rows stay buffered");
+            }
+        }
+    }
+
+    /// Seal every complete row group, then commit every partition that reached
+    /// `max_rows_per_file` or `max_bytes_per_file`.
     pub fn commit_full(&mut self) -> Result<Vec<Committed>, WriteError> {
+        self.seal_ready();
         let full: Vec<PartKey> = self
             .partitions
             .iter()
-            .filter(|(_, p)| {
-                p.rows >= self.config.max_rows_per_file || p.bytes >= self.config.max_bytes_per_file
-            })
+            .filter(|(_, p)| self.file_ready(p))
             .map(|(k, _)| *k)
             .collect();
         self.commit(&full)
@@ -293,7 +336,10 @@ impl LakeWriter {
 
     fn buffer(&mut self, key: PartKey, batch: RecordBatch, segment: u64) {
         let p = self.partitions.entry(key).or_insert_with(|| Partition {
+            sealed: Vec::new(),
             batches: Vec::new(),
+            open_rows: 0,
+            open_bytes: 0,
             rows: 0,
             bytes: 0,
             opened: Instant::now(),
@@ -303,10 +349,42 @@ impl LakeWriter {
         let bytes = batch.get_array_memory_size();
         p.rows += batch.num_rows();
         p.bytes += bytes;
+        p.open_rows += batch.num_rows();
+        p.open_bytes += bytes;
         self.buffered += batch.num_rows();
         self.buffered_bytes += bytes;
         self.tail.push(key.0, key.1, batch.clone());
         p.batches.push(batch);
+    }
+
+    /// Sort and encode the rows of a partition still waiting as Arrow into a sealed row group.
+    fn seal(&mut self, key: PartKey) -> Result<(), WriteError> {
+        let Some(p) = self.partitions.get_mut(&key) else {
+            return Ok(());
+        };
+        if p.batches.is_empty() {
+            return Ok(());
+        }
+        let table = key.0;
+        let sealed = Sealed::seal(
+            &p.batches,
+            &table.schema(),
+            &self.props,
+            table.sort_columns(),
+        )
+        .map_err(|source| WriteError::Seal {
+            exporter: self.name.clone(),
+            source,
+        })?;
+        let size = sealed.size();
+        p.bytes = p.bytes - p.open_bytes + size;
+        self.buffered_bytes = self.buffered_bytes - p.open_bytes + size;
+        p.batches.clear();
+        p.open_rows = 0;
+        p.open_bytes = 0;
+        p.sealed.push(sealed.clone());
+        self.tail.seal(key.0, key.1, sealed);
+        Ok(())
     }
 
     /// Commit the partitions whose first row is older than `max_file_age`.
@@ -332,10 +410,11 @@ impl LakeWriter {
         let mut done = Vec::new();
         let mut first_err = None;
         for key in keys {
+            let sealed = self.seal(*key);
             let Some(part) = self.partitions.get(key) else {
                 continue;
             };
-            match self.write_file(*key, &part.batches) {
+            match sealed.and_then(|()| self.write_file(*key, &part.sealed, part.rows)) {
                 Ok(c) => {
                     self.buffered -= part.rows;
                     self.buffered_bytes -= part.bytes;
@@ -373,7 +452,8 @@ impl LakeWriter {
     fn write_file(
         &self,
         (table, key): PartKey,
-        batches: &[RecordBatch],
+        parts: &[Sealed],
+        rows: usize,
     ) -> Result<Committed, WriteError> {
         let (date, hour) = partition_of(key);
         let dir = self
@@ -387,18 +467,7 @@ impl LakeWriter {
             path: path.to_path_buf(),
             source,
         };
-        let arrow = |source| WriteError::Arrow {
-            exporter: self.name.clone(),
-            source,
-        };
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-
-        let schema = table.schema();
-        let [by_trace, by_time] = table.sort_columns();
-        // Sorted by trace id, then time, straight from the buffered batches, a chunk at a time:
-        // the sorted copy is never held whole (at 10k spans/s it doubled the memory a commit
-        // took), and each chunk is still in cache when the writer encodes it.
-        let (order, traces) = sort_order(batches, by_trace, by_time);
 
         let seq = FILE_SEQ.fetch_add(1, Ordering::Relaxed);
         let stem = format!("part-{:x}-{}-{seq:04}", now_nanos(), std::process::id());
@@ -406,39 +475,33 @@ impl LakeWriter {
         let path = dir.join(format!("{stem}.parquet"));
         let result = (|| {
             let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-            let parquet = |source| WriteError::Parquet {
-                exporter: self.name.clone(),
-                path: path.clone(),
-                source,
-            };
-            // The bloom filter is sized for the distinct trace ids of this file (rows are sorted
-            // by trace id, so counting them is one pass); oversizing it costs every lookup.
-            let props = self
-                .props
-                .clone()
-                .into_builder()
-                .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), traces.max(1) as u64)
-                .set_sorting_columns(Some(
-                    [by_trace, by_time]
-                        .iter()
-                        .map(|&c| SortingColumn {
-                            column_idx: c as i32,
-                            descending: false,
-                            nulls_first: false,
-                        })
-                        .collect(),
-                ))
-                .build();
-            let mut w =
-                ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(parquet)?;
-            let refs: Vec<&RecordBatch> = batches.iter().collect();
-            for chunk in order.chunks(WRITE_CHUNK_ROWS) {
-                let part = arrow::compute::interleave_record_batch(&refs, chunk).map_err(arrow)?;
-                w.write(&part).map_err(parquet)?;
-            }
-            let file = w.into_inner().map_err(parquet)?;
-            let mut file = file;
-            file.flush().map_err(|e| io(&tmp, e))?;
+            // The sealed row groups, copied as they are encoded (each sorted by trace id, then
+            // time, with its own bloom filter).
+            let file = sealed::assemble(
+                std::io::BufWriter::new(file),
+                parts,
+                &table.schema(),
+                &self.props,
+                table.sort_columns(),
+            )
+            .map_err(|e| match e {
+                SealError::Parquet(parquet::errors::ParquetError::External(inner)) => {
+                    match inner.downcast::<std::io::Error>() {
+                        Ok(source) => io(&tmp, *source),
+                        Err(other) => WriteError::Seal {
+                            exporter: self.name.clone(),
+                            source: SealError::Parquet(parquet::errors::ParquetError::External(
+                                other,
+                            )),
+                        },
+                    }
+                }
+                source => WriteError::Seal {
+                    exporter: self.name.clone(),
+                    source,
+                },
+            })?;
+            let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
             file.sync_all().map_err(|e| io(&tmp, e))?;
             fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
             // Make the rename itself durable.
@@ -451,11 +514,8 @@ impl LakeWriter {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        tracing::debug!(exporter = %self.name, path = %path.display(), rows = order.len(), "committed");
-        Ok(Committed {
-            path,
-            rows: order.len(),
-        })
+        tracing::debug!(exporter = %self.name, path = %path.display(), rows, "committed");
+        Ok(Committed { path, rows })
     }
 }
 
@@ -522,13 +582,10 @@ fn nested_leaves() -> Vec<ColumnPath> {
     out
 }
 
-/// Rows copied into a file at a time.
-const WRITE_CHUNK_ROWS: usize = 8192;
-
 /// The order of the rows of `batches` in a file — by the string column `by_trace` (nulls
 /// last), then the integer column `by_time` — as `(batch, row)` pairs, and the number of
 /// distinct trace ids (nulls counted as one).
-fn sort_order(
+pub(super) fn sort_order(
     batches: &[RecordBatch],
     by_trace: usize,
     by_time: usize,
@@ -812,6 +869,127 @@ mod tests {
     }
 
     #[test]
+    fn complete_row_groups_are_sealed_and_stay_visible_until_their_file_is_written() {
+        let root = tempdir("sealed");
+        let blocker = root.join("lake");
+        fs::write(&blocker, b"x").expect("write");
+        let config = ParquetConfig {
+            path: blocker.clone(),
+            row_group_size: 3,
+            max_rows_per_file: 100,
+            ..Default::default()
+        };
+        let tail = Arc::new(LiveTail::default());
+        let mut w = LakeWriter::new("parquet", config, Arc::clone(&tail));
+        let base = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z
+        let request = |ids: &[u8]| {
+            vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: ids
+                        .iter()
+                        .map(|&i| span(10 - i, i, base + i as u64))
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]
+        };
+        let tail_ids = || -> Vec<String> {
+            let mut ids: Vec<String> = tail
+                .snapshot(Table::Spans)
+                .expect("tail")
+                .into_iter()
+                .flat_map(|(_, batches)| batches)
+                .flat_map(|b| {
+                    let ids = b
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("ids");
+                    (0..ids.len())
+                        .map(|i| ids.value(i).to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        for ids in [&[1u8, 2][..], &[3, 4], &[5], &[6, 7]] {
+            assert!(w.append(&request(ids)).expect("append").is_empty());
+        }
+        // 7 rows: sealed as [1..4] when the second request came, [5..7] at the fourth.
+        assert_eq!(w.buffered_rows(), 7);
+        assert_eq!(tail.rows(), 7);
+        let part = w.partitions.values().next().expect("one partition");
+        assert_eq!(
+            part.sealed.iter().map(Sealed::rows).collect::<Vec<_>>(),
+            [4, 3]
+        );
+        assert!(part.batches.is_empty());
+        assert_eq!(
+            w.buffered_bytes(),
+            part.sealed.iter().map(Sealed::size).sum::<usize>(),
+            "sealed rows hold their encoded size, not their Arrow size"
+        );
+        w.append(&request(&[8])).expect("append");
+        let want: Vec<String> = (1..=8u8).map(|i| hex_of(&[i; 8])).collect();
+        assert_eq!(
+            tail_ids(),
+            want,
+            "sealed and open rows are both in the tail"
+        );
+
+        // The lake cannot take the file: everything stays, sealed, and in the tail.
+        w.commit_all().expect_err("the lake's path is a file");
+        assert_eq!(w.buffered_rows(), 8);
+        assert_eq!(tail_ids(), want);
+
+        fs::remove_file(&blocker).expect("clear the fault");
+        let committed = w.commit_all().expect("commit");
+        assert_eq!(committed.len(), 1);
+        assert_eq!(committed[0].rows, 8);
+        assert_eq!(tail.rows(), 0);
+        let reader = SerializedFileReader::new(File::open(&committed[0].path).expect("open"))
+            .expect("footer");
+        let sizes: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(sizes, [4, 3, 1], "one row group per seal, in order");
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&committed[0].path).expect("open"))
+                .expect("parquet")
+                .build()
+                .expect("reader")
+                .collect::<Result<_, _>>()
+                .expect("read");
+        let mut got: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("ids");
+                (0..ids.len())
+                    .map(|i| ids.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Each row group sorted by trace id (10 - i): descending span ids within a group.
+        assert_eq!(got[..4], [4u8, 3, 2, 1].map(|i| hex_of(&[i; 8])));
+        got.sort();
+        assert_eq!(got, want);
+        fs::remove_dir_all(&root).ok();
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
     fn a_durable_writer_replays_what_was_not_committed_and_trims_what_was() {
         let root = tempdir("durable");
         let config = ParquetConfig {
@@ -893,8 +1071,8 @@ mod tests {
         let (mut w, report) =
             LakeWriter::open("parquet", config, tail.clone(), true).expect("reopen");
         assert_eq!(report.expect("durable").logs, 1);
-        assert_eq!(tail.snapshot(Table::Logs).len(), 1);
-        assert!(tail.snapshot(Table::Spans).is_empty());
+        assert_eq!(tail.snapshot(Table::Logs).expect("tail").len(), 1);
+        assert!(tail.snapshot(Table::Spans).expect("tail").is_empty());
         let files = w.commit_all().expect("commit");
         assert_eq!(files.len(), 1);
         assert!(files[0].path.starts_with(root.join("logs")));
