@@ -146,17 +146,28 @@ impl LakeWriter {
             return Ok((w, None));
         }
         let dir = w.config.wal_dir();
-        let mut replayed = Vec::new();
-        let (wal, report) = Wal::open(&dir, w.config.wal.clone(), |seg, ingest, record| {
-            replayed.push((seg, ingest, record))
+        // Each record is buffered as it is read, and complete row groups are sealed as they
+        // fill: a long log is held encoded, not as decoded spans or Arrow.
+        let mut failed = None;
+        let wal_config = w.config.wal.clone();
+        let (wal, report) = Wal::open(&dir, wal_config, |seg, ingest, record| {
+            if failed.is_some() {
+                return;
+            }
+            let buffered = w
+                .buffer_rows(&record.resource_spans, ingest, seg)
+                .and_then(|()| w.buffer_logs(&record.resource_logs, ingest, seg));
+            match buffered {
+                Ok(()) => w.seal_ready(),
+                Err(e) => failed = Some(e),
+            }
         })
         .map_err(|source| WriteError::Wal {
             exporter: w.name.clone(),
             source,
         })?;
-        for (seg, ingest, record) in replayed {
-            w.buffer_rows(&record.resource_spans, ingest, seg)?;
-            w.buffer_logs(&record.resource_logs, ingest, seg)?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         w.wal = Some(wal);
         Ok((w, Some(report)))
