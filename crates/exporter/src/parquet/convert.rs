@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int64Builder, ListArray, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
-    StructArray, TimestampMicrosecondBuilder,
+    ArrayRef, AsArray, Int64Builder, ListArray, MapArray, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder, StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::Field;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -548,9 +548,63 @@ impl SpanRows {
         ];
         columns.extend(self.origin.finish());
         columns.push(Arc::new(self.ingest.finish()));
-        let batch = RecordBatch::try_new(span_schema(), columns)?;
+        let batch = aligned_batch(span_schema(), columns)?;
         Ok((batch, std::mem::take(&mut self.hours)))
     }
+}
+
+/// A record batch of `schema` whose nested columns (maps, lists, structs, at every depth) carry
+/// the schema's own field objects rather than equal copies.
+///
+/// Arrow compares data types whenever arrays meet (`RecordBatch::try_new`, `interleave`,
+/// `concat`); two copies of a map or list type are compared field by field and name by name,
+/// but two references to the same field are equal at once. Sorting a row group interleaves
+/// every buffered batch, column by column, at every depth: with 100-span batches these
+/// comparisons took ~15% of the collector's CPU.
+pub fn aligned_batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, ArrowError> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields().iter())
+        .map(|(c, f)| aligned(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}
+
+/// `array` rebuilt (sharing its buffers) with the fields of `ty`.
+fn aligned(array: ArrayRef, ty: &DataType) -> Result<ArrayRef, ArrowError> {
+    Ok(match ty {
+        DataType::Map(field, ordered) => {
+            let (_, offsets, entries, nulls, _) = array.as_map().clone().into_parts();
+            let entries = aligned(Arc::new(entries), field.data_type())?;
+            Arc::new(MapArray::try_new(
+                Arc::clone(field),
+                offsets,
+                entries.as_struct().clone(),
+                nulls,
+                *ordered,
+            )?)
+        }
+        DataType::List(field) => {
+            let (_, offsets, values, nulls) = array.as_list::<i32>().clone().into_parts();
+            let values = aligned(values, field.data_type())?;
+            Arc::new(ListArray::try_new(
+                Arc::clone(field),
+                offsets,
+                values,
+                nulls,
+            )?)
+        }
+        DataType::Struct(fields) => {
+            let (_, columns, nulls) = array.as_struct().clone().into_parts();
+            let columns = columns
+                .into_iter()
+                .zip(fields.iter())
+                .map(|(c, f)| aligned(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Arc::new(StructArray::try_new(fields.clone(), columns, nulls)?)
+        }
+        _ => array,
+    })
 }
 
 /// OTLP times are unsigned; past year 2262 they do not fit the INT64 columns and are clamped.
@@ -628,5 +682,39 @@ mod tests {
         // builders are reusable
         let (empty, _) = rows.finish().expect("finish empty");
         assert_eq!(empty.num_rows(), 0);
+
+        // Nested columns carry the schema's own fields (compared by pointer), at every depth.
+        let schema = span_schema();
+        for (column, field) in batch.columns().iter().zip(schema.fields().iter()) {
+            match (column.data_type(), field.data_type()) {
+                (DataType::Map(a, _), DataType::Map(b, _)) => {
+                    assert!(Arc::ptr_eq(a, b), "{}", field.name());
+                    let entries = column.as_map().entries();
+                    let DataType::Struct(want) = b.data_type() else {
+                        panic!("map entries are a struct")
+                    };
+                    assert!(
+                        Arc::ptr_eq(&entries.fields()[0], &want[0]),
+                        "{}",
+                        field.name()
+                    );
+                }
+                (DataType::List(a, ..), DataType::List(b, ..)) => {
+                    assert!(Arc::ptr_eq(a, b), "{}", field.name());
+                    let element = column.as_list::<i32>().values().as_struct();
+                    let DataType::Struct(want) = b.data_type() else {
+                        panic!("list elements are structs")
+                    };
+                    for (inner, want) in element.columns().iter().zip(want.iter()) {
+                        if let (DataType::Map(x, _), DataType::Map(y, _)) =
+                            (inner.data_type(), want.data_type())
+                        {
+                            assert!(Arc::ptr_eq(x, y), "{}.{}", field.name(), want.name());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }

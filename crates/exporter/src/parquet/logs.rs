@@ -227,7 +227,7 @@ impl LogRows {
         columns.extend(self.origin.finish());
         columns.push(Arc::new(self.record_id.finish()));
         columns.push(Arc::new(self.ingest.finish()));
-        let batch = RecordBatch::try_new(log_schema(), columns)?;
+        let batch = super::convert::aligned_batch(log_schema(), columns)?;
         Ok((batch, std::mem::take(&mut self.hours)))
     }
 }
