@@ -910,17 +910,7 @@ mod tests {
                 .snapshot(Table::Spans)
                 .expect("tail")
                 .into_iter()
-                .flat_map(|(_, batches)| batches)
-                .flat_map(|b| {
-                    let ids = b
-                        .column(1)
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .expect("ids");
-                    (0..ids.len())
-                        .map(|i| ids.value(i).to_string())
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|(_, batches)| span_ids(&batches))
                 .collect();
             ids.sort();
             ids
@@ -976,7 +966,17 @@ mod tests {
                 .expect("reader")
                 .collect::<Result<_, _>>()
                 .expect("read");
-        let mut got: Vec<String> = batches
+        let mut got = span_ids(&batches);
+        // Each row group sorted by trace id (10 - i): descending span ids within a group.
+        assert_eq!(got[..4], [4u8, 3, 2, 1].map(|i| hex_of(&[i; 8])));
+        got.sort();
+        assert_eq!(got, want);
+        fs::remove_dir_all(&root).ok();
+    }
+
+    /// The `span_id` column of `batches`, in order.
+    fn span_ids(batches: &[RecordBatch]) -> Vec<String> {
+        batches
             .iter()
             .flat_map(|b| {
                 let ids = b
@@ -988,12 +988,7 @@ mod tests {
                     .map(|i| ids.value(i).to_string())
                     .collect::<Vec<_>>()
             })
-            .collect();
-        // Each row group sorted by trace id (10 - i): descending span ids within a group.
-        assert_eq!(got[..4], [4u8, 3, 2, 1].map(|i| hex_of(&[i; 8])));
-        got.sort();
-        assert_eq!(got, want);
-        fs::remove_dir_all(&root).ok();
+            .collect()
     }
 
     fn hex_of(bytes: &[u8]) -> String {
