@@ -43,7 +43,8 @@ impl LiveTail {
     }
 
     /// The partition's batches were sealed into `sealed`: it replaces them, at once for
-    /// readers.
+    /// readers. (A partition's batches here are always exactly the writer's batches not yet
+    /// sealed: both are pushed together, and the writer seals all of them at once.)
     pub(crate) fn seal(&self, table: Table, hour: HourKey, sealed: Sealed) {
         let mut parts = self.lock();
         let part = parts.entry((table, hour)).or_default();
