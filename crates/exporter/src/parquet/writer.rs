@@ -495,22 +495,34 @@ impl LakeWriter {
                 &self.props,
                 table.sort_columns(),
             )
-            .map_err(|e| match e {
-                SealError::Parquet(parquet::errors::ParquetError::External(inner)) => {
-                    match inner.downcast::<std::io::Error>() {
-                        Ok(source) => io(&tmp, *source),
-                        Err(other) => WriteError::Seal {
+            .map_err(|e| {
+                let source = match e {
+                    SealError::Arrow(source) => {
+                        return WriteError::Arrow {
                             exporter: self.name.clone(),
-                            source: SealError::Parquet(parquet::errors::ParquetError::External(
-                                other,
-                            )),
-                        },
+                            source,
+                        };
                     }
+                    SealError::Parquet(source) => source,
+                };
+                // A write that failed (disk full, I/O error) is reported as such.
+                match source {
+                    parquet::errors::ParquetError::External(inner) => {
+                        match inner.downcast::<std::io::Error>() {
+                            Ok(source) => io(&tmp, *source),
+                            Err(other) => WriteError::Parquet {
+                                exporter: self.name.clone(),
+                                path: path.clone(),
+                                source: parquet::errors::ParquetError::External(other),
+                            },
+                        }
+                    }
+                    source => WriteError::Parquet {
+                        exporter: self.name.clone(),
+                        path: path.clone(),
+                        source,
+                    },
                 }
-                source => WriteError::Seal {
-                    exporter: self.name.clone(),
-                    source,
-                },
             })?;
             let file = file.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
             file.sync_all().map_err(|e| io(&tmp, e))?;
