@@ -1,4 +1,5 @@
-//! The lake writer: buffers rows per partition, sorts and writes whole files, commits by rename.
+//! The lake writer: buffers rows per partition, seals each complete row group (`sealed.rs`),
+//! writes a file from its sealed row groups, commits by rename.
 //!
 //! Everything here is blocking (CPU and file I/O); the exporter task calls it through
 //! `spawn_blocking`.
@@ -605,95 +606,6 @@ fn nested_leaves() -> Vec<ColumnPath> {
     out
 }
 
-/// The order of the rows of `batches` in a file — by the string column `by_trace` (nulls
-/// last), then the integer column `by_time` — as `(batch, row)` pairs, and the number of
-/// distinct trace ids (nulls counted as one).
-pub(super) fn sort_order(
-    batches: &[RecordBatch],
-    by_trace: usize,
-    by_time: usize,
-) -> (Vec<(usize, usize)>, usize) {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::Int64Type;
-    let mut keys: Vec<SortKey<'_>> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
-    for (bi, b) in batches.iter().enumerate() {
-        let trace = b.column(by_trace).as_string::<i32>();
-        let time = b.column(by_time).as_primitive::<Int64Type>();
-        for r in 0..b.num_rows() {
-            let t = (!trace.is_null(r)).then(|| trace.value(r));
-            let at = if time.is_null(r) { 0 } else { time.value(r) };
-            keys.push(SortKey::new(t, at, bi, r));
-        }
-    }
-    keys.sort_unstable_by(SortKey::cmp);
-    let traces = keys
-        .iter()
-        .zip(keys.iter().skip(1))
-        .filter(|(a, b)| a.id != b.id)
-        .count()
-        + usize::from(!keys.is_empty());
-    (keys.iter().map(|k| (k.batch, k.row)).collect(), traces)
-}
-
-/// A row's place in a file's order: trace id (nulls last), then time. The id's first 32 bytes
-/// are packed into two big-endian integers, so most comparisons are two integer compares
-/// instead of a `memcmp` (OTLP ids are 32 hex digits; longer free-form ids fall back to
-/// comparing the strings).
-struct SortKey<'a> {
-    hi: u128,
-    lo: u128,
-    id: Option<&'a str>,
-    time: i64,
-    batch: usize,
-    row: usize,
-}
-
-impl<'a> SortKey<'a> {
-    fn new(id: Option<&'a str>, time: i64, batch: usize, row: usize) -> Self {
-        let (hi, lo) = match id {
-            Some(s) => {
-                let b = s.as_bytes();
-                (
-                    pack(b.get(..16).unwrap_or(b)),
-                    pack(b.get(16..).unwrap_or(&[])),
-                )
-            }
-            None => (u128::MAX, u128::MAX),
-        };
-        SortKey {
-            hi,
-            lo,
-            id,
-            time,
-            batch,
-            row,
-        }
-    }
-
-    fn cmp(a: &Self, b: &Self) -> std::cmp::Ordering {
-        a.hi.cmp(&b.hi)
-            .then(a.lo.cmp(&b.lo))
-            .then_with(|| match (a.id, b.id) {
-                // Equal packed prefixes: ids of up to 32 bytes differ only by length (the
-                // zero padding), longer ones by their remaining bytes.
-                (Some(x), Some(y)) if x.len() <= 32 && y.len() <= 32 => x.len().cmp(&y.len()),
-                (Some(x), Some(y)) => x.cmp(y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            })
-            .then(a.time.cmp(&b.time))
-    }
-}
-
-/// Up to 16 bytes as a big-endian integer, zero-padded on the right.
-fn pack(bytes: &[u8]) -> u128 {
-    let mut buf = [0u8; 16];
-    let n = bytes.len().min(16);
-    buf[..n].copy_from_slice(&bytes[..n]);
-    u128::from_be_bytes(buf)
-}
-
 /// Remove files a crash left half-written (`.<name>.parquet.tmp`); no reader lists them, and
 /// their rows are in the write-ahead log or were never acknowledged.
 fn remove_unfinished(dir: &Path) {
@@ -1095,34 +1007,5 @@ mod tests {
         assert_eq!(files.len(), 1);
         assert!(files[0].path.starts_with(root.join("logs")));
         fs::remove_dir_all(&root).ok();
-    }
-
-    proptest::proptest! {
-        /// The packed sort key orders ids exactly as comparing the strings does (nulls last),
-        /// then by time.
-        #[test]
-        fn sort_keys_order_like_the_strings(
-            ids in proptest::collection::vec(
-                proptest::option::weighted(0.9, "[0-9a-f\\x00]{0,40}"), 1..40),
-            times in proptest::collection::vec(-3i64..3, 40),
-        ) {
-            let keys: Vec<SortKey<'_>> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| SortKey::new(id.as_deref(), times[i], 0, i))
-                .collect();
-            for a in &keys {
-                for b in &keys {
-                    let want = match (a.id, b.id) {
-                        (Some(x), Some(y)) => x.cmp(y),
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        (None, Some(_)) => std::cmp::Ordering::Greater,
-                        (None, None) => std::cmp::Ordering::Equal,
-                    }
-                    .then(a.time.cmp(&b.time));
-                    proptest::prop_assert_eq!(SortKey::cmp(a, b), want);
-                }
-            }
-        }
     }
 }
