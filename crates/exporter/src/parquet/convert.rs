@@ -13,6 +13,7 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::error::ArrowError;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
@@ -214,8 +215,14 @@ impl AttrMaps {
 
     pub(crate) fn append(&mut self, kvs: &[KeyValue], text: &mut String) -> Result<(), ArrowError> {
         for kv in kvs {
-            let tag = text_of(kv.value.as_ref().and_then(|v| v.value.as_ref()), text);
+            let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
             self.values.keys().append_value(&kv.key);
+            // Strings (most values) go straight in; the rest are written as text first.
+            if let Some(Value::StringValue(s)) = value {
+                self.values.values().append_value(s);
+                continue;
+            }
+            let tag = text_of(value, text);
             match tag {
                 Some("empty") => self.values.values().append_null(),
                 _ => self.values.values().append_value(text.as_str()),
