@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: F401  (SDK present)
 
 from conftest import BIN, ROOT, pipeline, read_lake
-from test_otlp_json import build_request, post
+from test_otlp_json import build_request, kv, post
 
 
 def validate(path):
@@ -107,3 +107,34 @@ def test_logs_can_be_json(collector_factory, data_dir):
 
     logs = [json.loads(l) for l in c.stderr_lines if l.startswith("{")]
     assert any("shutting down" in l["fields"]["message"] for l in logs), c.stderr()
+
+
+def test_sidecar_pipeline_after_releasing_start_up_memory(collector_factory, tmp_path):
+    """The shipped sidecar pipeline, as a sidecar runs it: start-up code dropped from memory
+    once running, freed memory given back at once; spans still flow, secrets are still masked
+    (the built-in rules' quick look before the regexes) and everything is committed on stop."""
+    lake = tmp_path / "lake"
+    c = collector_factory(
+        (ROOT / "pipelines" / "sidecar.yaml").read_text(),
+        env={
+            "SPANLAKE_OTLP_GRPC_ENDPOINT": "127.0.0.1:0",
+            "SPANLAKE_OTLP_HTTP_ENDPOINT": "127.0.0.1:0",
+            "SPANLAKE_DATA": str(lake),
+            "RUST_LOG": "warn,spanlake=debug",
+        },
+    )
+    req = build_request()
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.append(kv("http.request.body", string_value="card 4111 1111 1111 1111, Bearer abcdefghijklmnop"))
+    span.attributes.append(kv("user_agent.original", string_value="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"))
+    for _ in range(3):
+        status, _, body = post(f"{c.http_url}/v1/traces", req.SerializeToString(), "application/x-protobuf")
+        assert status == 200, body
+    assert c.stop() == 0
+    assert "start-up code pages released" in c.stderr()
+    rows = [r for r in read_lake(lake) if r["span_id"] == span.span_id.hex()]
+    assert rows, "the spans are in the lake"
+    attrs = dict(rows[0]["attributes"])
+    assert "4111" not in attrs["http.request.body"] and "abcdefghijklmnop" not in attrs["http.request.body"]
+    assert "****" in attrs["http.request.body"]
+    assert attrs["user_agent.original"] == "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"

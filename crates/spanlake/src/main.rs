@@ -4,6 +4,7 @@
 //! `--config` is given); `spanlake validate` checks a file and lists every problem as
 //! `FILE:LINE: message`. Components are registered in [`registry`] and wired in [`service`].
 
+mod memory;
 mod registry;
 mod service;
 
@@ -155,6 +156,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(&plan.service.telemetry);
+            memory::set_memory_release_delay(plan.service.memory_release_delay);
             block_on(async move { run(plan).await.map_err(|e| format!("{e:#}")) })
         }
     }
@@ -238,6 +240,11 @@ async fn run(plan: registry::Plan) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let running = service::start(&plan).await?;
     eprint!("{}", service::banner(&plan, &running));
+    // Start-up is over: its code need not stay resident.
+    match memory::release_startup_code() {
+        Ok(bytes) => tracing::debug!(bytes, "start-up code pages released"),
+        Err(e) => tracing::debug!(error = %e, "start-up code pages kept"),
+    }
     signal.await;
     tracing::info!("shutting down: no new requests; draining the pipelines");
     running.stop().await?;
