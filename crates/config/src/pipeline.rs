@@ -178,6 +178,10 @@ pub struct ServiceConfig {
     /// Default `1s`; `0s` gives it back at once (lowest resident memory, more CPU under load).
     #[serde(default = "default_memory_release_delay", with = "humantime_serde")]
     pub memory_release_delay: Duration,
+    /// Threads running receivers, processors and exporters' queues (encoding and writing files
+    /// run on threads of their own). `0` or absent: one per CPU core.
+    #[serde(default)]
+    pub worker_threads: usize,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     /// The HTTP query API (Tempo- and Jaeger-compatible, SQL). Off when absent.
@@ -196,6 +200,7 @@ impl Default for ServiceConfig {
             admission_wait: default_admission_wait(),
             memory_limit_mib: 0,
             memory_release_delay: default_memory_release_delay(),
+            worker_threads: 0,
             telemetry: TelemetryConfig::default(),
             query: None,
             pipelines: None,

@@ -157,17 +157,30 @@ fn main() -> ExitCode {
             };
             init_logs(&plan.service.telemetry);
             memory::set_memory_release_delay(plan.service.memory_release_delay);
-            block_on(async move { run(plan).await.map_err(|e| format!("{e:#}")) })
+            let workers = plan.service.worker_threads;
+            block_on_with(workers, async move {
+                run(plan).await.map_err(|e| format!("{e:#}"))
+            })
         }
     }
 }
 
 /// Run `f` on a multi-threaded runtime; an error is printed and exits 1.
 fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on_with(0, f)
+}
+
+/// [`block_on`] with `workers` worker threads (`0`: tokio's default, one per core, or
+/// `TOKIO_WORKER_THREADS`).
+fn block_on_with(
+    workers: usize,
+    f: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("spanlake: cannot start the async runtime: {e}");
