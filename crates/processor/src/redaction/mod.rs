@@ -35,12 +35,12 @@ pub struct Redactor {
     allow_all_keys: bool,
     allowed_keys: HashSet<String>,
     blocked_values: Vec<Regex>,
-    /// Every value pattern (and the card candidate) at once: one scan tells whether a string
-    /// needs the individual patterns at all, and most strings do not.
-    /// The user's value patterns, all at once (`user_values`: there are some).
+    /// The user's value patterns at once (`user_values`: there are some): one scan tells
+    /// whether a string needs the individual patterns at all, and most strings do not. The
+    /// built-in patterns (`builtin_values`: on; they are last in `blocked_values`, the card
+    /// candidate in `cards`) are looked for by `rules::may_hold_builtin` instead.
     any_value: MetaRegex,
     user_values: bool,
-    /// The built-in value patterns are on (they are last in `blocked_values`).
     builtin_values: bool,
     /// One set of every key pattern, so a key is matched in one pass.
     any_key: MetaRegex,
