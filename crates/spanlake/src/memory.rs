@@ -7,7 +7,8 @@
 //!   binding the listeners run once, but their code pages stay mapped — and the kernel maps the
 //!   executable in 64 KiB windows around every page that runs, so ~10 MiB of a 76 MiB text
 //!   segment is resident after start, most of it never to run again. [`release_startup_code`]
-//!   unmaps the executable's read-only, unmodified mappings once the collector is running; what
+//!   unmaps the read-only, unmodified mappings of the executable and its shared libraries once
+//!   the collector is running; what
 //!   runs afterwards is mapped back from the page cache on its first use (a minor fault, no disk
 //!   read). Measured: idle RSS 18 → 8 MiB (`docs/benchmarks.md`).
 //! - **Freed heap kept warm.** mimalloc 3 keeps pages it has freed for a second before giving
@@ -50,7 +51,8 @@ fn purge_delay_ms() -> c_long {
     unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
-/// A mapping of the executable that holds the file's bytes as they are: readable, not
+/// A mapping of a file (the executable, a shared library) that holds the file's bytes as they
+/// are: readable, not
 /// writable, and with no page of its own (`Anonymous: 0 kB` in smaps: nothing relocated or
 /// written into it), so unmapping its pages loses nothing.
 #[derive(Debug, PartialEq)]
@@ -97,9 +99,8 @@ fn clean_mappings(smaps: &str, exe: &str, all_files: bool) -> Vec<Mapping> {
 }
 
 /// Unmap the pages of the unmodified read-only mappings of the executable and the shared
-/// libraries (code and constants):
-/// they are mapped back from the page cache as they are used again. Returns the bytes of the
-/// mappings advised; failures are harmless and only reported.
+/// libraries (code and constants): they are mapped back from the page cache as they are used
+/// again. Returns the bytes of the mappings advised; the caller only reports a failure.
 pub fn release_startup_code() -> std::io::Result<usize> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let exe = exe.to_string_lossy();
@@ -107,11 +108,11 @@ pub fn release_startup_code() -> std::io::Result<usize> {
     let mut released = 0;
     for m in clean_mappings(&smaps, &exe, true) {
         let len = m.end - m.start;
-        // SAFETY: the range is a whole mapping of this executable that is read-only and holds
-        // no page of its own (no relocation or write ever touched it), so every page can be
-        // read back from the file unchanged: MADV_DONTNEED only drops them from this
-        // process's page tables. Nothing else maps this range (it is the executable's image,
-        // never unmapped), and running code faults its pages back in.
+        // SAFETY: the range is a whole read-only mapping of a file (the executable or a shared
+        // library, mapped for the life of the process) with no page of its own: no relocation
+        // or write ever copied a page, so each maps the page cache's copy of the file.
+        // MADV_DONTNEED only drops those entries from this process's page tables; the next
+        // access (running code, reading a constant) maps the same page-cache page again.
         let rc = unsafe { libc::madvise(m.start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
