@@ -61,9 +61,9 @@ struct Mapping {
     end: usize,
 }
 
-/// The executable's unmodified read-only mappings, from `/proc/self/smaps` text.
-/// With `all_files`, the shared libraries' too (any mapping of a file).
-fn clean_mappings(smaps: &str, exe: &str, all_files: bool) -> Vec<Mapping> {
+/// The unmodified read-only mappings of files (the executable, the shared libraries), from
+/// `/proc/self/smaps` text.
+fn clean_mappings(smaps: &str) -> Vec<Mapping> {
     let mut out = Vec::new();
     let mut current: Option<(Mapping, bool)> = None;
     let mut finish = |m: Option<(Mapping, bool)>| {
@@ -80,12 +80,10 @@ fn clean_mappings(smaps: &str, exe: &str, all_files: bool) -> Vec<Mapping> {
         {
             finish(current.take());
             let perms = fields.next().unwrap_or("");
-            // offset, device, inode, then the path (which may hold spaces, or end in
-            // " (deleted)" as /proc/self/exe does then too).
-            let path = fields.skip(3).collect::<Vec<_>>().join(" ");
-            let candidate = (path == exe || (all_files && path.starts_with('/')))
-                && perms.starts_with('r')
-                && !perms.contains('w');
+            // offset, device, inode, then the path: a file's is absolute; `[heap]`, `[vdso]`
+            // and anonymous mappings are not files.
+            let path = fields.nth(3).unwrap_or("");
+            let candidate = path.starts_with('/') && perms.starts_with('r') && !perms.contains('w');
             current = Some((Mapping { start, end }, candidate));
         } else if first == "Anonymous:"
             && let Some((_, candidate)) = current.as_mut()
@@ -102,11 +100,9 @@ fn clean_mappings(smaps: &str, exe: &str, all_files: bool) -> Vec<Mapping> {
 /// libraries (code and constants): they are mapped back from the page cache as they are used
 /// again. Returns the bytes of the mappings advised; the caller only reports a failure.
 pub fn release_startup_code() -> std::io::Result<usize> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let exe = exe.to_string_lossy();
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = 0;
-    for m in clean_mappings(&smaps, &exe, true) {
+    for m in clean_mappings(&smaps) {
         let len = m.end - m.start;
         // SAFETY: the range is a whole read-only mapping of a file (the executable or a shared
         // library, mapped for the life of the process) with no page of its own: no relocation
@@ -139,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn only_unmodified_read_only_mappings_of_the_executable_are_released() {
+    fn only_unmodified_read_only_file_mappings_are_released() {
         let smaps = "\
 00200000-01431000 r--p 00000000 fe:00 10010690                           /opt/spanlake
 Rss:                1384 kB
@@ -154,14 +150,13 @@ Anonymous:           836 kB
 Anonymous:            72 kB
 7f8f74846000-7f8f7499c000 r-xp 00026000 fe:00 326279                     /usr/lib/libc.so.6
 Anonymous:             0 kB
+7ffd59178000-7ffd59199000 rw-p 00000000 00:00 0                          [stack]
+Anonymous:           128 kB
+7ffd591f0000-7ffd591f2000 r-xp 00000000 00:00 0                          [vdso]
+Anonymous:             0 kB
 ";
         assert_eq!(
-            clean_mappings(smaps, "/opt/spanlake", true).len(),
-            3,
-            "and libc's code"
-        );
-        assert_eq!(
-            clean_mappings(smaps, "/opt/spanlake", false),
+            clean_mappings(smaps),
             vec![
                 Mapping {
                     start: 0x200000,
@@ -170,6 +165,10 @@ Anonymous:             0 kB
                 Mapping {
                     start: 0x1432000,
                     end: 0x603e000
+                },
+                Mapping {
+                    start: 0x7f8f74846000,
+                    end: 0x7f8f7499c000
                 },
             ]
         );
@@ -183,7 +182,7 @@ Anonymous:             0 kB
         let v: Vec<String> = (0..1000).map(|i| format!("{i:x}")).collect();
         assert_eq!(v[255], "ff");
         assert_eq!(
-            clean_mappings("", "x", true),
+            clean_mappings(""),
             Vec::<Mapping>::new(),
             "runs after release"
         );

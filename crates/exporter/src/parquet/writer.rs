@@ -649,6 +649,17 @@ mod tests {
         d
     }
 
+    /// `spans` as a request: one resource, one scope.
+    fn request(spans: Vec<Span>) -> Vec<ResourceSpans> {
+        vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
     fn span(trace: u8, id: u8, start: u64) -> Span {
         Span {
             trace_id: vec![trace; 16],
@@ -693,13 +704,7 @@ mod tests {
             span(3, 3, base + 60),
             span(5, 4, base + hour + 1),
         ];
-        let groups = vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
+        let groups = request(spans);
         assert!(
             w.append(&groups).expect("append").is_empty(),
             "nothing committed before a file is full"
@@ -781,13 +786,7 @@ mod tests {
             ..Default::default()
         };
         let mut w = LakeWriter::new("parquet", config, Arc::default());
-        let groups = vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span(1, 1, 5)],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
+        let groups = request(vec![span(1, 1, 5)]);
         w.append(&groups).expect("buffered");
         let err = w
             .commit_all()
@@ -817,17 +816,12 @@ mod tests {
         let tail = Arc::new(LiveTail::default());
         let mut w = LakeWriter::new("parquet", config, Arc::clone(&tail));
         let base = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z
-        let request = |ids: &[u8]| {
-            vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: ids
-                        .iter()
-                        .map(|&i| span(10 - i, i, base + i as u64))
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }]
+        let spans = |ids: &[u8]| {
+            request(
+                ids.iter()
+                    .map(|&i| span(10 - i, i, base + i as u64))
+                    .collect(),
+            )
         };
         let tail_ids = || -> Vec<String> {
             let mut ids: Vec<String> = tail
@@ -840,7 +834,7 @@ mod tests {
             ids
         };
         for ids in [&[1u8, 2][..], &[3, 4], &[5], &[6, 7]] {
-            assert!(w.append(&request(ids)).expect("append").is_empty());
+            assert!(w.append(&spans(ids)).expect("append").is_empty());
         }
         // 7 rows: sealed as [1..4] when the second request came, [5..7] at the fourth.
         assert_eq!(w.buffered_rows(), 7);
@@ -856,7 +850,7 @@ mod tests {
             part.sealed.iter().map(Sealed::size).sum::<usize>(),
             "sealed rows hold their encoded size, not their Arrow size"
         );
-        w.append(&request(&[8])).expect("append");
+        w.append(&spans(&[8])).expect("append");
         let want: Vec<String> = (1..=8u8).map(|i| hex_of(&[i; 8])).collect();
         assert_eq!(
             tail_ids(),
@@ -926,15 +920,7 @@ mod tests {
             path: root.clone(),
             ..Default::default()
         };
-        let groups = |id: u8| {
-            vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(id, id, 5)],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }]
-        };
+        let groups = |id: u8| request(vec![span(id, id, 5)]);
         let (mut w, report) =
             LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("open");
         assert_eq!(report.expect("durable").records, 0);
