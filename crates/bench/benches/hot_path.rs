@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, Status};
 use parquet::arrow::ArrowWriter;
 use prost::Message;
 use spanlake_bench::{SERVICES, kv, resource_groups};
-use spanlake_core::Batch;
+use spanlake_core::{Batch, SpanBlock};
 use spanlake_exporter::parquet::convert::SpanRows;
 use spanlake_exporter::parquet::schema::span_schema;
 use spanlake_processor::batch::Pending;
@@ -70,9 +70,25 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("span_path");
     g.throughput(Throughput::Elements(SPANS));
 
-    g.bench_function("decode (the floor)", |b| {
+    g.bench_function("decode into prost structs (the floor)", |b| {
         b.iter(|| ExportTraceServiceRequest::decode(black_box(bytes.as_slice())).expect("valid"))
     });
+
+    g.bench_function("decode into a span block", |b| {
+        b.iter(|| SpanBlock::decode(black_box(bytes.as_slice()), true).expect("valid"))
+    });
+
+    g.bench_function("encode a span block (write-ahead log)", |b| {
+        let block = SpanBlock::from_prost(&groups);
+        let mut out = Vec::new();
+        b.iter(|| {
+            out.clear();
+            black_box(&block).encode(&mut out);
+            out.len()
+        })
+    });
+
+    let blocks = vec![SpanBlock::from_prost(&groups)];
 
     let redactor = Redactor::new(&RedactionConfig {
         builtin_rules: true,
@@ -81,22 +97,22 @@ fn stages(c: &mut Criterion) {
     .expect("rules");
     g.bench_function("redaction (built-in rules)", |b| {
         b.iter_batched_ref(
-            || groups.clone(),
-            |gs| redactor.redact(gs),
+            || blocks.clone(),
+            |bs| redactor.redact(bs),
             BatchSize::SmallInput,
         )
     });
 
     g.bench_function("lifecycle (all spans ended)", |b| {
         let mut lc = Lifecycle::new(LifecycleConfig::default());
-        b.iter(|| lc.observe(black_box(&groups), tokio::time::Instant::now()))
+        b.iter(|| lc.observe(black_box(&blocks), tokio::time::Instant::now()))
     });
 
     g.bench_function("batching (10 requests into 1000-span batches)", |b| {
         b.iter_batched(
             || {
                 (0..10)
-                    .map(|_| Batch::spans(groups.clone()))
+                    .map(|_| Batch::blocks(blocks.clone()))
                     .collect::<Vec<_>>()
             },
             |batches| {
@@ -113,7 +129,7 @@ fn stages(c: &mut Criterion) {
     let mut rows = SpanRows::new();
     g.bench_function("OTLP to Arrow", |b| {
         b.iter(|| {
-            rows.append(black_box(&groups), 7).expect("append");
+            rows.append(black_box(&blocks), 7).expect("append");
             rows.finish().expect("finish")
         })
     });
@@ -122,7 +138,8 @@ fn stages(c: &mut Criterion) {
     // Parquet: a whole file of 100k rows, as the exporter writes it (sorted, zstd level 3).
     let mut rows = SpanRows::new();
     for n in 0..1000 {
-        rows.append(&request(n), 7).expect("append");
+        rows.append(&[SpanBlock::from_prost(&request(n))], 7)
+            .expect("append");
     }
     let (batch, _) = rows.finish().expect("finish");
     let mut g = c.benchmark_group("lake");

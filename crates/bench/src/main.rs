@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, Status};
 use spanlake_bench::{SERVICES, kv, resource_groups};
+use spanlake_core::SpanBlock;
 use spanlake_exporter::parquet::{LakeWriter, ParquetConfig};
 
 #[derive(Parser)]
@@ -176,7 +177,9 @@ fn main() -> Result<(), String> {
             let mut files = 0;
             for n in 0..traces {
                 files += w
-                    .append(&make_trace(seed, n, trace_size, hours))
+                    .append(&[SpanBlock::from_prost(&make_trace(
+                        seed, n, trace_size, hours,
+                    ))])
                     .map_err(|e| e.to_string())?
                     .len();
             }
@@ -192,8 +195,9 @@ fn main() -> Result<(), String> {
         }
         Command::Redaction { spans, runs } => {
             use spanlake_processor::redaction::{RedactionConfig, Redactor};
-            let traces: Vec<Vec<ResourceSpans>> =
-                (0..spans / 100).map(|n| make_trace(7, n, 100, 1)).collect();
+            let traces: Vec<Vec<SpanBlock>> = (0..spans / 100)
+                .map(|n| vec![SpanBlock::from_prost(&make_trace(7, n, 100, 1))])
+                .collect();
             let builtin = Redactor::new(&RedactionConfig {
                 builtin_rules: true,
                 ..Default::default()

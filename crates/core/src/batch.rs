@@ -10,6 +10,8 @@ use tokio::sync::oneshot;
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Status};
 
+use crate::spans::SpanBlock;
+
 /// Something held by a batch until every consumer of the batch is done with it, released by
 /// dropping it: an in-flight slot of the batch processor, an acknowledgement a client waits on.
 pub type Guard = Arc<dyn Any + Send + Sync>;
@@ -18,8 +20,9 @@ pub type Guard = Arc<dyn Any + Send + Sync>;
 /// metadata), which travel the same pipelines into their own table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
-    /// OTLP spans, grouped by resource and scope exactly as they arrived.
-    Spans(Vec<ResourceSpans>),
+    /// OTLP spans, grouped by resource and scope exactly as they arrived: one block per
+    /// request (or per stage's output), in flat tables (see [`crate::spans`]).
+    Spans(Vec<SpanBlock>),
     /// OTLP log records, grouped by resource and scope. Those with a trace id are events of
     /// that trace.
     Logs(Vec<ResourceLogs>),
@@ -87,10 +90,21 @@ impl Batch {
         (self.signal, self.guards)
     }
 
+    /// A batch of spans built from prost's structs (copied into one block; empty groups go).
     pub fn spans(resource_spans: Vec<ResourceSpans>) -> Self {
-        let items = count_spans(&resource_spans);
+        let block = SpanBlock::from_prost(&resource_spans);
+        Batch::blocks(if block.is_empty() {
+            Vec::new()
+        } else {
+            vec![block]
+        })
+    }
+
+    /// A batch of span blocks.
+    pub fn blocks(blocks: Vec<SpanBlock>) -> Self {
+        let items = count_spans(&blocks);
         Batch {
-            signal: Signal::Spans(resource_spans),
+            signal: Signal::Spans(blocks),
             items,
             guards: Vec::new(),
         }
@@ -119,9 +133,9 @@ impl Batch {
         std::mem::take(&mut self.guards)
     }
 
-    /// Split into the resource groups and the guards, consuming the batch (a batch of another
-    /// signal has no span groups).
-    pub fn into_parts(self) -> (Vec<ResourceSpans>, Vec<Guard>) {
+    /// Split into the span blocks and the guards, consuming the batch (a batch of another
+    /// signal has no spans).
+    pub fn into_parts(self) -> (Vec<SpanBlock>, Vec<Guard>) {
         match self.signal {
             Signal::Spans(rs) => (rs, self.guards),
             Signal::EndTrace(_) | Signal::Logs(_) => (Vec::new(), self.guards),
@@ -129,8 +143,8 @@ impl Batch {
     }
 
     /// Rebuild from parts; the span count is recomputed.
-    pub fn from_parts(resource_spans: Vec<ResourceSpans>, guards: Vec<Guard>) -> Self {
-        let mut b = Batch::spans(resource_spans);
+    pub fn from_parts(blocks: Vec<SpanBlock>, guards: Vec<Guard>) -> Self {
+        let mut b = Batch::blocks(blocks);
         b.guards = guards;
         b
     }
@@ -151,12 +165,8 @@ impl Batch {
     }
 }
 
-pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
-    resource_spans
-        .iter()
-        .flat_map(|r| r.scope_spans.iter())
-        .map(|s| s.spans.len())
-        .sum()
+pub fn count_spans(blocks: &[SpanBlock]) -> usize {
+    blocks.iter().map(SpanBlock::len).sum()
 }
 
 pub fn count_logs(resource_logs: &[ResourceLogs]) -> usize {

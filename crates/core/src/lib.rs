@@ -20,10 +20,12 @@ pub mod component;
 pub mod ids;
 pub mod net;
 pub mod pressure;
+pub mod spans;
 
 pub use batch::{Ack, AckWait, Batch, Guard, Signal, TraceEnd, fail_all, split_acks};
 pub use channel::{Intake, IntakeError, Receiver, SendError, Sender, bounded};
 pub use component::{Exporter, Fanout, Processor, Receiver as ReceiverComponent, RunningReceiver};
 pub use opentelemetry_proto::tonic as otlp;
 pub use pressure::{Pressure, Reservation};
+pub use spans::SpanBlock;
 pub use tokio_util::sync::CancellationToken;

@@ -180,14 +180,14 @@ mod tests {
         s
     }
 
-    fn request(spans: Vec<Span>) -> Vec<ResourceSpans> {
-        vec![ResourceSpans {
+    fn request(spans: Vec<Span>) -> Vec<spanlake_core::SpanBlock> {
+        vec![spanlake_core::SpanBlock::from_prost(&[ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()
             }],
             ..Default::default()
-        }]
+        }])]
     }
 
     fn ids(spans: &[StoredSpan]) -> Vec<(String, String)> {

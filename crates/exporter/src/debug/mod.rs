@@ -166,7 +166,10 @@ impl Exporter for DebugExporter {
             while let Some(batch) = input.recv().await {
                 let (signal, guards) = batch.into_signal();
                 let bytes = match &signal {
-                    Signal::Spans(groups) => render(groups, self.config.verbosity, &self.name),
+                    Signal::Spans(blocks) => {
+                        let groups: Vec<_> = blocks.iter().flat_map(|b| b.to_prost()).collect();
+                        render(&groups, self.config.verbosity, &self.name)
+                    }
                     Signal::Logs(groups) => render_logs(groups, self.config.verbosity, &self.name),
                     Signal::EndTrace(_) => Vec::new(),
                 };

@@ -16,8 +16,9 @@ use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use spanlake_core::SpanBlock;
 use spanlake_core::ids::push_id;
+use spanlake_core::spans::{Resource as BResource, Rows, Scope, Span, Value as BValue};
 
 use super::schema::{event_fields, kind_name, link_fields, span_schema, status_name};
 use crate::attributes::text_of;
@@ -42,6 +43,37 @@ pub(crate) fn convert_all(kvs: &[KeyValue], text: &mut String) -> Vec<Converted>
             let tag = text_of(kv.value.as_ref().and_then(|v| v.value.as_ref()), text);
             let value = (tag != Some("empty")).then(|| text.clone());
             (kv.key.clone(), value, tag)
+        })
+        .collect()
+}
+
+/// The stored text of a block's attribute value and its type tag (`None`: a string).
+pub(crate) fn block_value_text(b: &SpanBlock, v: BValue, out: &mut String) -> Option<&'static str> {
+    match v {
+        BValue::Str(s) => {
+            out.clear();
+            out.push_str(b.str(s));
+            None
+        }
+        BValue::Absent | BValue::Empty => {
+            out.clear();
+            Some("empty")
+        }
+        _ => {
+            let any = b.any_value(v);
+            text_of(any.as_ref().and_then(|a| a.value.as_ref()), out)
+        }
+    }
+}
+
+/// Convert a block's attributes to their stored text once.
+pub(crate) fn convert_block(b: &SpanBlock, rows: Rows, text: &mut String) -> Vec<Converted> {
+    b.attrs(rows)
+        .iter()
+        .map(|a| {
+            let tag = block_value_text(b, a.value, text);
+            let value = (tag != Some("empty")).then(|| text.clone());
+            (b.str(a.key).to_owned(), value, tag)
         })
         .collect()
 }
@@ -71,7 +103,8 @@ pub(crate) struct GroupOrigin<'a> {
 
 /// A scope group's part of the origin.
 pub(crate) struct ScopeOrigin<'a> {
-    pub scope: Option<&'a InstrumentationScope>,
+    /// Name, version and dropped attribute count, when the group has a scope.
+    pub scope: Option<(&'a str, &'a str, u32)>,
     pub attributes: Vec<Converted>,
     pub schema_url: &'a str,
 }
@@ -114,11 +147,38 @@ impl Origin {
         schema_url: &'a str,
     ) -> ScopeOrigin<'a> {
         ScopeOrigin {
-            scope,
+            scope: scope.map(|s| {
+                (
+                    s.name.as_str(),
+                    s.version.as_str(),
+                    s.dropped_attributes_count,
+                )
+            }),
             attributes: scope
                 .map(|s| convert_all(&s.attributes, &mut self.text))
                 .unwrap_or_default(),
             schema_url,
+        }
+    }
+
+    /// A block's resource group, converted once.
+    pub(crate) fn block_group<'a>(&mut self, b: &'a SpanBlock, r: &BResource) -> GroupOrigin<'a> {
+        GroupOrigin {
+            service: b.resource_str(r, "service.name"),
+            resource: convert_block(b, r.attrs, &mut self.text),
+            resource_dropped: r.dropped_attributes_count,
+            resource_schema_url: b.str(r.schema_url),
+        }
+    }
+
+    /// A block's scope group, converted once.
+    pub(crate) fn block_scope<'a>(&mut self, b: &'a SpanBlock, s: &Scope) -> ScopeOrigin<'a> {
+        ScopeOrigin {
+            scope: s
+                .present
+                .then(|| (b.str(s.name), b.str(s.version), s.dropped_attributes_count)),
+            attributes: convert_block(b, s.attrs, &mut self.text),
+            schema_url: b.str(s.schema_url),
         }
     }
 
@@ -141,11 +201,10 @@ impl Origin {
             .append_value(g.resource_dropped as i64);
         opt_str(&mut self.resource_schema_url, g.resource_schema_url);
         match s.scope {
-            Some(sc) => {
-                opt_str(&mut self.scope_name, &sc.name);
-                opt_str(&mut self.scope_version, &sc.version);
-                self.scope_dropped
-                    .append_value(sc.dropped_attributes_count as i64);
+            Some((name, version, dropped)) => {
+                opt_str(&mut self.scope_name, name);
+                opt_str(&mut self.scope_version, version);
+                self.scope_dropped.append_value(dropped as i64);
             }
             None => {
                 self.scope_name.append_null();
@@ -229,6 +288,35 @@ impl AttrMaps {
             }
             if let Some(tag) = tag {
                 self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(tag);
+            }
+        }
+        self.values.append(true)?;
+        self.types.append(true)
+    }
+
+    /// Append one row of a block's attributes.
+    pub(crate) fn append_block(
+        &mut self,
+        b: &SpanBlock,
+        rows: Rows,
+        text: &mut String,
+    ) -> Result<(), ArrowError> {
+        for a in b.attrs(rows) {
+            let key = b.str(a.key);
+            self.values.keys().append_value(key);
+            // Strings (most values) go straight in; the rest are written as text first.
+            if let BValue::Str(s) = a.value {
+                self.values.values().append_value(b.str(s));
+                continue;
+            }
+            let tag = block_value_text(b, a.value, text);
+            match tag {
+                Some("empty") => self.values.values().append_null(),
+                _ => self.values.values().append_value(text.as_str()),
+            }
+            if let Some(tag) = tag {
+                self.types.keys().append_value(key);
                 self.types.values().append_value(tag);
             }
         }
@@ -389,30 +477,42 @@ impl SpanRows {
         self.hours.is_empty()
     }
 
-    /// Append every span of `groups`, received at `ingest_ns`.
-    pub fn append(&mut self, groups: &[ResourceSpans], ingest_ns: i64) -> Result<(), ArrowError> {
-        for rs in groups {
-            let group = self.origin.group(rs.resource.as_ref(), &rs.schema_url);
-            for ss in &rs.scope_spans {
-                let scope = self.origin.scope(ss.scope.as_ref(), &ss.schema_url);
-                for span in &ss.spans {
-                    self.append_span(span, ingest_ns)?;
-                    self.origin.append_service(&group);
-                    self.origin.append(&group, &scope)?;
+    /// Append every span of `blocks`, received at `ingest_ns`.
+    pub fn append(&mut self, blocks: &[SpanBlock], ingest_ns: i64) -> Result<(), ArrowError> {
+        for b in blocks {
+            for r in &b.resources {
+                let group = self.origin.block_group(b, r);
+                for sc in &b.scopes[r.scopes.range()] {
+                    let scope = self.origin.block_scope(b, sc);
+                    for span in &b.spans[sc.spans.range()] {
+                        self.append_span(b, span, ingest_ns)?;
+                        self.origin.append_service(&group);
+                        self.origin.append(&group, &scope)?;
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    fn append_span(&mut self, span: &Span, ingest_ns: i64) -> Result<(), ArrowError> {
+    fn append_span(
+        &mut self,
+        b: &SpanBlock,
+        span: &Span,
+        ingest_ns: i64,
+    ) -> Result<(), ArrowError> {
         let ids = &mut self.ids;
-        id_into(&mut self.trace_id, ids, &span.trace_id, false);
-        id_into(&mut self.span_id, ids, &span.span_id, false);
-        id_into(&mut self.parent_span_id, ids, &span.parent_span_id, true);
-        opt_str(&mut self.trace_state, &span.trace_state);
+        id_into(&mut self.trace_id, ids, b.raw(span.trace_id), false);
+        id_into(&mut self.span_id, ids, b.raw(span.span_id), false);
+        id_into(
+            &mut self.parent_span_id,
+            ids,
+            b.raw(span.parent_span_id),
+            true,
+        );
+        opt_str(&mut self.trace_state, b.str(span.trace_state));
         self.flags.append_value(span.flags as i64);
-        self.name.append_value(&span.name);
+        self.name.append_value(b.str(span.name));
         match kind_name(span.kind) {
             Some(k) => self.kind.append_value(k),
             None => self.kind.append_value(span.kind.to_string()),
@@ -432,24 +532,23 @@ impl SpanRows {
         }
         let (code, message) = span
             .status
-            .as_ref()
-            .map(|s| (s.code, s.message.as_str()))
+            .map(|s| (s.code, b.str(s.message)))
             .unwrap_or((0, ""));
         match status_name(code) {
             Some(c) => self.status_code.append_value(c),
             None => self.status_code.append_value(code.to_string()),
         }
         opt_str(&mut self.status_message, message);
-        self.attrs.append(&span.attributes, &mut self.text)?;
+        self.attrs.append_block(b, span.attrs, &mut self.text)?;
         self.dropped_attrs
             .append_value(span.dropped_attributes_count as i64);
 
         let ev = &mut self.events;
         let ev_attrs = ev.attrs.as_mut().expect("event attribute builders");
-        for e in &span.events {
+        for e in &b.events[span.events.range()] {
             ev.time.append_value(clamp_nanos(e.time_unix_nano));
-            ev.name.append_value(&e.name);
-            ev_attrs.append(&e.attributes, &mut self.text)?;
+            ev.name.append_value(b.str(e.name));
+            ev_attrs.append_block(b, e.attrs, &mut self.text)?;
             ev.dropped.append_value(e.dropped_attributes_count as i64);
         }
         let last = *ev.offsets.last().expect("offsets start at 0");
@@ -459,12 +558,12 @@ impl SpanRows {
 
         let ln = &mut self.links;
         let ln_attrs = ln.attrs.as_mut().expect("link attribute builders");
-        for l in &span.links {
-            hex_into(&mut ln.trace_id, &mut self.ids, &l.trace_id);
-            hex_into(&mut ln.span_id, &mut self.ids, &l.span_id);
-            opt_str(&mut ln.trace_state, &l.trace_state);
+        for l in &b.links[span.links.range()] {
+            hex_into(&mut ln.trace_id, &mut self.ids, b.raw(l.trace_id));
+            hex_into(&mut ln.span_id, &mut self.ids, b.raw(l.span_id));
+            opt_str(&mut ln.trace_state, b.str(l.trace_state));
             ln.flags.append_value(l.flags as i64);
-            ln_attrs.append(&l.attributes, &mut self.text)?;
+            ln_attrs.append_block(b, l.attrs, &mut self.text)?;
             ln.dropped.append_value(l.dropped_attributes_count as i64);
         }
         let last = *ln.offsets.last().expect("offsets start at 0");
@@ -663,7 +762,7 @@ mod tests {
 
     #[test]
     fn rows_match_the_schema() {
-        use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
         let span = Span {
             trace_id: vec![1; 16],
             span_id: vec![2; 8],
@@ -673,13 +772,13 @@ mod tests {
         };
         let mut rows = SpanRows::new();
         rows.append(
-            &[ResourceSpans {
+            &[SpanBlock::from_prost(&[ResourceSpans {
                 scope_spans: vec![ScopeSpans {
                     spans: vec![span.clone(), span],
                     ..Default::default()
                 }],
                 ..Default::default()
-            }],
+            }])],
             7,
         )
         .expect("append");

@@ -235,7 +235,7 @@ impl Exporter for ParquetExporter {
                         (writer, out) = on_writer(writer, move |w| {
                             let (signal, guards) = batch.into_signal();
                             let taken = match &signal {
-                                Signal::Spans(groups) => w.take(groups),
+                                Signal::Spans(blocks) => w.take(blocks),
                                 Signal::Logs(groups) => w.take_logs(groups),
                                 Signal::EndTrace(_) => Ok(None),
                             };

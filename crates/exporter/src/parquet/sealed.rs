@@ -281,7 +281,8 @@ mod tests {
             ..Default::default()
         }];
         let mut r = SpanRows::new();
-        r.append(&groups, 1).expect("append");
+        r.append(&[spanlake_core::SpanBlock::from_prost(&groups)], 1)
+            .expect("append");
         r.finish().expect("finish").0
     }
 

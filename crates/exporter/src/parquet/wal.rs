@@ -28,19 +28,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Deserialize;
+use spanlake_core::SpanBlock;
 
 const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
 
-/// The body of a record: spans and log records, as OTLP.
-#[derive(Clone, PartialEq, prost::Message)]
+/// The body of a record: spans and log records.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Record {
-    #[prost(message, repeated, tag = "1")]
-    pub resource_spans: Vec<ResourceSpans>,
-    #[prost(message, repeated, tag = "2")]
+    pub spans: SpanBlock,
     pub resource_logs: Vec<ResourceLogs>,
+}
+
+/// A record's log records (field 2); prost skips the spans, read by [`SpanBlock::decode`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct LogsOfRecord {
+    #[prost(message, repeated, tag = "2")]
+    resource_logs: Vec<ResourceLogs>,
+}
+
+impl Record {
+    /// A record's payload after its ingest time: spans as field 1 (the layout of an OTLP
+    /// `ExportTraceServiceRequest`), log records as field 2.
+    fn decode(payload: &[u8]) -> Option<Record> {
+        let (spans, _) = SpanBlock::decode(payload, false).ok()?;
+        let logs = LogsOfRecord::decode(payload).ok()?;
+        Some(Record {
+            spans,
+            resource_logs: logs.resource_logs,
+        })
+    }
 }
 const RECORD_HEADER: usize = 8;
 
@@ -219,7 +237,7 @@ impl Wal {
             report.segments += 1;
             let scan = scan_segment(&data, |ingest, rec| {
                 report.records += 1;
-                report.spans += spanlake_core::batch::count_spans(&rec.resource_spans);
+                report.spans += rec.spans.len();
                 report.logs += spanlake_core::batch::count_logs(&rec.resource_logs);
                 replay(id, ingest, rec)
             });
@@ -291,14 +309,14 @@ impl Wal {
     pub fn append(
         &mut self,
         ingest_ns: i64,
-        spans: &[ResourceSpans],
+        spans: &[SpanBlock],
         logs: &[ResourceLogs],
     ) -> Result<Written, WalError> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
         self.buf.extend_from_slice(&ingest_ns.to_le_bytes());
-        for g in spans {
-            prost::encoding::message::encode(1, g, &mut self.buf);
+        for b in spans {
+            b.encode(&mut self.buf);
         }
         for g in logs {
             prost::encoding::message::encode(2, g, &mut self.buf);
@@ -476,7 +494,7 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Da
         }
         let mut ingest = [0u8; 8];
         ingest.copy_from_slice(&payload[..8]);
-        let Ok(rec) = Record::decode(&payload[8..]) else {
+        let Some(rec) = Record::decode(&payload[8..]) else {
             return Err(Damage {
                 at,
                 why: "record does not decode",
@@ -491,7 +509,7 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Da
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use proptest::prelude::*;
 
     fn tempdir(tag: &str) -> PathBuf {
@@ -504,8 +522,8 @@ mod tests {
         d
     }
 
-    fn groups(n: u8) -> Vec<ResourceSpans> {
-        vec![ResourceSpans {
+    fn groups(n: u8) -> Vec<SpanBlock> {
+        vec![SpanBlock::from_prost(&[ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans: (0..n)
                     .map(|i| Span {
@@ -519,17 +537,13 @@ mod tests {
                 ..Default::default()
             }],
             ..Default::default()
-        }]
+        }])]
     }
 
     fn replayed(dir: &Path) -> (Vec<(u64, i64, usize)>, ReplayReport, Wal) {
         let mut got = Vec::new();
         let (wal, report) = Wal::open(dir, WalConfig::default(), |seg, ingest, rs| {
-            got.push((
-                seg,
-                ingest,
-                spanlake_core::batch::count_spans(&rs.resource_spans),
-            ))
+            got.push((seg, ingest, rs.spans.len()))
         })
         .expect("open");
         (got, report, wal)
@@ -673,7 +687,7 @@ mod tests {
             fs::write(&path, &data).expect("write");
             let mut seen = Vec::new();
             let (_, report) = Wal::open(&dir, WalConfig::default(), |_, ingest, rs| {
-                seen.push((ingest, spanlake_core::batch::count_spans(&rs.resource_spans)))
+                seen.push((ingest, rs.spans.len()))
             }).expect("open never fails on damage");
             for (ingest, n) in &seen {
                 // each good record is one of those written, whole

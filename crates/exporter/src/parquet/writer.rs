@@ -15,11 +15,11 @@ use arrow::array::BooleanArray;
 use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use spanlake_core::SpanBlock;
 
 use super::config::ParquetConfig;
 use super::convert::{HourKey, SpanRows, partition_of};
@@ -156,7 +156,7 @@ impl LakeWriter {
                 return;
             }
             let buffered = w
-                .buffer_rows(&record.resource_spans, ingest, seg)
+                .buffer_rows(std::slice::from_ref(&record.spans), ingest, seg)
                 .and_then(|()| w.buffer_logs(&record.resource_logs, ingest, seg));
             match buffered {
                 Ok(()) => w.seal_ready(),
@@ -191,7 +191,7 @@ impl LakeWriter {
 
     /// Take spans: into the write-ahead log first (when durable), then into the buffers that
     /// become files. The returned record becomes durable once its file is fsynced.
-    pub fn take(&mut self, groups: &[ResourceSpans]) -> Result<Option<Written>, WriteError> {
+    pub fn take(&mut self, groups: &[SpanBlock]) -> Result<Option<Written>, WriteError> {
         let (written, ingest, segment) = self.log_ahead(groups, &[])?;
         self.buffer_rows(groups, ingest, segment)?;
         Ok(written)
@@ -207,7 +207,7 @@ impl LakeWriter {
     /// Write to the write-ahead log, when durable: the record, the ingest time, the segment.
     fn log_ahead(
         &mut self,
-        spans: &[ResourceSpans],
+        spans: &[SpanBlock],
         logs: &[ResourceLogs],
     ) -> Result<(Option<Written>, i64, u64), WriteError> {
         let ingest = now_nanos();
@@ -277,14 +277,14 @@ impl LakeWriter {
 
     /// Convert and buffer spans (without the log); commit every partition that reached
     /// `max_rows_per_file`.
-    pub fn append(&mut self, groups: &[ResourceSpans]) -> Result<Vec<Committed>, WriteError> {
+    pub fn append(&mut self, groups: &[SpanBlock]) -> Result<Vec<Committed>, WriteError> {
         self.buffer_rows(groups, now_nanos(), 0)?;
         self.commit_full()
     }
 
     fn buffer_rows(
         &mut self,
-        groups: &[ResourceSpans],
+        groups: &[SpanBlock],
         ingest: i64,
         segment: u64,
     ) -> Result<(), WriteError> {
@@ -635,7 +635,7 @@ fn remove_unfinished(dir: &Path) {
 mod tests {
     use super::*;
     use arrow::array::{Array, Int64Array, StringArray};
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -650,14 +650,14 @@ mod tests {
     }
 
     /// `spans` as a request: one resource, one scope.
-    fn request(spans: Vec<Span>) -> Vec<ResourceSpans> {
-        vec![ResourceSpans {
+    fn request(spans: Vec<Span>) -> Vec<SpanBlock> {
+        vec![SpanBlock::from_prost(&[ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()
             }],
             ..Default::default()
-        }]
+        }])]
     }
 
     fn span(trace: u8, id: u8, start: u64) -> Span {

@@ -168,13 +168,16 @@ mod tests {
     }
 
     fn names(b: &Batch) -> Vec<usize> {
-        let spanlake_core::Signal::Spans(rs) = &b.signal else {
+        let spanlake_core::Signal::Spans(blocks) = &b.signal else {
             panic!("spans expected")
         };
-        rs.iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .map(|s| s.name.parse().expect("number"))
+        blocks
+            .iter()
+            .flat_map(|b| {
+                b.spans
+                    .iter()
+                    .map(move |s| b.str(s.name).parse().expect("number"))
+            })
             .collect()
     }
 

@@ -2,13 +2,12 @@
 
 use std::collections::VecDeque;
 
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use spanlake_core::{Batch, Guard};
+use spanlake_core::{Batch, Guard, SpanBlock};
 
-/// Spans waiting for a batch, oldest first, still grouped by resource and scope.
+/// Spans waiting for a batch, oldest first, in the blocks they arrived in.
 #[derive(Default)]
 pub struct Pending {
-    groups: VecDeque<ResourceSpans>,
+    blocks: VecDeque<SpanBlock>,
     count: usize,
     guards: Vec<Guard>,
 }
@@ -24,58 +23,31 @@ impl Pending {
 
     pub fn push(&mut self, batch: Batch) {
         self.count += batch.len();
-        let (groups, guards) = batch.into_parts();
-        for mut g in groups {
-            g.scope_spans.retain(|s| !s.spans.is_empty());
-            if !g.scope_spans.is_empty() {
-                self.groups.push_back(g);
-            }
-        }
+        let (blocks, guards) = batch.into_parts();
+        self.blocks
+            .extend(blocks.into_iter().filter(|b| !b.is_empty()));
         self.guards.extend(guards);
     }
 
-    /// Take the oldest `n` spans (or all, if fewer) as a batch. A resource or scope group cut in
-    /// two is copied into both halves. The guards of what remains go with every batch that
-    /// holds some of it, so none is released before all its spans are exported.
+    /// Take the oldest `n` spans (or all, if fewer) as a batch. A block cut in two gives its
+    /// first spans (with their resource and scope) to a new block. The guards of what remains
+    /// go with every batch that holds some of it, so none is released before all its spans are
+    /// exported.
     pub fn take(&mut self, n: usize) -> Batch {
         let mut out = Vec::new();
         let mut need = n.min(self.count);
         self.count -= need;
         while need > 0 {
-            let Some(front) = self.groups.front_mut() else {
+            let Some(front) = self.blocks.front_mut() else {
                 break;
             };
-            let in_front: usize = front.scope_spans.iter().map(|s| s.spans.len()).sum();
-            if in_front <= need {
-                need -= in_front;
-                out.push(self.groups.pop_front().expect("front exists"));
+            if front.len() <= need {
+                need -= front.len();
+                out.push(self.blocks.pop_front().expect("front exists"));
                 continue;
             }
-            // Cut this resource group.
-            let mut part = ResourceSpans {
-                resource: front.resource.clone(),
-                scope_spans: Vec::new(),
-                schema_url: front.schema_url.clone(),
-            };
-            while need > 0 {
-                let scope = front
-                    .scope_spans
-                    .first_mut()
-                    .expect("spans remain in the group");
-                if scope.spans.len() <= need {
-                    need -= scope.spans.len();
-                    part.scope_spans.push(front.scope_spans.remove(0));
-                } else {
-                    let taken: Vec<_> = scope.spans.drain(..need).collect();
-                    need = 0;
-                    part.scope_spans.push(ScopeSpans {
-                        scope: scope.scope.clone(),
-                        spans: taken,
-                        schema_url: scope.schema_url.clone(),
-                    });
-                }
-            }
-            out.push(part);
+            out.push(front.take_front(need));
+            need = 0;
         }
         let guards = if self.count == 0 {
             std::mem::take(&mut self.guards)
@@ -91,7 +63,7 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::Span;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use proptest::prelude::*;
     use spanlake_core::Signal;
 
@@ -130,13 +102,15 @@ mod tests {
 
     /// (scope name, span name) for every span, in order.
     fn flat(b: &Batch) -> Vec<(String, usize)> {
-        let Signal::Spans(rs) = &b.signal else {
+        let Signal::Spans(blocks) = &b.signal else {
             panic!("spans expected")
         };
-        rs.iter()
-            .flat_map(|r| &r.scope_spans)
+        blocks
+            .iter()
+            .flat_map(|b| b.to_prost())
+            .flat_map(|r| r.scope_spans)
             .flat_map(|s| {
-                s.spans.iter().map(move |sp| {
+                s.spans.into_iter().map(move |sp| {
                     (
                         s.scope.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
                         sp.name.parse().expect("num"),
@@ -167,8 +141,8 @@ mod tests {
                 prop_assert!(chunk.len() <= max);
                 prop_assert!(chunk.len() == max.min(before));
                 prop_assert_eq!(pending.len(), before - chunk.len());
-                let Signal::Spans(rs) = &chunk.signal else { panic!("spans expected") };
-                for r in rs {
+                let Signal::Spans(blocks) = &chunk.signal else { panic!("spans expected") };
+                for r in blocks.iter().flat_map(|b| b.to_prost()) {
                     prop_assert!(r.resource.is_some(), "a cut group keeps its resource");
                     for s in &r.scope_spans {
                         prop_assert!(!s.spans.is_empty(), "no empty scope in a batch");

@@ -28,7 +28,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use spanlake_core::{Batch, CancellationToken, Fanout, Processor, Receiver, Signal, TraceEnd};
+use spanlake_core::{
+    Batch, CancellationToken, Fanout, Processor, Receiver, Signal, SpanBlock, TraceEnd,
+};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -236,18 +238,17 @@ impl Lifecycle {
 
     /// Take in a batch of spans at `now`. Returns the closed copies to send after it. Running
     /// spans are taken first, so a root that ends in the same request closes them.
-    pub fn observe(&mut self, groups: &[ResourceSpans], now: Instant) -> Vec<ResourceSpans> {
+    pub fn observe(&mut self, blocks: &[SpanBlock], now: Instant) -> Vec<ResourceSpans> {
         let mut out = Vec::new();
         let all = || {
-            groups
+            blocks
                 .iter()
-                .flat_map(|rs| rs.scope_spans.iter().map(move |ss| (rs, ss)))
-                .flat_map(|(rs, ss)| ss.spans.iter().map(move |s| (rs, ss, s)))
+                .flat_map(|b| b.iter().map(move |(r, s, sp)| (b, r, s, sp)))
         };
-        for (rs, ss, span) in all().filter(|(_, _, s)| s.end_time_unix_nano == 0) {
+        for (b, r, sc, span) in all().filter(|(_, _, _, s)| s.end_time_unix_nano == 0) {
             let state = self
                 .traces
-                .entry(span.trace_id.clone())
+                .entry(b.raw(span.trace_id).to_vec())
                 .or_insert_with(|| TraceState {
                     running: HashMap::new(),
                     last_seen: now,
@@ -256,42 +257,54 @@ impl Lifecycle {
             state.last_seen = now;
             state.latest_end = state.latest_end.max(span.start_time_unix_nano);
             let held = Held {
-                span: span.clone(),
-                resource: rs.resource.clone(),
-                resource_schema_url: rs.schema_url.clone(),
-                scope: ss.scope.clone(),
-                scope_schema_url: ss.schema_url.clone(),
+                span: b.prost_span(span),
+                resource: b.prost_resource(r),
+                resource_schema_url: b.str(r.schema_url).to_owned(),
+                scope: b.prost_scope(sc),
+                scope_schema_url: b.str(sc.schema_url).to_owned(),
             };
-            if state.running.insert(span.span_id.clone(), held).is_none() {
+            if state
+                .running
+                .insert(b.raw(span.span_id).to_vec(), held)
+                .is_none()
+            {
                 self.running += 1;
             }
         }
-        for (_, _, span) in all().filter(|(_, _, s)| s.end_time_unix_nano != 0) {
+        if self.traces.is_empty() {
+            // Nothing running anywhere: an ended span has nothing to close.
+            return out;
+        }
+        for (b, _, _, span) in all().filter(|(_, _, _, s)| s.end_time_unix_nano != 0) {
             // An ended span: its real end supersedes any running copy held.
+            let trace_id = b.raw(span.trace_id);
+            let Some(state) = self.traces.get_mut(trace_id) else {
+                continue;
+            };
             let end = span.end_time_unix_nano;
-            if let Some(state) = self.traces.get_mut(&span.trace_id) {
-                state.last_seen = now;
-                state.latest_end = state.latest_end.max(end);
-                if state.running.remove(&span.span_id).is_some() {
-                    self.running -= 1;
-                }
+            state.last_seen = now;
+            state.latest_end = state.latest_end.max(end);
+            if state.running.remove(b.raw(span.span_id)).is_some() {
+                self.running -= 1;
             }
-            if span.parent_span_id.is_empty() {
-                let status = derived_status(span.status.as_ref(), "trace");
-                self.end_trace(&span.trace_id, end, status, Reason::TraceEnd, &mut out);
+            let status = span.status.map(|st| b.prost_status(&st));
+            if b.raw(span.parent_span_id).is_empty() {
+                let status = derived_status(status.as_ref(), "trace");
+                self.end_trace(trace_id, end, status, Reason::TraceEnd, &mut out);
             } else if self.config.close_children_on_parent_end {
                 let status = derived_status(
-                    span.status.as_ref(),
-                    &format!("parent span {:?}", span.name),
+                    status.as_ref(),
+                    &format!("parent span {:?}", b.str(span.name)),
                 );
-                self.close_descendants(&span.trace_id, &span.span_id, end, &status, &mut out);
+                let parent = b.raw(span.span_id);
+                self.close_descendants(trace_id, parent, end, &status, &mut out);
             }
             if self
                 .traces
-                .get(&span.trace_id)
+                .get(trace_id)
                 .is_some_and(|s| s.running.is_empty())
             {
-                self.traces.remove(&span.trace_id);
+                self.traces.remove(trace_id);
             }
         }
         self.enforce_bounds(&mut out);
@@ -390,6 +403,16 @@ impl LifecycleProcessor {
     }
 }
 
+/// Closed copies as the batch's blocks (none when there are none).
+fn blocks_of(closed: &[ResourceSpans]) -> Vec<SpanBlock> {
+    let block = SpanBlock::from_prost(closed);
+    if block.is_empty() {
+        Vec::new()
+    } else {
+        vec![block]
+    }
+}
+
 fn now_unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -415,7 +438,8 @@ impl Processor for LifecycleProcessor {
                 match recover().await {
                     Ok(groups) => {
                         // Already stored: held again, not sent again.
-                        let evicted = state.observe(&groups, Instant::now());
+                        let held = [SpanBlock::from_prost(&groups)];
+                        let evicted = state.observe(&held, Instant::now());
                         if state.running() > 0 {
                             tracing::info!(processor = %name, running = state.running(), traces = state.traces(), "lifecycle: holding again the spans still running at the last stop");
                         }
@@ -437,8 +461,8 @@ impl Processor for LifecycleProcessor {
                     next = input.recv() => {
                         let Some(mut batch) = next else { break };
                         match &batch.signal {
-                            Signal::Spans(groups) => {
-                                let closed = state.observe(groups, Instant::now());
+                            Signal::Spans(blocks) => {
+                                let closed = state.observe(blocks, Instant::now());
                                 (closed, Vec::new(), Some(batch))
                             }
                             Signal::Logs(_) => (Vec::new(), Vec::new(), Some(batch)),
@@ -467,7 +491,7 @@ impl Processor for LifecycleProcessor {
                     return;
                 }
                 if !closed.is_empty() || !guards.is_empty() {
-                    let b = Batch::from_parts(closed, guards);
+                    let b = Batch::from_parts(blocks_of(&closed), guards);
                     if output.send(b).await.is_err() {
                         tracing::error!(processor = %name, "the next stage is gone");
                         return;
@@ -504,8 +528,8 @@ mod tests {
         }
     }
 
-    fn group(spans: Vec<Span>) -> Vec<ResourceSpans> {
-        vec![ResourceSpans {
+    fn group(spans: Vec<Span>) -> Vec<SpanBlock> {
+        vec![SpanBlock::from_prost(&[ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![marker("service.name", Value::StringValue("svc".into()))],
                 ..Default::default()
@@ -515,7 +539,7 @@ mod tests {
                 ..Default::default()
             }],
             schema_url: String::new(),
-        }]
+        }])]
     }
 
     /// (span id byte, end, status code, status message, reason) of every closed copy.
@@ -802,7 +826,7 @@ mod tests {
             },
         ));
         let task = p.start(rx, Fanout::new(vec![out_tx]), shutdown.clone());
-        tx.send(Batch::spans(group(vec![span(1, 1, None, T, 0)])))
+        tx.send(Batch::blocks(group(vec![span(1, 1, None, T, 0)])))
             .await
             .expect("send");
         let passed = out.recv().await.expect("the running span passes through");
@@ -812,8 +836,8 @@ mod tests {
         let Signal::Spans(g) = &timed_out.signal else {
             panic!("spans")
         };
-        assert_eq!(closed(g)[0].4, "timeout");
-        tx.send(Batch::spans(group(vec![span(2, 1, None, T, 0)])))
+        assert_eq!(closed(&g[0].to_prost())[0].4, "timeout");
+        tx.send(Batch::blocks(group(vec![span(2, 1, None, T, 0)])))
             .await
             .expect("send");
         out.recv().await.expect("passes through");
@@ -822,7 +846,7 @@ mod tests {
         let Signal::Spans(g) = &at_shutdown.signal else {
             panic!("spans")
         };
-        assert_eq!(closed(g)[0].4, "shutdown");
+        assert_eq!(closed(&g[0].to_prost())[0].4, "shutdown");
         drop(tx);
         task.await.expect("exits when its input closes");
     }

@@ -19,13 +19,14 @@ use hmac::{Hmac, Mac};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
 use regex::Regex;
 use regex_automata::Input;
 use regex_automata::meta::{Cache as MetaCache, Regex as MetaRegex};
 use serde_json::Value as Json;
 use sha2::Sha256;
-use spanlake_core::{CancellationToken, Fanout, Processor, Receiver, Signal};
+use spanlake_core::spans::{Attr, Rows, Status as BlockStatus, Str, Value as BlockValue};
+use spanlake_core::{CancellationToken, Fanout, Processor, Receiver, Signal, SpanBlock};
 use tokio::task::JoinHandle;
 
 pub const MASK: &str = "****";
@@ -325,47 +326,190 @@ impl Redactor {
         hits
     }
 
-    /// Redact every span of a batch in place.
-    pub fn redact(&self, groups: &mut [ResourceSpans]) {
-        let mut ignored = Tally::default();
-        for rs in groups.iter_mut() {
-            if let Some(r) = rs.resource.as_mut() {
-                self.scrub_attrs(&mut r.attributes, &mut ignored, "resource.");
+    /// The redacted form of a string, or `None` when it holds no secret (the common case:
+    /// nothing is copied then).
+    pub fn scrub_str(&self, s: &str) -> Option<String> {
+        let t = s.trim_start();
+        let json_like = (t.starts_with('{') || t.starts_with('[')) && t.len() > 1;
+        if !json_like && !self.may_hold_secret(s) {
+            return None;
+        }
+        let mut owned = s.to_owned();
+        self.scrub_text(&mut owned).then_some(owned)
+    }
+
+    /// Redact a string field of a block: `Some` with the new text's place when it changed.
+    fn scrub_field(&self, b: &mut SpanBlock, s: Str) -> Option<Str> {
+        let new = self.scrub_str(b.str(s))?;
+        Some(b.push_str(&new))
+    }
+
+    /// Redact the attributes `rows` of a block; values are replaced in place. Returns the new
+    /// rows when some were dropped (the kept ones are copied to the table's end).
+    fn scrub_block_attrs(
+        &self,
+        b: &mut SpanBlock,
+        rows: Rows,
+        tally: &mut Tally,
+        prefix: &str,
+    ) -> Option<Rows> {
+        let mut dropped: Vec<usize> = Vec::new();
+        for j in rows.range() {
+            let a = b.attrs[j];
+            let key = b.str(a.key);
+            if !self.allow_all_keys && !self.allowed_keys.contains(key) {
+                tally.dropped += 1;
+                tally.keys.insert(format!("{prefix}{key}"));
+                dropped.push(j);
+                continue;
             }
-            for ss in rs.scope_spans.iter_mut() {
-                if let Some(sc) = ss.scope.as_mut() {
-                    self.scrub_attrs(&mut sc.attributes, &mut ignored, "scope.");
-                    self.scrub_text(&mut sc.name);
+            if self.key_blocked(key) {
+                tally.keys.insert(format!("{prefix}{key}"));
+                if self.action == Action::Drop {
+                    tally.dropped += 1;
+                    dropped.push(j);
+                    continue;
                 }
-                for span in ss.spans.iter_mut() {
-                    let mut tally = Tally::default();
-                    if self.scrub_text(&mut span.name) {
-                        tally.masked += 1;
-                        tally.keys.insert("name".into());
-                    }
-                    if let Some(st) = span.status.as_mut()
-                        && self.scrub_text(&mut st.message)
-                    {
-                        tally.masked += 1;
-                        tally.keys.insert("status.message".into());
-                    }
-                    self.scrub_attrs(&mut span.attributes, &mut tally, "");
-                    for e in span.events.iter_mut() {
-                        if self.scrub_text(&mut e.name) {
-                            tally.masked += 1;
-                            tally.keys.insert("event.name".into());
-                        }
-                        self.scrub_attrs(&mut e.attributes, &mut tally, "event.");
-                    }
-                    for l in span.links.iter_mut() {
-                        self.scrub_attrs(&mut l.attributes, &mut tally, "link.");
-                        self.scrub_text(&mut l.trace_state);
-                    }
-                    self.scrub_text(&mut span.trace_state);
-                    self.summarize(&mut span.attributes, &tally);
+                let mut text = String::new();
+                spanlake_exporter_text(b.any_value(a.value).as_ref(), &mut text);
+                let masked = b.push_str(&self.replacement(&text));
+                b.attrs[j].value = BlockValue::Str(masked);
+                tally.masked += 1;
+                continue;
+            }
+            let replaced = match a.value {
+                BlockValue::Str(v) => self.scrub_field(b, v).map(BlockValue::Str),
+                BlockValue::Nested(_) => {
+                    let mut v = b.any_value(a.value).unwrap_or_default();
+                    let key = key.to_owned();
+                    self.scrub_value(&mut v, tally, prefix, &key)
+                        .then(|| BlockValue::Nested(b.push_raw(&v.encode_to_vec())))
+                }
+                _ => None,
+            };
+            if let Some(value) = replaced {
+                let key = b.str(a.key);
+                tally.keys.insert(format!("{prefix}{key}"));
+                if self.action == Action::Drop {
+                    tally.dropped += 1;
+                    dropped.push(j);
+                } else {
+                    b.attrs[j].value = value;
+                    tally.masked += 1;
                 }
             }
         }
+        if dropped.is_empty() {
+            return None;
+        }
+        let start = b.attrs.len();
+        for j in rows.range() {
+            if !dropped.contains(&j) {
+                let a = b.attrs[j];
+                b.attrs.push(a);
+            }
+        }
+        Some(Rows {
+            start: start as u32,
+            end: b.attrs.len() as u32,
+        })
+    }
+
+    /// Redact every span of a batch in place.
+    pub fn redact(&self, blocks: &mut [SpanBlock]) {
+        for b in blocks {
+            self.redact_block(b);
+        }
+    }
+
+    fn redact_block(&self, b: &mut SpanBlock) {
+        let mut ignored = Tally::default();
+        for ri in 0..b.resources.len() {
+            let r = b.resources[ri];
+            if let Some(rows) = self.scrub_block_attrs(b, r.attrs, &mut ignored, "resource.") {
+                b.resources[ri].attrs = rows;
+            }
+        }
+        for si in 0..b.scopes.len() {
+            let sc = b.scopes[si];
+            if !sc.present {
+                continue;
+            }
+            if let Some(rows) = self.scrub_block_attrs(b, sc.attrs, &mut ignored, "scope.") {
+                b.scopes[si].attrs = rows;
+            }
+            if let Some(name) = self.scrub_field(b, sc.name) {
+                b.scopes[si].name = name;
+            }
+        }
+        for i in 0..b.spans.len() {
+            let sp = b.spans[i];
+            let mut tally = Tally::default();
+            if let Some(name) = self.scrub_field(b, sp.name) {
+                b.spans[i].name = name;
+                tally.masked += 1;
+                tally.keys.insert("name".into());
+            }
+            if let Some(st) = sp.status
+                && let Some(message) = self.scrub_field(b, st.message)
+            {
+                b.spans[i].status = Some(BlockStatus { message, ..st });
+                tally.masked += 1;
+                tally.keys.insert("status.message".into());
+            }
+            if let Some(rows) = self.scrub_block_attrs(b, sp.attrs, &mut tally, "") {
+                b.spans[i].attrs = rows;
+            }
+            for e in sp.events.range() {
+                let ev = b.events[e];
+                if let Some(name) = self.scrub_field(b, ev.name) {
+                    b.events[e].name = name;
+                    tally.masked += 1;
+                    tally.keys.insert("event.name".into());
+                }
+                if let Some(rows) = self.scrub_block_attrs(b, ev.attrs, &mut tally, "event.") {
+                    b.events[e].attrs = rows;
+                }
+            }
+            for l in sp.links.range() {
+                let link = b.links[l];
+                if let Some(rows) = self.scrub_block_attrs(b, link.attrs, &mut tally, "link.") {
+                    b.links[l].attrs = rows;
+                }
+                if let Some(state) = self.scrub_field(b, link.trace_state) {
+                    b.links[l].trace_state = state;
+                }
+            }
+            if let Some(state) = self.scrub_field(b, sp.trace_state) {
+                b.spans[i].trace_state = state;
+            }
+            self.summarize_span(b, i, &tally);
+        }
+    }
+
+    /// Say on the span what was redacted (`summary: info|debug`).
+    fn summarize_span(&self, b: &mut SpanBlock, i: usize, tally: &Tally) {
+        if self.summary == Summary::Silent || (tally.masked == 0 && tally.dropped == 0) {
+            return;
+        }
+        let mut added = vec![
+            Attr {
+                key: b.push_str("redaction.masked.count"),
+                value: BlockValue::Int(tally.masked),
+            },
+            Attr {
+                key: b.push_str("redaction.dropped.count"),
+                value: BlockValue::Int(tally.dropped),
+            },
+        ];
+        if self.summary == Summary::Debug {
+            let keys = tally.keys.iter().cloned().collect::<Vec<_>>().join(",");
+            added.push(Attr {
+                key: b.push_str("redaction.keys"),
+                value: BlockValue::Str(b.push_str(&keys)),
+            });
+        }
+        b.set_span_attrs(i, |_| true, &added);
     }
 
     /// Redact every log record of a batch in place: body, event name, attributes, resource
@@ -463,7 +607,7 @@ impl Processor for RedactionProcessor {
         tokio::spawn(async move {
             while let Some(mut batch) = input.recv().await {
                 match &mut batch.signal {
-                    Signal::Spans(groups) => self.redactor.redact(groups),
+                    Signal::Spans(blocks) => self.redactor.redact(blocks),
                     Signal::Logs(groups) => self.redactor.redact_logs(groups),
                     Signal::EndTrace(end) => {
                         self.redactor.scrub_text(&mut end.status.message);
@@ -484,7 +628,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
     const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -507,6 +651,13 @@ mod tests {
     }
 
     /// A span with a secret planted in every surface, and plain values beside them.
+    /// Spans as a redaction processor passes them on.
+    fn redacted(r: &Redactor, groups: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
+        let mut blocks = vec![SpanBlock::from_prost(&groups)];
+        r.redact(&mut blocks);
+        blocks[0].to_prost()
+    }
+
     fn planted() -> Vec<ResourceSpans> {
         let span = Span {
             name: format!("login with Bearer {JWT}"),
@@ -624,8 +775,7 @@ mod tests {
     #[test]
     fn no_planted_secret_survives_and_plain_values_are_kept() {
         for action in [Action::Mask, Action::Hash, Action::Drop] {
-            let mut groups = planted();
-            builtin(action).redact(&mut groups);
+            let groups = redacted(&builtin(action), planted());
             let dump = format!("{groups:?}");
             for secret in SECRETS {
                 assert!(
@@ -647,8 +797,7 @@ mod tests {
 
     #[test]
     fn masks_keep_the_shape() {
-        let mut groups = planted();
-        builtin(Action::Mask).redact(&mut groups);
+        let groups = redacted(&builtin(Action::Mask), planted());
         let span = &groups[0].scope_spans[0].spans[0];
         let get = |k: &str| {
             span.attributes

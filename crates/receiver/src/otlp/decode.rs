@@ -5,12 +5,38 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
+use spanlake_core::SpanBlock;
 use spanlake_core::ids::{id_problem, to_hex};
 
 pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
     ExportTraceServiceRequest::decode(body).map_err(|e| {
         format!("the body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}")
     })
+}
+
+/// OTLP protobuf straight into a span block; spans with invalid ids are refused one by one.
+pub fn spans_of_protobuf(body: &[u8]) -> Result<(SpanBlock, Rejections), String> {
+    SpanBlock::decode(body, true)
+        .map(|(block, rej)| {
+            let message = rej.message();
+            (
+                block,
+                Rejections {
+                    count: rej.count,
+                    message,
+                },
+            )
+        })
+        .map_err(|e| {
+            format!("the body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}")
+        })
+}
+
+/// OTLP/JSON into a span block; spans with invalid ids are refused one by one.
+pub fn spans_of_json(body: &[u8]) -> Result<(SpanBlock, Rejections), String> {
+    let mut groups = decode_json(body)?.resource_spans;
+    let rej = keep_valid_spans(&mut groups);
+    Ok((SpanBlock::from_prost(&groups), rej))
 }
 
 /// OTLP/JSON: lowerCamelCase names, hex ids (any case), 64-bit integers as strings or numbers,
@@ -264,11 +290,73 @@ mod tests {
             data
         }
 
+        fn count(groups: &[ResourceSpans]) -> usize {
+            groups
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum()
+        }
+
+        /// The span block keeps neither the profiles-only `key_strindex` of an attribute nor a
+        /// resource's entity references (nothing stores them).
+        fn without_profile_fields(mut groups: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
+            use opentelemetry_proto::tonic::common::v1::KeyValue;
+            fn clear(kvs: &mut [KeyValue]) {
+                for kv in kvs {
+                    kv.key_strindex = 0;
+                }
+            }
+            for rs in &mut groups {
+                if let Some(r) = rs.resource.as_mut() {
+                    clear(&mut r.attributes);
+                    r.entity_refs.clear();
+                }
+                for ss in &mut rs.scope_spans {
+                    if let Some(sc) = ss.scope.as_mut() {
+                        clear(&mut sc.attributes);
+                    }
+                    for sp in &mut ss.spans {
+                        clear(&mut sp.attributes);
+                        sp.events.iter_mut().for_each(|e| clear(&mut e.attributes));
+                        sp.links.iter_mut().for_each(|l| clear(&mut l.attributes));
+                    }
+                }
+            }
+            groups
+        }
+
+        /// What prost accepts, the span block reader accepts, keeping and refusing the same
+        /// spans; what prost refuses is refused with a message, never a panic.
+        fn check_protobuf(data: &[u8]) {
+            let ours = spans_of_protobuf(data);
+            match decode_protobuf(data) {
+                Ok(mut req) => {
+                    let total = count(&req.resource_spans);
+                    let rej = keep_valid_spans(&mut req.resource_spans);
+                    let kept = count(&req.resource_spans);
+                    assert_eq!(kept as i64 + rej.count, total as i64);
+                    let (block, ours_rej) = ours.expect("prost accepts it");
+                    assert_eq!(block.len(), kept);
+                    assert_eq!(ours_rej, rej);
+                    assert_eq!(block.to_prost(), without_profile_fields(req.resource_spans));
+                }
+                Err(_) => {
+                    if let Err(e) = ours {
+                        assert!(
+                            e.starts_with("the body is not a valid OTLP protobuf"),
+                            "{e}"
+                        );
+                    }
+                }
+            }
+        }
+
         fn check(decoded: Result<ExportTraceServiceRequest, String>) {
             if let Ok(mut req) = decoded {
-                let total = spanlake_core::batch::count_spans(&req.resource_spans);
+                let total = count(&req.resource_spans);
                 let rej = keep_valid_spans(&mut req.resource_spans);
-                let kept = spanlake_core::batch::count_spans(&req.resource_spans);
+                let kept = count(&req.resource_spans);
                 assert_eq!(kept as i64 + rej.count, total as i64);
             }
         }
@@ -277,12 +365,12 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(3000))]
             #[test]
             fn any_bytes_as_protobuf(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
-                check(decode_protobuf(&data));
+                check_protobuf(&data);
             }
 
             #[test]
             fn damaged_protobuf(edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8)) {
-                check(decode_protobuf(&mutate(valid_protobuf(), &edits)));
+                check_protobuf(&mutate(valid_protobuf(), &edits));
             }
 
             #[test]

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use spanlake_core::{Batch, CancellationToken, Intake, IntakeError, Reservation};
+use spanlake_core::{Batch, CancellationToken, Intake, IntakeError, Reservation, SpanBlock};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
@@ -19,7 +18,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
-use super::decode::{keep_valid_logs, keep_valid_spans};
+use super::decode::{Rejections, keep_valid_logs, spans_of_protobuf};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -31,16 +30,19 @@ struct Service {
     intake: Intake,
 }
 
-#[tonic::async_trait]
-impl TraceService for Service {
+impl Service {
     async fn export(
         &self,
-        request: Request<ExportTraceServiceRequest>,
+        request: Request<DecodedTraces>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let reservation = request.extensions().get::<Admitted>().cloned();
-        let mut resource_spans = request.into_inner().resource_spans;
-        let rejected = keep_valid_spans(&mut resource_spans);
-        admit(&self.intake, reservation, Batch::spans(resource_spans)).await?;
+        let DecodedTraces { block, rejected } = request.into_inner();
+        let blocks = if block.is_empty() {
+            Vec::new()
+        } else {
+            vec![block]
+        };
+        admit(&self.intake, reservation, Batch::blocks(blocks)).await?;
         let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: rejected.count,
             error_message: rejected.message,
@@ -49,6 +51,12 @@ impl TraceService for Service {
             partial_success,
         }))
     }
+}
+
+/// A trace request as the gRPC service decodes it: its valid spans, and those refused.
+struct DecodedTraces {
+    block: SpanBlock,
+    rejected: Rejections,
 }
 
 struct Logs {
@@ -227,24 +235,24 @@ impl tower::Service<http::Request<Body>> for TraceServer {
 
 struct ExportTraces(Arc<Service>);
 
-impl tonic::server::UnaryService<ExportTraceServiceRequest> for ExportTraces {
+impl tonic::server::UnaryService<DecodedTraces> for ExportTraces {
     type Response = ExportTraceServiceResponse;
     type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
 
-    fn call(&mut self, request: Request<ExportTraceServiceRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<DecodedTraces>) -> Self::Future {
         let inner = Arc::clone(&self.0);
         Box::pin(async move { inner.export(request).await })
     }
 }
 
-/// prost's encoder for the response; the request decoded from a slice.
+/// prost's encoder for the response; the request read into a span block.
 struct TraceCodec;
 
-type ProstTraces = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceRequest>;
+type ProstTraces = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceResponse>;
 
 impl tonic::codec::Codec for TraceCodec {
     type Encode = ExportTraceServiceResponse;
-    type Decode = ExportTraceServiceRequest;
+    type Decode = DecodedTraces;
     type Encoder = <ProstTraces as tonic::codec::Codec>::Encoder;
     type Decoder = TraceDecoder;
 
@@ -260,20 +268,19 @@ impl tonic::codec::Codec for TraceCodec {
 struct TraceDecoder;
 
 impl tonic::codec::Decoder for TraceDecoder {
-    type Item = ExportTraceServiceRequest;
+    type Item = DecodedTraces;
     type Error = Status;
 
     fn decode(
         &mut self,
         buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<ExportTraceServiceRequest>, Status> {
+    ) -> Result<Option<DecodedTraces>, Status> {
         use bytes::Buf;
-        use prost::Message;
         // The message is one contiguous buffer: taking it as `Bytes` copies nothing.
         let message = buf.copy_to_bytes(buf.remaining());
-        ExportTraceServiceRequest::decode(message.as_ref())
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+        spans_of_protobuf(message.as_ref())
+            .map(|(block, rejected)| Some(DecodedTraces { block, rejected }))
+            .map_err(Status::invalid_argument)
     }
 }
 

@@ -21,8 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::config::{CorsConfig, HttpConfig};
 use super::decode::{
-    decode_json, decode_logs_json, decode_logs_protobuf, decode_protobuf, keep_valid_logs,
-    keep_valid_spans,
+    decode_logs_json, decode_logs_protobuf, keep_valid_logs, spans_of_json, spans_of_protobuf,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -302,8 +301,8 @@ async fn export(
         }
     }
     let decoded = match (kind, encoding) {
-        (Kind::Traces, Encoding::Protobuf) => decode_protobuf(&body).map(|r| r.resource_spans),
-        (Kind::Traces, Encoding::Json) => decode_json(&body).map(|r| r.resource_spans),
+        (Kind::Traces, Encoding::Protobuf) => spans_of_protobuf(&body),
+        (Kind::Traces, Encoding::Json) => spans_of_json(&body),
         (Kind::Logs, Encoding::Protobuf) => {
             return export_decoded_logs(
                 &shared,
@@ -318,12 +317,15 @@ async fn export(
                 .await;
         }
     };
-    let mut resource_spans = match decoded {
+    let (block, rejected) = match decoded {
         Ok(r) => r,
         Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
     };
-    let rejected = keep_valid_spans(&mut resource_spans);
-    let mut batch = Batch::spans(resource_spans);
+    let mut batch = Batch::blocks(if block.is_empty() {
+        Vec::new()
+    } else {
+        vec![block]
+    });
     for r in reservations {
         batch.add_guard(Arc::new(r));
     }

@@ -6,7 +6,9 @@ mod grpc;
 mod http;
 
 pub use config::{CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols};
-pub use decode::{Rejections, decode_json, decode_protobuf, keep_valid_spans};
+pub use decode::{
+    Rejections, decode_json, decode_protobuf, keep_valid_spans, spans_of_json, spans_of_protobuf,
+};
 
 use spanlake_core::{CancellationToken, Intake, ReceiverComponent, RunningReceiver};
 

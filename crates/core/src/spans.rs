@@ -1,0 +1,2117 @@
+//! Spans as they travel a pipeline: one request's spans in flat tables.
+//!
+//! A [`SpanBlock`] holds what one OTLP request (or one stage's output) carried — resources,
+//! scopes, spans, events, links and every attribute — as records in a handful of vectors, with
+//! every string copied back to back into one `String` and every id or byte value into one
+//! `Vec<u8>`. Decoding a request into it allocates a few growing vectors per request instead of a
+//! `String` or `Vec` per field (what prost's owned structs cost: most of the collector's
+//! allocations). Stages read it through the accessors here; text a stage adds (a redacted value,
+//! a marker attribute) is appended to the block's text.
+//!
+//! The hierarchy is kept by ranges: a resource owns a range of scopes, a scope a range of spans,
+//! a span ranges of attributes, events and links. [`SpanBlock::decode`] reads OTLP protobuf
+//! (`ExportTraceServiceRequest`) straight from the request's bytes, [`SpanBlock::encode`] writes
+//! it back, and [`SpanBlock::from_prost`]/[`SpanBlock::to_prost`] convert from and to prost's
+//! structs for the paths that build spans one by one (OTLP/JSON, the native API, closed copies
+//! of running spans).
+
+use std::ops::Range;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value as PValue;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource as PResource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event as PEvent, Link as PLink};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span as PSpan, Status as PStatus,
+};
+use prost::Message;
+
+use crate::ids::{id_problem, to_hex};
+
+/// A string of a block: where it lies in the block's text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Str {
+    off: u32,
+    len: u32,
+}
+
+impl Str {
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Bytes of a block (an id, a bytes value, a nested value's protobuf): where they lie in the
+/// block's byte store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Raw {
+    off: u32,
+    len: u32,
+}
+
+impl Raw {
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A range of records in one of a block's tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rows {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Rows {
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.end == self.start
+    }
+
+    fn from_range(r: Range<usize>) -> Rows {
+        Rows {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
+    }
+}
+
+/// An attribute's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    /// The key-value had no value at all.
+    Absent,
+    /// A value with none of its fields set.
+    Empty,
+    Str(Str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(Raw),
+    /// An array, a key-value list (or a profiles string index): the `AnyValue` message's own
+    /// protobuf bytes, read with prost when needed.
+    Nested(Raw),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Attr {
+    pub key: Str,
+    pub value: Value,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resource {
+    /// Whether the request carried a resource message (OTLP allows none).
+    pub present: bool,
+    pub attrs: Rows,
+    pub dropped_attributes_count: u32,
+    pub schema_url: Str,
+    pub scopes: Rows,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Whether the request carried an instrumentation scope message.
+    pub present: bool,
+    pub name: Str,
+    pub version: Str,
+    pub attrs: Rows,
+    pub dropped_attributes_count: u32,
+    pub schema_url: Str,
+    pub spans: Rows,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub code: i32,
+    pub message: Str,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub trace_id: Raw,
+    pub span_id: Raw,
+    pub parent_span_id: Raw,
+    pub trace_state: Str,
+    pub flags: u32,
+    pub name: Str,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub attrs: Rows,
+    pub dropped_attributes_count: u32,
+    pub events: Rows,
+    pub dropped_events_count: u32,
+    pub links: Rows,
+    pub dropped_links_count: u32,
+    pub status: Option<Status>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub time_unix_nano: u64,
+    pub name: Str,
+    pub attrs: Rows,
+    pub dropped_attributes_count: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub trace_id: Raw,
+    pub span_id: Raw,
+    pub trace_state: Str,
+    pub flags: u32,
+    pub attrs: Rows,
+    pub dropped_attributes_count: u32,
+}
+
+/// Spans in flat tables; see the module's documentation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpanBlock {
+    text: String,
+    bytes: Vec<u8>,
+    pub resources: Vec<Resource>,
+    pub scopes: Vec<Scope>,
+    pub spans: Vec<Span>,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
+    pub attrs: Vec<Attr>,
+}
+
+/// Spans refused from one request for invalid ids.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rejections {
+    pub count: i64,
+    /// The first few reasons, for the client's `partial_success.error_message`.
+    pub reasons: Vec<String>,
+}
+
+const MAX_REASONS: usize = 3;
+
+impl Rejections {
+    /// The client's `partial_success.error_message` (empty when nothing was refused).
+    pub fn message(&self) -> String {
+        if self.count == 0 {
+            return String::new();
+        }
+        let more = self.count as usize - self.reasons.len();
+        format!(
+            "{} span(s) rejected for invalid ids (trace_id must be 16 bytes, span_id 8, neither all zeros): {}{}",
+            self.count,
+            self.reasons.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+impl SpanBlock {
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn str(&self, s: Str) -> &str {
+        &self.text[s.off as usize..(s.off + s.len) as usize]
+    }
+
+    pub fn raw(&self, r: Raw) -> &[u8] {
+        &self.bytes[r.off as usize..(r.off + r.len) as usize]
+    }
+
+    /// Append text to the block.
+    pub fn push_str(&mut self, s: &str) -> Str {
+        let off = self.text.len();
+        self.text.push_str(s);
+        Str {
+            off: off as u32,
+            len: s.len() as u32,
+        }
+    }
+
+    pub fn push_raw(&mut self, b: &[u8]) -> Raw {
+        let off = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        Raw {
+            off: off as u32,
+            len: b.len() as u32,
+        }
+    }
+
+    /// Bytes held by the block's text and byte store (what it costs beyond its records).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.bytes.capacity()
+            + self.resources.capacity() * size_of::<Resource>()
+            + self.scopes.capacity() * size_of::<Scope>()
+            + self.spans.capacity() * size_of::<Span>()
+            + self.events.capacity() * size_of::<Event>()
+            + self.links.capacity() * size_of::<Link>()
+            + self.attrs.capacity() * size_of::<Attr>()
+    }
+
+    pub fn attrs(&self, rows: Rows) -> &[Attr] {
+        &self.attrs[rows.range()]
+    }
+
+    /// Every span with its resource and scope, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Resource, &Scope, &Span)> + '_ {
+        self.resources.iter().flat_map(move |r| {
+            self.scopes[r.scopes.range()]
+                .iter()
+                .flat_map(move |s| self.spans[s.spans.range()].iter().map(move |sp| (r, s, sp)))
+        })
+    }
+
+    /// Indices of every span with its resource's and scope's, in order.
+    pub fn indices(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.resources.iter().enumerate().flat_map(move |(ri, r)| {
+            self.scopes[r.scopes.range()]
+                .iter()
+                .zip(r.scopes.range())
+                .flat_map(move |(s, si)| s.spans.range().map(move |i| (ri, si, i)))
+        })
+    }
+
+    /// The string value of a resource attribute `key`, if it has one.
+    pub fn resource_str(&self, r: &Resource, key: &str) -> Option<&str> {
+        self.attrs(r.attrs)
+            .iter()
+            .find(|a| self.str(a.key) == key)
+            .and_then(|a| match a.value {
+                Value::Str(s) => Some(self.str(s)),
+                _ => None,
+            })
+    }
+
+    /// Give span `i` new attributes: `keep` of its own, then `added`. Its attributes move to
+    /// the end of the table (the old records stay, unreferenced).
+    pub fn set_span_attrs(&mut self, i: usize, keep: impl Fn(&Attr) -> bool, added: &[Attr]) {
+        let old = self.spans[i].attrs;
+        let start = self.attrs.len();
+        for j in old.range() {
+            let a = self.attrs[j];
+            if keep(&a) {
+                self.attrs.push(a);
+            }
+        }
+        self.attrs.extend_from_slice(added);
+        self.spans[i].attrs = Rows::from_range(start..self.attrs.len());
+    }
+
+    /// Keep the spans for which `keep` is true; scopes and resources left empty go too.
+    pub fn retain_spans(&mut self, mut keep: impl FnMut(&SpanBlock, &Span) -> bool) {
+        let flags: Vec<bool> = self.spans.iter().map(|s| keep(self, s)).collect();
+        if flags.iter().all(|&k| k) {
+            return;
+        }
+        let mut spans = Vec::with_capacity(self.spans.len());
+        let mut scopes = Vec::with_capacity(self.scopes.len());
+        let mut resources = Vec::with_capacity(self.resources.len());
+        for r in &self.resources {
+            let first_scope = scopes.len();
+            for s in &self.scopes[r.scopes.range()] {
+                let first_span = spans.len();
+                for i in s.spans.range() {
+                    if flags[i] {
+                        spans.push(self.spans[i]);
+                    }
+                }
+                if spans.len() > first_span {
+                    let mut s = *s;
+                    s.spans = Rows::from_range(first_span..spans.len());
+                    scopes.push(s);
+                }
+            }
+            if scopes.len() > first_scope {
+                let mut r = *r;
+                r.scopes = Rows::from_range(first_scope..scopes.len());
+                resources.push(r);
+            }
+        }
+        self.spans = spans;
+        self.scopes = scopes;
+        self.resources = resources;
+    }
+
+    /// Split off the spans from `at` on into a new block, which holds only their text.
+    pub fn split_off(&mut self, at: usize) -> SpanBlock {
+        let n = self.spans.len();
+        let at = at.min(n);
+        let tail = self.copy_spans(at..n);
+        self.retain_positions(0..at);
+        tail
+    }
+
+    /// Take the first `n` spans out into a new block, which holds only their text (this one
+    /// keeps its text for the spans it still has).
+    pub fn take_front(&mut self, n: usize) -> SpanBlock {
+        let len = self.spans.len();
+        let n = n.min(len);
+        let head = self.copy_spans(0..n);
+        self.retain_positions(n..len);
+        head
+    }
+
+    /// A new block of the spans at `positions`, with their resources and scopes.
+    pub fn copy_spans(&self, positions: Range<usize>) -> SpanBlock {
+        let mut out = SpanBlock::default();
+        for r in &self.resources {
+            let scopes_start = out.scopes.len();
+            for sc in &self.scopes[r.scopes.range()] {
+                let lo = positions.start.max(sc.spans.start as usize);
+                let hi = positions.end.min(sc.spans.end as usize);
+                if lo >= hi {
+                    continue;
+                }
+                let spans_start = out.spans.len();
+                for sp in &self.spans[lo..hi] {
+                    let copied = out.copy_span(self, sp);
+                    out.spans.push(copied);
+                }
+                let scope = Scope {
+                    name: out.copy_str(self, sc.name),
+                    version: out.copy_str(self, sc.version),
+                    attrs: out.copy_attrs(self, sc.attrs),
+                    schema_url: out.copy_str(self, sc.schema_url),
+                    spans: Rows::from_range(spans_start..out.spans.len()),
+                    ..*sc
+                };
+                out.scopes.push(scope);
+            }
+            if out.scopes.len() > scopes_start {
+                let res = Resource {
+                    attrs: out.copy_attrs(self, r.attrs),
+                    schema_url: out.copy_str(self, r.schema_url),
+                    scopes: Rows::from_range(scopes_start..out.scopes.len()),
+                    ..*r
+                };
+                out.resources.push(res);
+            }
+        }
+        out
+    }
+
+    fn copy_str(&mut self, from: &SpanBlock, s: Str) -> Str {
+        self.push_str(from.str(s))
+    }
+
+    fn copy_raw(&mut self, from: &SpanBlock, r: Raw) -> Raw {
+        self.push_raw(from.raw(r))
+    }
+
+    fn copy_attrs(&mut self, from: &SpanBlock, rows: Rows) -> Rows {
+        let start = self.attrs.len();
+        for a in from.attrs(rows) {
+            let key = self.copy_str(from, a.key);
+            let value = match a.value {
+                Value::Str(v) => Value::Str(self.copy_str(from, v)),
+                Value::Bytes(v) => Value::Bytes(self.copy_raw(from, v)),
+                Value::Nested(v) => Value::Nested(self.copy_raw(from, v)),
+                v => v,
+            };
+            self.attrs.push(Attr { key, value });
+        }
+        Rows::from_range(start..self.attrs.len())
+    }
+
+    /// Copy one span of `from` (its attributes, events and links too) into this block's
+    /// tables; the span record itself is returned for the caller to place.
+    pub fn copy_span(&mut self, from: &SpanBlock, sp: &Span) -> Span {
+        let attrs = self.copy_attrs(from, sp.attrs);
+        let events_start = self.events.len();
+        for e in &from.events[sp.events.range()] {
+            let ev = Event {
+                name: self.copy_str(from, e.name),
+                attrs: self.copy_attrs(from, e.attrs),
+                ..*e
+            };
+            self.events.push(ev);
+        }
+        let links_start = self.links.len();
+        for l in &from.links[sp.links.range()] {
+            let link = Link {
+                trace_id: self.copy_raw(from, l.trace_id),
+                span_id: self.copy_raw(from, l.span_id),
+                trace_state: self.copy_str(from, l.trace_state),
+                attrs: self.copy_attrs(from, l.attrs),
+                ..*l
+            };
+            self.links.push(link);
+        }
+        Span {
+            trace_id: self.copy_raw(from, sp.trace_id),
+            span_id: self.copy_raw(from, sp.span_id),
+            parent_span_id: self.copy_raw(from, sp.parent_span_id),
+            trace_state: self.copy_str(from, sp.trace_state),
+            name: self.copy_str(from, sp.name),
+            attrs,
+            events: Rows::from_range(events_start..self.events.len()),
+            links: Rows::from_range(links_start..self.links.len()),
+            status: sp.status.map(|st| Status {
+                code: st.code,
+                message: self.copy_str(from, st.message),
+            }),
+            ..*sp
+        }
+    }
+
+    fn retain_positions(&mut self, keep: Range<usize>) {
+        let mut i = 0;
+        self.retain_spans(|_, _| {
+            i += 1;
+            keep.contains(&(i - 1))
+        });
+    }
+
+    /// Append another block's spans after these.
+    pub fn append(&mut self, other: &SpanBlock) {
+        let text = self.text.len() as u32;
+        let bytes = self.bytes.len() as u32;
+        let (attrs, events, links) = (
+            self.attrs.len() as u32,
+            self.events.len() as u32,
+            self.links.len() as u32,
+        );
+        let (scopes, spans) = (self.scopes.len() as u32, self.spans.len() as u32);
+        self.text.push_str(&other.text);
+        self.bytes.extend_from_slice(&other.bytes);
+        let s = |x: Str| Str {
+            off: x.off + text,
+            len: x.len,
+        };
+        let b = |x: Raw| Raw {
+            off: x.off + bytes,
+            len: x.len,
+        };
+        let rows = |x: Rows, by: u32| Rows {
+            start: x.start + by,
+            end: x.end + by,
+        };
+        self.attrs.extend(other.attrs.iter().map(|a| Attr {
+            key: s(a.key),
+            value: match a.value {
+                Value::Str(v) => Value::Str(s(v)),
+                Value::Bytes(v) => Value::Bytes(b(v)),
+                Value::Nested(v) => Value::Nested(b(v)),
+                v => v,
+            },
+        }));
+        self.events.extend(other.events.iter().map(|e| Event {
+            name: s(e.name),
+            attrs: rows(e.attrs, attrs),
+            ..*e
+        }));
+        self.links.extend(other.links.iter().map(|l| Link {
+            trace_id: b(l.trace_id),
+            span_id: b(l.span_id),
+            trace_state: s(l.trace_state),
+            attrs: rows(l.attrs, attrs),
+            ..*l
+        }));
+        self.spans.extend(other.spans.iter().map(|sp| Span {
+            trace_id: b(sp.trace_id),
+            span_id: b(sp.span_id),
+            parent_span_id: b(sp.parent_span_id),
+            trace_state: s(sp.trace_state),
+            name: s(sp.name),
+            attrs: rows(sp.attrs, attrs),
+            events: rows(sp.events, events),
+            links: rows(sp.links, links),
+            status: sp.status.map(|st| Status {
+                code: st.code,
+                message: s(st.message),
+            }),
+            ..*sp
+        }));
+        self.scopes.extend(other.scopes.iter().map(|sc| Scope {
+            name: s(sc.name),
+            version: s(sc.version),
+            attrs: rows(sc.attrs, attrs),
+            schema_url: s(sc.schema_url),
+            spans: rows(sc.spans, spans),
+            ..*sc
+        }));
+        self.resources
+            .extend(other.resources.iter().map(|r| Resource {
+                attrs: rows(r.attrs, attrs),
+                schema_url: s(r.schema_url),
+                scopes: rows(r.scopes, scopes),
+                ..*r
+            }));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// prost's structs, both ways
+
+impl SpanBlock {
+    /// The block of prost's resource groups (copied; no id is checked; groups without spans
+    /// are left out, as [`SpanBlock::decode`] leaves them out).
+    pub fn from_prost(groups: &[ResourceSpans]) -> SpanBlock {
+        let mut b = SpanBlock::default();
+        for rs in groups {
+            let scopes_start = b.scopes.len();
+            for ss in &rs.scope_spans {
+                if ss.spans.is_empty() {
+                    continue;
+                }
+                let spans_start = b.spans.len();
+                for sp in &ss.spans {
+                    let attrs = b.push_kvs(&sp.attributes);
+                    let events_start = b.events.len();
+                    for e in &sp.events {
+                        let ev = Event {
+                            time_unix_nano: e.time_unix_nano,
+                            name: b.push_str(&e.name),
+                            attrs: b.push_kvs(&e.attributes),
+                            dropped_attributes_count: e.dropped_attributes_count,
+                        };
+                        b.events.push(ev);
+                    }
+                    let events = Rows::from_range(events_start..b.events.len());
+                    let links_start = b.links.len();
+                    for l in &sp.links {
+                        let link = Link {
+                            trace_id: b.push_raw(&l.trace_id),
+                            span_id: b.push_raw(&l.span_id),
+                            trace_state: b.push_str(&l.trace_state),
+                            flags: l.flags,
+                            attrs: b.push_kvs(&l.attributes),
+                            dropped_attributes_count: l.dropped_attributes_count,
+                        };
+                        b.links.push(link);
+                    }
+                    let links = Rows::from_range(links_start..b.links.len());
+                    let span = Span {
+                        trace_id: b.push_raw(&sp.trace_id),
+                        span_id: b.push_raw(&sp.span_id),
+                        parent_span_id: b.push_raw(&sp.parent_span_id),
+                        trace_state: b.push_str(&sp.trace_state),
+                        flags: sp.flags,
+                        name: b.push_str(&sp.name),
+                        kind: sp.kind,
+                        start_time_unix_nano: sp.start_time_unix_nano,
+                        end_time_unix_nano: sp.end_time_unix_nano,
+                        attrs,
+                        dropped_attributes_count: sp.dropped_attributes_count,
+                        events,
+                        dropped_events_count: sp.dropped_events_count,
+                        links,
+                        dropped_links_count: sp.dropped_links_count,
+                        status: sp.status.as_ref().map(|st| Status {
+                            code: st.code,
+                            message: b.push_str(&st.message),
+                        }),
+                    };
+                    b.spans.push(span);
+                }
+                let scope = ss.scope.as_ref();
+                let sc = Scope {
+                    present: scope.is_some(),
+                    name: b.push_str(scope.map(|s| s.name.as_str()).unwrap_or("")),
+                    version: b.push_str(scope.map(|s| s.version.as_str()).unwrap_or("")),
+                    attrs: b.push_kvs(scope.map(|s| s.attributes.as_slice()).unwrap_or(&[])),
+                    dropped_attributes_count: scope.map_or(0, |s| s.dropped_attributes_count),
+                    schema_url: b.push_str(&ss.schema_url),
+                    spans: Rows::from_range(spans_start..b.spans.len()),
+                };
+                b.scopes.push(sc);
+            }
+            if b.scopes.len() == scopes_start {
+                continue;
+            }
+            let res = rs.resource.as_ref();
+            let r = Resource {
+                present: res.is_some(),
+                attrs: b.push_kvs(res.map(|r| r.attributes.as_slice()).unwrap_or(&[])),
+                dropped_attributes_count: res.map_or(0, |r| r.dropped_attributes_count),
+                schema_url: b.push_str(&rs.schema_url),
+                scopes: Rows::from_range(scopes_start..b.scopes.len()),
+            };
+            b.resources.push(r);
+        }
+        b
+    }
+
+    fn push_kvs(&mut self, kvs: &[KeyValue]) -> Rows {
+        let start = self.attrs.len();
+        for kv in kvs {
+            let key = self.push_str(&kv.key);
+            let value = match &kv.value {
+                None => Value::Absent,
+                Some(AnyValue { value: None }) => Value::Empty,
+                Some(AnyValue { value: Some(v) }) => match v {
+                    PValue::StringValue(s) => Value::Str(self.push_str(s)),
+                    PValue::BoolValue(b) => Value::Bool(*b),
+                    PValue::IntValue(i) => Value::Int(*i),
+                    PValue::DoubleValue(d) => Value::Double(*d),
+                    PValue::BytesValue(b) => Value::Bytes(self.push_raw(b)),
+                    PValue::ArrayValue(_)
+                    | PValue::KvlistValue(_)
+                    | PValue::StringValueStrindex(_) => {
+                        let any = kv
+                            .value
+                            .as_ref()
+                            .map(|a| a.encode_to_vec())
+                            .unwrap_or_default();
+                        Value::Nested(self.push_raw(&any))
+                    }
+                },
+            };
+            self.attrs.push(Attr { key, value });
+        }
+        Rows::from_range(start..self.attrs.len())
+    }
+
+    /// An attribute's value as prost's (`None`: no value).
+    pub fn any_value(&self, v: Value) -> Option<AnyValue> {
+        let value = match v {
+            Value::Absent => return None,
+            Value::Empty => None,
+            Value::Str(s) => Some(PValue::StringValue(self.str(s).to_owned())),
+            Value::Bool(b) => Some(PValue::BoolValue(b)),
+            Value::Int(i) => Some(PValue::IntValue(i)),
+            Value::Double(d) => Some(PValue::DoubleValue(d)),
+            Value::Bytes(b) => Some(PValue::BytesValue(self.raw(b).to_vec())),
+            // Checked when the block was built: nested values are valid messages.
+            Value::Nested(b) => return Some(AnyValue::decode(self.raw(b)).unwrap_or_default()),
+        };
+        Some(AnyValue { value })
+    }
+
+    pub fn key_values(&self, rows: Rows) -> Vec<KeyValue> {
+        self.attrs(rows)
+            .iter()
+            .map(|a| KeyValue {
+                key: self.str(a.key).to_owned(),
+                value: self.any_value(a.value),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    pub fn prost_resource(&self, r: &Resource) -> Option<PResource> {
+        r.present.then(|| PResource {
+            attributes: self.key_values(r.attrs),
+            dropped_attributes_count: r.dropped_attributes_count,
+            ..Default::default()
+        })
+    }
+
+    pub fn prost_scope(&self, s: &Scope) -> Option<InstrumentationScope> {
+        s.present.then(|| InstrumentationScope {
+            name: self.str(s.name).to_owned(),
+            version: self.str(s.version).to_owned(),
+            attributes: self.key_values(s.attrs),
+            dropped_attributes_count: s.dropped_attributes_count,
+        })
+    }
+
+    pub fn prost_status(&self, st: &Status) -> PStatus {
+        PStatus {
+            code: st.code,
+            message: self.str(st.message).to_owned(),
+        }
+    }
+
+    pub fn prost_span(&self, sp: &Span) -> PSpan {
+        PSpan {
+            trace_id: self.raw(sp.trace_id).to_vec(),
+            span_id: self.raw(sp.span_id).to_vec(),
+            trace_state: self.str(sp.trace_state).to_owned(),
+            parent_span_id: self.raw(sp.parent_span_id).to_vec(),
+            flags: sp.flags,
+            name: self.str(sp.name).to_owned(),
+            kind: sp.kind,
+            start_time_unix_nano: sp.start_time_unix_nano,
+            end_time_unix_nano: sp.end_time_unix_nano,
+            attributes: self.key_values(sp.attrs),
+            dropped_attributes_count: sp.dropped_attributes_count,
+            events: self.events[sp.events.range()]
+                .iter()
+                .map(|e| PEvent {
+                    time_unix_nano: e.time_unix_nano,
+                    name: self.str(e.name).to_owned(),
+                    attributes: self.key_values(e.attrs),
+                    dropped_attributes_count: e.dropped_attributes_count,
+                })
+                .collect(),
+            dropped_events_count: sp.dropped_events_count,
+            links: self.links[sp.links.range()]
+                .iter()
+                .map(|l| PLink {
+                    trace_id: self.raw(l.trace_id).to_vec(),
+                    span_id: self.raw(l.span_id).to_vec(),
+                    trace_state: self.str(l.trace_state).to_owned(),
+                    attributes: self.key_values(l.attrs),
+                    dropped_attributes_count: l.dropped_attributes_count,
+                    flags: l.flags,
+                })
+                .collect(),
+            dropped_links_count: sp.dropped_links_count,
+            status: sp.status.as_ref().map(|st| self.prost_status(st)),
+        }
+    }
+
+    /// The block as prost's resource groups.
+    pub fn to_prost(&self) -> Vec<ResourceSpans> {
+        self.resources
+            .iter()
+            .map(|r| ResourceSpans {
+                resource: self.prost_resource(r),
+                scope_spans: self.scopes[r.scopes.range()]
+                    .iter()
+                    .map(|s| ScopeSpans {
+                        scope: self.prost_scope(s),
+                        spans: self.spans[s.spans.range()]
+                            .iter()
+                            .map(|sp| self.prost_span(sp))
+                            .collect(),
+                        schema_url: self.str(s.schema_url).to_owned(),
+                    })
+                    .collect(),
+                schema_url: self.str(r.schema_url).to_owned(),
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protobuf: reading
+
+/// Why a request could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn err<T>(what: &str) -> Result<T, DecodeError> {
+    Err(DecodeError(what.to_string()))
+}
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+const FIXED32: u8 = 5;
+
+/// A cursor over one message's bytes.
+#[derive(Clone, Copy)]
+struct Wire<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Wire<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Wire { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return err("a varint runs past the end of its message");
+            };
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return err("a varint is longer than 64 bits");
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        err("a varint is longer than 64 bits")
+    }
+
+    /// The next field's number and wire type, or `None` at the end.
+    fn key(&mut self) -> Result<Option<(u32, u8)>, DecodeError> {
+        if self.done() {
+            return Ok(None);
+        }
+        let k = self.varint()?;
+        if k > u64::from(u32::MAX) {
+            return err("a field key is out of range");
+        }
+        let wire = (k & 7) as u8;
+        let field = (k >> 3) as u32;
+        if field == 0 {
+            return err("a field has number 0");
+        }
+        Ok(Some((field, wire)))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.varint()?;
+        let left = (self.buf.len() - self.pos) as u64;
+        if n > left {
+            return err("a length-delimited field runs past the end of its message");
+        }
+        let s = &self.buf[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, DecodeError> {
+        let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
+            return err("a 64-bit field runs past the end of its message");
+        };
+        self.pos += 8;
+        Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+
+    fn fixed32(&mut self) -> Result<u32, DecodeError> {
+        let Some(b) = self.buf.get(self.pos..self.pos + 4) else {
+            return err("a 32-bit field runs past the end of its message");
+        };
+        self.pos += 4;
+        Ok(u32::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+
+    fn skip(&mut self, field: u32, wire: u8, depth: u32) -> Result<(), DecodeError> {
+        match wire {
+            VARINT => self.varint().map(drop),
+            FIXED64 => self.fixed64().map(drop),
+            LEN => self.bytes().map(drop),
+            FIXED32 => self.fixed32().map(drop),
+            START_GROUP => {
+                if depth > 100 {
+                    return err("groups are nested too deeply");
+                }
+                loop {
+                    match self.key()? {
+                        None => return err("a group is not closed"),
+                        Some((f, END_GROUP)) if f == field => return Ok(()),
+                        Some((_, END_GROUP)) => return err("a group is closed by another field"),
+                        Some((f, w)) => self.skip(f, w, depth + 1)?,
+                    }
+                }
+            }
+            END_GROUP => err("a group ends where none started"),
+            _ => err("a field has an invalid wire type"),
+        }
+    }
+}
+
+fn expect(wire: u8, want: u8) -> Result<(), DecodeError> {
+    if wire == want {
+        Ok(())
+    } else {
+        err("a field has the wrong wire type")
+    }
+}
+
+/// Marks of every table, to take back a span refused after it was read.
+struct Marks {
+    text: usize,
+    bytes: usize,
+    attrs: usize,
+    events: usize,
+    links: usize,
+}
+
+impl SpanBlock {
+    /// Read an OTLP protobuf `ExportTraceServiceRequest`. With `check_ids`, spans with an
+    /// invalid trace, span or parent span id are left out and counted in the rejections.
+    pub fn decode(body: &[u8], check_ids: bool) -> Result<(SpanBlock, Rejections), DecodeError> {
+        let mut b = SpanBlock {
+            text: String::with_capacity(body.len() / 2),
+            bytes: Vec::with_capacity(body.len() / 8),
+            ..Default::default()
+        };
+        let mut rej = Rejections::default();
+        let mut w = Wire::new(body);
+        while let Some((field, wire)) = w.key()? {
+            if field == 1 {
+                expect(wire, LEN)?;
+                let m = w.bytes()?;
+                b.resource_spans(m, check_ids, &mut rej)?;
+            } else {
+                w.skip(field, wire, 0)?;
+            }
+        }
+        Ok((b, rej))
+    }
+
+    fn marks(&self) -> Marks {
+        Marks {
+            text: self.text.len(),
+            bytes: self.bytes.len(),
+            attrs: self.attrs.len(),
+            events: self.events.len(),
+            links: self.links.len(),
+        }
+    }
+
+    fn rewind(&mut self, m: &Marks) {
+        self.text.truncate(m.text);
+        self.bytes.truncate(m.bytes);
+        self.attrs.truncate(m.attrs);
+        self.events.truncate(m.events);
+        self.links.truncate(m.links);
+    }
+
+    fn text_of(&mut self, s: &[u8]) -> Result<Str, DecodeError> {
+        match std::str::from_utf8(s) {
+            Ok(s) => Ok(self.push_str(s)),
+            Err(_) => err("a string field is not valid UTF-8"),
+        }
+    }
+
+    fn resource_spans(
+        &mut self,
+        m: &[u8],
+        check_ids: bool,
+        rej: &mut Rejections,
+    ) -> Result<(), DecodeError> {
+        let marks = self.marks();
+        let mut r = Resource {
+            scopes: Rows::from_range(self.scopes.len()..self.scopes.len()),
+            ..Default::default()
+        };
+        let mut attrs_start = None;
+        // First the resource and the schema URL, so the resource's attributes lie together;
+        // then the scope groups.
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    let msg = w.bytes()?;
+                    r.present = true;
+                    let start = *attrs_start.get_or_insert(self.attrs.len());
+                    let mut rw = Wire::new(msg);
+                    while let Some((f, wt)) = rw.key()? {
+                        match f {
+                            1 => {
+                                expect(wt, LEN)?;
+                                let kv = rw.bytes()?;
+                                self.key_value(kv)?;
+                            }
+                            2 => {
+                                expect(wt, VARINT)?;
+                                r.dropped_attributes_count = rw.varint()? as u32;
+                            }
+                            _ => rw.skip(f, wt, 0)?,
+                        }
+                    }
+                    r.attrs = Rows::from_range(start..self.attrs.len());
+                }
+                3 => {
+                    expect(wire, LEN)?;
+                    let s = w.bytes()?;
+                    r.schema_url = self.text_of(s)?;
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    w.bytes()?;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        if attrs_start.is_none() {
+            r.attrs = Rows::from_range(self.attrs.len()..self.attrs.len());
+        }
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            if field == 2 {
+                let msg = w.bytes()?;
+                self.scope_spans(msg, check_ids, rej)?;
+            } else {
+                w.skip(field, wire, 0)?;
+            }
+        }
+        r.scopes.end = self.scopes.len() as u32;
+        if r.scopes.is_empty() {
+            self.rewind(&marks);
+        } else {
+            self.resources.push(r);
+        }
+        Ok(())
+    }
+
+    fn scope_spans(
+        &mut self,
+        m: &[u8],
+        check_ids: bool,
+        rej: &mut Rejections,
+    ) -> Result<(), DecodeError> {
+        let marks = self.marks();
+        let mut s = Scope {
+            spans: Rows::from_range(self.spans.len()..self.spans.len()),
+            ..Default::default()
+        };
+        let mut attrs_start = None;
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    let msg = w.bytes()?;
+                    s.present = true;
+                    let start = *attrs_start.get_or_insert(self.attrs.len());
+                    let mut sw = Wire::new(msg);
+                    while let Some((f, wt)) = sw.key()? {
+                        match f {
+                            1 => {
+                                expect(wt, LEN)?;
+                                let v = sw.bytes()?;
+                                s.name = self.text_of(v)?;
+                            }
+                            2 => {
+                                expect(wt, LEN)?;
+                                let v = sw.bytes()?;
+                                s.version = self.text_of(v)?;
+                            }
+                            3 => {
+                                expect(wt, LEN)?;
+                                let kv = sw.bytes()?;
+                                self.key_value(kv)?;
+                            }
+                            4 => {
+                                expect(wt, VARINT)?;
+                                s.dropped_attributes_count = sw.varint()? as u32;
+                            }
+                            _ => sw.skip(f, wt, 0)?,
+                        }
+                    }
+                    s.attrs = Rows::from_range(start..self.attrs.len());
+                }
+                3 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    s.schema_url = self.text_of(v)?;
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    w.bytes()?;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        if attrs_start.is_none() {
+            s.attrs = Rows::from_range(self.attrs.len()..self.attrs.len());
+        }
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            if field == 2 {
+                let msg = w.bytes()?;
+                self.span(msg, check_ids, rej)?;
+            } else {
+                w.skip(field, wire, 0)?;
+            }
+        }
+        s.spans.end = self.spans.len() as u32;
+        if s.spans.is_empty() {
+            self.rewind(&marks);
+        } else {
+            self.scopes.push(s);
+        }
+        Ok(())
+    }
+
+    fn span(&mut self, m: &[u8], check_ids: bool, rej: &mut Rejections) -> Result<(), DecodeError> {
+        let marks = self.marks();
+        let mut sp = Span::default();
+        let mut attrs_start = None;
+        let (mut trace_id, mut span_id, mut parent): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    trace_id = w.bytes()?;
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    span_id = w.bytes()?;
+                }
+                3 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    sp.trace_state = self.text_of(v)?;
+                }
+                4 => {
+                    expect(wire, LEN)?;
+                    parent = w.bytes()?;
+                }
+                5 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    sp.name = self.text_of(v)?;
+                }
+                6 => {
+                    expect(wire, VARINT)?;
+                    sp.kind = w.varint()? as i32;
+                }
+                7 => {
+                    expect(wire, FIXED64)?;
+                    sp.start_time_unix_nano = w.fixed64()?;
+                }
+                8 => {
+                    expect(wire, FIXED64)?;
+                    sp.end_time_unix_nano = w.fixed64()?;
+                }
+                9 => {
+                    expect(wire, LEN)?;
+                    let kv = w.bytes()?;
+                    let start = *attrs_start.get_or_insert(self.attrs.len());
+                    self.key_value(kv)?;
+                    sp.attrs = Rows::from_range(start..self.attrs.len());
+                }
+                10 => {
+                    expect(wire, VARINT)?;
+                    sp.dropped_attributes_count = w.varint()? as u32;
+                }
+                11 | 13 => {
+                    expect(wire, LEN)?;
+                    w.bytes()?;
+                }
+                12 => {
+                    expect(wire, VARINT)?;
+                    sp.dropped_events_count = w.varint()? as u32;
+                }
+                14 => {
+                    expect(wire, VARINT)?;
+                    sp.dropped_links_count = w.varint()? as u32;
+                }
+                15 => {
+                    expect(wire, LEN)?;
+                    let msg = w.bytes()?;
+                    let mut st = sp.status.unwrap_or_default();
+                    let mut sw = Wire::new(msg);
+                    while let Some((f, wt)) = sw.key()? {
+                        match f {
+                            2 => {
+                                expect(wt, LEN)?;
+                                let v = sw.bytes()?;
+                                st.message = self.text_of(v)?;
+                            }
+                            3 => {
+                                expect(wt, VARINT)?;
+                                st.code = sw.varint()? as i32;
+                            }
+                            _ => sw.skip(f, wt, 0)?,
+                        }
+                    }
+                    sp.status = Some(st);
+                }
+                16 => {
+                    expect(wire, FIXED32)?;
+                    sp.flags = w.fixed32()?;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        if attrs_start.is_none() {
+            sp.attrs = Rows::from_range(self.attrs.len()..self.attrs.len());
+        }
+        // Events and links, each with its attributes together.
+        sp.events = Rows::from_range(self.events.len()..self.events.len());
+        sp.links = Rows::from_range(self.links.len()..self.links.len());
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                11 => {
+                    let msg = w.bytes()?;
+                    self.event(msg)?;
+                }
+                13 => {
+                    let msg = w.bytes()?;
+                    self.link(msg)?;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        sp.events.end = self.events.len() as u32;
+        sp.links.end = self.links.len() as u32;
+        if check_ids {
+            let problem = id_problem(trace_id, 16, true)
+                .map(|p| ("trace_id", p))
+                .or_else(|| id_problem(span_id, 8, true).map(|p| ("span_id", p)))
+                .or_else(|| id_problem(parent, 8, false).map(|p| ("parent_span_id", p)));
+            if let Some((field, why)) = problem {
+                rej.count += 1;
+                if rej.reasons.len() < MAX_REASONS {
+                    let name = self.str(sp.name);
+                    let who = if span_id.len() == 8 {
+                        format!("span {name:?} ({})", to_hex(span_id))
+                    } else {
+                        format!("span {name:?}")
+                    };
+                    rej.reasons.push(format!("{who}: {field} {why}"));
+                }
+                self.rewind(&marks);
+                return Ok(());
+            }
+        }
+        sp.trace_id = self.push_raw(trace_id);
+        sp.span_id = self.push_raw(span_id);
+        sp.parent_span_id = self.push_raw(parent);
+        self.spans.push(sp);
+        Ok(())
+    }
+
+    fn event(&mut self, m: &[u8]) -> Result<(), DecodeError> {
+        let mut e = Event::default();
+        let start = self.attrs.len();
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                1 => {
+                    expect(wire, FIXED64)?;
+                    e.time_unix_nano = w.fixed64()?;
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    e.name = self.text_of(v)?;
+                }
+                3 => {
+                    expect(wire, LEN)?;
+                    let kv = w.bytes()?;
+                    self.key_value(kv)?;
+                }
+                4 => {
+                    expect(wire, VARINT)?;
+                    e.dropped_attributes_count = w.varint()? as u32;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        e.attrs = Rows::from_range(start..self.attrs.len());
+        self.events.push(e);
+        Ok(())
+    }
+
+    fn link(&mut self, m: &[u8]) -> Result<(), DecodeError> {
+        let mut l = Link::default();
+        let start = self.attrs.len();
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    l.trace_id = self.push_raw(v);
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    l.span_id = self.push_raw(v);
+                }
+                3 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    l.trace_state = self.text_of(v)?;
+                }
+                4 => {
+                    expect(wire, LEN)?;
+                    let kv = w.bytes()?;
+                    self.key_value(kv)?;
+                }
+                5 => {
+                    expect(wire, VARINT)?;
+                    l.dropped_attributes_count = w.varint()? as u32;
+                }
+                6 => {
+                    expect(wire, FIXED32)?;
+                    l.flags = w.fixed32()?;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        l.attrs = Rows::from_range(start..self.attrs.len());
+        self.links.push(l);
+        Ok(())
+    }
+
+    fn key_value(&mut self, m: &[u8]) -> Result<(), DecodeError> {
+        let mut a = Attr {
+            key: Str::default(),
+            value: Value::Absent,
+        };
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    a.key = self.text_of(v)?;
+                }
+                2 => {
+                    expect(wire, LEN)?;
+                    let v = w.bytes()?;
+                    a.value = self.any_value_of(v)?;
+                }
+                3 => {
+                    expect(wire, VARINT)?;
+                    w.varint()?;
+                }
+                _ => w.skip(field, wire, 0)?,
+            }
+        }
+        self.attrs.push(a);
+        Ok(())
+    }
+
+    fn any_value_of(&mut self, m: &[u8]) -> Result<Value, DecodeError> {
+        let mut v = Value::Empty;
+        let mut w = Wire::new(m);
+        while let Some((field, wire)) = w.key()? {
+            v = match field {
+                1 => {
+                    expect(wire, LEN)?;
+                    let s = w.bytes()?;
+                    Value::Str(self.text_of(s)?)
+                }
+                2 => {
+                    expect(wire, VARINT)?;
+                    Value::Bool(w.varint()? != 0)
+                }
+                3 => {
+                    expect(wire, VARINT)?;
+                    Value::Int(w.varint()? as i64)
+                }
+                4 => {
+                    expect(wire, FIXED64)?;
+                    Value::Double(f64::from_bits(w.fixed64()?))
+                }
+                7 => {
+                    expect(wire, LEN)?;
+                    let s = w.bytes()?;
+                    Value::Bytes(self.push_raw(s))
+                }
+                5 | 6 | 8 => {
+                    expect(wire, if field == 8 { VARINT } else { LEN })?;
+                    w.skip(field, wire, 0)?;
+                    Value::Nested(Raw::default())
+                }
+                _ => {
+                    w.skip(field, wire, 0)?;
+                    continue;
+                }
+            };
+        }
+        if let Value::Nested(_) = v {
+            // Rare: checked whole by prost, and kept as the message it is.
+            if let Err(e) = AnyValue::decode(m) {
+                return Err(DecodeError(format!(
+                    "a nested attribute value is invalid: {e}"
+                )));
+            }
+            v = Value::Nested(self.push_raw(m));
+        }
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protobuf: writing
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_key(out: &mut Vec<u8>, field: u32, wire: u8) {
+    put_varint(out, (u64::from(field) << 3) | u64::from(wire));
+}
+
+/// Size of a length-delimited field of `n` bytes with a one-byte key (every field number here
+/// is below 16).
+fn len_field(n: usize) -> usize {
+    1 + varint_len(n as u64) + n
+}
+
+fn varint_field(v: u64) -> usize {
+    if v == 0 { 0 } else { 1 + varint_len(v) }
+}
+
+impl SpanBlock {
+    fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+        if !b.is_empty() {
+            put_key(out, field, LEN);
+            put_varint(out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+    }
+
+    fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
+        if v != 0 {
+            put_key(out, field, VARINT);
+            put_varint(out, v);
+        }
+    }
+
+    fn put_message(out: &mut Vec<u8>, field: u32, len: usize) {
+        put_key(out, field, LEN);
+        put_varint(out, len as u64);
+    }
+
+    fn value_len(&self, v: Value) -> usize {
+        match v {
+            Value::Absent | Value::Empty => 0,
+            Value::Str(s) => len_field(s.len as usize),
+            Value::Bool(_) => 2,
+            Value::Int(i) => 1 + varint_len(i as u64),
+            Value::Double(_) => 9,
+            Value::Bytes(b) => len_field(b.len as usize),
+            Value::Nested(b) => b.len as usize,
+        }
+    }
+
+    fn attr_len(&self, a: &Attr) -> usize {
+        let key = if a.key.is_empty() {
+            0
+        } else {
+            len_field(a.key.len as usize)
+        };
+        let value = match a.value {
+            Value::Absent => 0,
+            v => len_field(self.value_len(v)),
+        };
+        key + value
+    }
+
+    fn attrs_len(&self, rows: Rows) -> usize {
+        self.attrs(rows)
+            .iter()
+            .map(|a| len_field(self.attr_len(a)))
+            .sum()
+    }
+
+    fn put_attrs(&self, out: &mut Vec<u8>, field: u32, rows: Rows) {
+        for a in self.attrs(rows) {
+            Self::put_message(out, field, self.attr_len(a));
+            Self::put_bytes(out, 1, self.str(a.key).as_bytes());
+            if a.value != Value::Absent {
+                Self::put_message(out, 2, self.value_len(a.value));
+                match a.value {
+                    Value::Absent | Value::Empty => {}
+                    Value::Str(s) => {
+                        put_key(out, 1, LEN);
+                        put_varint(out, u64::from(s.len));
+                        out.extend_from_slice(self.str(s).as_bytes());
+                    }
+                    Value::Bool(b) => {
+                        put_key(out, 2, VARINT);
+                        out.push(u8::from(b));
+                    }
+                    Value::Int(i) => {
+                        put_key(out, 3, VARINT);
+                        put_varint(out, i as u64);
+                    }
+                    Value::Double(d) => {
+                        put_key(out, 4, FIXED64);
+                        out.extend_from_slice(&d.to_bits().to_le_bytes());
+                    }
+                    Value::Bytes(b) => {
+                        put_key(out, 7, LEN);
+                        put_varint(out, u64::from(b.len));
+                        out.extend_from_slice(self.raw(b));
+                    }
+                    Value::Nested(b) => out.extend_from_slice(self.raw(b)),
+                }
+            }
+        }
+    }
+
+    fn event_len(&self, e: &Event) -> usize {
+        (if e.time_unix_nano != 0 { 9 } else { 0 })
+            + if e.name.is_empty() {
+                0
+            } else {
+                len_field(e.name.len as usize)
+            }
+            + self.attrs_len(e.attrs)
+            + varint_field(u64::from(e.dropped_attributes_count))
+    }
+
+    fn link_len(&self, l: &Link) -> usize {
+        let b = |r: Raw| {
+            if r.is_empty() {
+                0
+            } else {
+                len_field(r.len as usize)
+            }
+        };
+        b(l.trace_id)
+            + b(l.span_id)
+            + if l.trace_state.is_empty() {
+                0
+            } else {
+                len_field(l.trace_state.len as usize)
+            }
+            + self.attrs_len(l.attrs)
+            + varint_field(u64::from(l.dropped_attributes_count))
+            + if l.flags != 0 { 5 } else { 0 }
+    }
+
+    fn status_len(&self, st: &Status) -> usize {
+        (if st.message.is_empty() {
+            0
+        } else {
+            len_field(st.message.len as usize)
+        }) + varint_field(st.code as i64 as u64)
+    }
+
+    fn span_len(&self, sp: &Span) -> usize {
+        let b = |r: Raw| {
+            if r.is_empty() {
+                0
+            } else {
+                len_field(r.len as usize)
+            }
+        };
+        let s = |r: Str| {
+            if r.is_empty() {
+                0
+            } else {
+                len_field(r.len as usize)
+            }
+        };
+        b(sp.trace_id)
+            + b(sp.span_id)
+            + s(sp.trace_state)
+            + b(sp.parent_span_id)
+            + s(sp.name)
+            + varint_field(sp.kind as i64 as u64)
+            + if sp.start_time_unix_nano != 0 { 9 } else { 0 }
+            + if sp.end_time_unix_nano != 0 { 9 } else { 0 }
+            + self.attrs_len(sp.attrs)
+            + varint_field(u64::from(sp.dropped_attributes_count))
+            + self.events[sp.events.range()]
+                .iter()
+                .map(|e| len_field(self.event_len(e)))
+                .sum::<usize>()
+            + varint_field(u64::from(sp.dropped_events_count))
+            + self.links[sp.links.range()]
+                .iter()
+                .map(|l| len_field(self.link_len(l)))
+                .sum::<usize>()
+            + varint_field(u64::from(sp.dropped_links_count))
+            + sp.status.map_or(0, |st| len_field(self.status_len(&st)))
+            + if sp.flags != 0 { 6 } else { 0 }
+    }
+
+    fn put_span(&self, out: &mut Vec<u8>, sp: &Span) {
+        Self::put_message(out, 2, self.span_len(sp));
+        Self::put_bytes(out, 1, self.raw(sp.trace_id));
+        Self::put_bytes(out, 2, self.raw(sp.span_id));
+        Self::put_bytes(out, 3, self.str(sp.trace_state).as_bytes());
+        Self::put_bytes(out, 4, self.raw(sp.parent_span_id));
+        Self::put_bytes(out, 5, self.str(sp.name).as_bytes());
+        Self::put_uint(out, 6, sp.kind as i64 as u64);
+        if sp.start_time_unix_nano != 0 {
+            put_key(out, 7, FIXED64);
+            out.extend_from_slice(&sp.start_time_unix_nano.to_le_bytes());
+        }
+        if sp.end_time_unix_nano != 0 {
+            put_key(out, 8, FIXED64);
+            out.extend_from_slice(&sp.end_time_unix_nano.to_le_bytes());
+        }
+        self.put_attrs(out, 9, sp.attrs);
+        Self::put_uint(out, 10, u64::from(sp.dropped_attributes_count));
+        for e in &self.events[sp.events.range()] {
+            Self::put_message(out, 11, self.event_len(e));
+            if e.time_unix_nano != 0 {
+                put_key(out, 1, FIXED64);
+                out.extend_from_slice(&e.time_unix_nano.to_le_bytes());
+            }
+            Self::put_bytes(out, 2, self.str(e.name).as_bytes());
+            self.put_attrs(out, 3, e.attrs);
+            Self::put_uint(out, 4, u64::from(e.dropped_attributes_count));
+        }
+        Self::put_uint(out, 12, u64::from(sp.dropped_events_count));
+        for l in &self.links[sp.links.range()] {
+            Self::put_message(out, 13, self.link_len(l));
+            Self::put_bytes(out, 1, self.raw(l.trace_id));
+            Self::put_bytes(out, 2, self.raw(l.span_id));
+            Self::put_bytes(out, 3, self.str(l.trace_state).as_bytes());
+            self.put_attrs(out, 4, l.attrs);
+            Self::put_uint(out, 5, u64::from(l.dropped_attributes_count));
+            if l.flags != 0 {
+                put_key(out, 6, FIXED32);
+                out.extend_from_slice(&l.flags.to_le_bytes());
+            }
+        }
+        Self::put_uint(out, 14, u64::from(sp.dropped_links_count));
+        if let Some(st) = sp.status {
+            Self::put_message(out, 15, self.status_len(&st));
+            Self::put_bytes(out, 2, self.str(st.message).as_bytes());
+            Self::put_uint(out, 3, st.code as i64 as u64);
+        }
+        if sp.flags != 0 {
+            put_key(out, 16, FIXED32);
+            out.extend_from_slice(&sp.flags.to_le_bytes());
+        }
+    }
+
+    fn scope_len(&self, s: &Scope) -> usize {
+        let scope = if s.present {
+            let inner = (if s.name.is_empty() {
+                0
+            } else {
+                len_field(s.name.len as usize)
+            }) + (if s.version.is_empty() {
+                0
+            } else {
+                len_field(s.version.len as usize)
+            }) + self.attrs_len(s.attrs)
+                + varint_field(u64::from(s.dropped_attributes_count));
+            len_field(inner)
+        } else {
+            0
+        };
+        scope
+            + self.spans[s.spans.range()]
+                .iter()
+                .map(|sp| len_field(self.span_len(sp)))
+                .sum::<usize>()
+            + if s.schema_url.is_empty() {
+                0
+            } else {
+                len_field(s.schema_url.len as usize)
+            }
+    }
+
+    fn resource_len(&self, r: &Resource) -> usize {
+        let res = if r.present {
+            len_field(self.attrs_len(r.attrs) + varint_field(u64::from(r.dropped_attributes_count)))
+        } else {
+            0
+        };
+        res + self.scopes[r.scopes.range()]
+            .iter()
+            .map(|s| len_field(self.scope_len(s)))
+            .sum::<usize>()
+            + if r.schema_url.is_empty() {
+                0
+            } else {
+                len_field(r.schema_url.len as usize)
+            }
+    }
+
+    /// Append the block as an OTLP protobuf `ExportTraceServiceRequest`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        for r in &self.resources {
+            Self::put_message(out, 1, self.resource_len(r));
+            if r.present {
+                Self::put_message(
+                    out,
+                    1,
+                    self.attrs_len(r.attrs) + varint_field(u64::from(r.dropped_attributes_count)),
+                );
+                self.put_attrs(out, 1, r.attrs);
+                Self::put_uint(out, 2, u64::from(r.dropped_attributes_count));
+            }
+            for s in &self.scopes[r.scopes.range()] {
+                Self::put_message(out, 2, self.scope_len(s));
+                if s.present {
+                    let inner = (if s.name.is_empty() {
+                        0
+                    } else {
+                        len_field(s.name.len as usize)
+                    }) + (if s.version.is_empty() {
+                        0
+                    } else {
+                        len_field(s.version.len as usize)
+                    }) + self.attrs_len(s.attrs)
+                        + varint_field(u64::from(s.dropped_attributes_count));
+                    Self::put_message(out, 1, inner);
+                    Self::put_bytes(out, 1, self.str(s.name).as_bytes());
+                    Self::put_bytes(out, 2, self.str(s.version).as_bytes());
+                    self.put_attrs(out, 3, s.attrs);
+                    Self::put_uint(out, 4, u64::from(s.dropped_attributes_count));
+                }
+                for sp in &self.spans[s.spans.range()] {
+                    self.put_span(out, sp);
+                }
+                Self::put_bytes(out, 3, self.str(s.schema_url).as_bytes());
+            }
+            Self::put_bytes(out, 3, self.str(r.schema_url).as_bytes());
+        }
+    }
+
+    /// The protobuf encoding's length.
+    pub fn encoded_len(&self) -> usize {
+        self.resources
+            .iter()
+            .map(|r| len_field(self.resource_len(r)))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    /// A small deterministic generator: every case differs, every run is the same.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self) -> String {
+            const WORDS: [&str; 8] = ["", "GET /cart", "é", "db.query", "x", "日本", "a b", "🙂"];
+            (0..self.below(3))
+                .map(|_| WORDS[self.below(8) as usize])
+                .collect()
+        }
+        fn bytes(&mut self, lens: &[usize]) -> Vec<u8> {
+            let n = lens[self.below(lens.len() as u64) as usize];
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+        fn value(&mut self, depth: u32) -> Option<AnyValue> {
+            let v = match self.below(if depth > 1 { 7 } else { 10 }) {
+                0 => return None,
+                1 => None,
+                2 | 3 => Some(PValue::StringValue(self.text())),
+                4 => Some(PValue::BoolValue(self.below(2) == 1)),
+                5 => Some(PValue::IntValue(self.next() as i64 >> self.below(64))),
+                6 => Some(PValue::DoubleValue(self.next() as f64 / 7.0)),
+                7 => Some(PValue::BytesValue(self.bytes(&[0, 1, 5]))),
+                8 => Some(PValue::ArrayValue(ArrayValue {
+                    values: (0..self.below(3))
+                        .map(|_| self.value(depth + 1).unwrap_or_default())
+                        .collect(),
+                })),
+                _ => Some(PValue::KvlistValue(KeyValueList {
+                    values: self.kvs(depth + 1),
+                })),
+            };
+            Some(AnyValue { value: v })
+        }
+        fn kvs(&mut self, depth: u32) -> Vec<KeyValue> {
+            (0..self.below(4))
+                .map(|_| KeyValue {
+                    key: self.text(),
+                    value: self.value(depth),
+                    ..Default::default()
+                })
+                .collect()
+        }
+        fn span(&mut self) -> PSpan {
+            PSpan {
+                trace_id: self.bytes(&[16, 16, 0]),
+                span_id: self.bytes(&[8, 8, 0]),
+                trace_state: self.text(),
+                parent_span_id: self.bytes(&[8, 0]),
+                flags: self.below(3) as u32 * 256,
+                name: self.text(),
+                kind: self.below(7) as i32 - 1,
+                start_time_unix_nano: self.next() >> self.below(64),
+                end_time_unix_nano: if self.below(3) == 0 {
+                    0
+                } else {
+                    self.next() >> self.below(64)
+                },
+                attributes: self.kvs(0),
+                dropped_attributes_count: self.below(3) as u32,
+                events: (0..self.below(3))
+                    .map(|_| PEvent {
+                        time_unix_nano: self.next(),
+                        name: self.text(),
+                        attributes: self.kvs(0),
+                        dropped_attributes_count: self.below(2) as u32,
+                    })
+                    .collect(),
+                dropped_events_count: self.below(2) as u32,
+                links: (0..self.below(3))
+                    .map(|_| PLink {
+                        trace_id: self.bytes(&[16, 3]),
+                        span_id: self.bytes(&[8]),
+                        trace_state: self.text(),
+                        attributes: self.kvs(0),
+                        dropped_attributes_count: self.below(2) as u32,
+                        flags: self.below(2) as u32,
+                    })
+                    .collect(),
+                dropped_links_count: self.below(2) as u32,
+                status: (self.below(2) == 1).then(|| PStatus {
+                    message: self.text(),
+                    code: self.below(4) as i32 - 1,
+                }),
+            }
+        }
+        fn request(&mut self) -> Vec<ResourceSpans> {
+            (0..self.below(4))
+                .map(|_| ResourceSpans {
+                    resource: (self.below(4) > 0).then(|| PResource {
+                        attributes: self.kvs(0),
+                        dropped_attributes_count: self.below(2) as u32,
+                        ..Default::default()
+                    }),
+                    scope_spans: (0..self.below(3))
+                        .map(|_| ScopeSpans {
+                            scope: (self.below(3) > 0).then(|| InstrumentationScope {
+                                name: self.text(),
+                                version: self.text(),
+                                attributes: self.kvs(0),
+                                dropped_attributes_count: self.below(2) as u32,
+                            }),
+                            spans: (0..self.below(4)).map(|_| self.span()).collect(),
+                            schema_url: self.text(),
+                        })
+                        .collect(),
+                    schema_url: self.text(),
+                })
+                .collect()
+        }
+    }
+
+    /// What a block keeps of prost's groups: groups without spans go.
+    fn without_empty_groups(mut groups: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
+        for rs in &mut groups {
+            rs.scope_spans.retain(|s| !s.spans.is_empty());
+        }
+        groups.retain(|rs| !rs.scope_spans.is_empty());
+        groups
+    }
+
+    /// Nor does it keep the profiles-only `key_strindex` of an attribute or a resource's entity
+    /// references (nothing stores them).
+    fn without_profile_fields(mut groups: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
+        fn clear(kvs: &mut [KeyValue]) {
+            for kv in kvs {
+                kv.key_strindex = 0;
+            }
+        }
+        for rs in &mut groups {
+            if let Some(r) = rs.resource.as_mut() {
+                clear(&mut r.attributes);
+                r.entity_refs.clear();
+            }
+            for ss in &mut rs.scope_spans {
+                if let Some(sc) = ss.scope.as_mut() {
+                    clear(&mut sc.attributes);
+                }
+                for sp in &mut ss.spans {
+                    clear(&mut sp.attributes);
+                    sp.events.iter_mut().for_each(|e| clear(&mut e.attributes));
+                    sp.links.iter_mut().for_each(|l| clear(&mut l.attributes));
+                }
+            }
+        }
+        groups
+    }
+
+    fn encode_prost(groups: &[ResourceSpans]) -> Vec<u8> {
+        ExportTraceServiceRequest {
+            resource_spans: groups.to_vec(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn decoding_agrees_with_prost_and_encoding_round_trips() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for case in 0..2000 {
+            let groups = g.request();
+            let body = encode_prost(&groups);
+            let (block, rej) = SpanBlock::decode(&body, false).expect("prost's encoding decodes");
+            assert_eq!(rej.count, 0);
+            let expected = without_empty_groups(groups.clone());
+            assert_eq!(block.to_prost(), expected, "case {case}");
+            assert_eq!(
+                SpanBlock::from_prost(&expected).to_prost(),
+                expected,
+                "case {case}"
+            );
+            // Our encoding is what prost would write for the same spans.
+            let mut ours = Vec::new();
+            block.encode(&mut ours);
+            assert_eq!(ours.len(), block.encoded_len(), "case {case}");
+            let back =
+                ExportTraceServiceRequest::decode(ours.as_slice()).expect("prost reads ours");
+            assert_eq!(back.resource_spans, expected, "case {case}");
+            assert_eq!(
+                ours,
+                encode_prost(&expected),
+                "case {case}: same bytes as prost"
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_requests_are_refused_where_prost_refuses_them() {
+        let mut g = Gen(0x2545_f491_4f6c_dd1d);
+        let mut accepted = 0;
+        for case in 0..3000 {
+            let mut body = encode_prost(&g.request());
+            if body.is_empty() {
+                continue;
+            }
+            // Damage: a byte changed, the end cut, or a stretch of bytes duplicated.
+            match g.below(3) {
+                0 => {
+                    let i = g.below(body.len() as u64) as usize;
+                    body[i] = g.next() as u8;
+                }
+                1 => body.truncate(g.below(body.len() as u64) as usize),
+                _ => {
+                    let i = g.below(body.len() as u64) as usize;
+                    let j = (i + 1 + g.below(8) as usize).min(body.len());
+                    let piece = body[i..j].to_vec();
+                    body.splice(i..i, piece);
+                }
+            }
+            let ours = SpanBlock::decode(&body, false);
+            if let Ok(req) = ExportTraceServiceRequest::decode(body.as_slice()) {
+                let (block, _) =
+                    ours.unwrap_or_else(|e| panic!("case {case}: prost accepts, we say {e}"));
+                let expected = without_profile_fields(without_empty_groups(req.resource_spans));
+                assert_eq!(block.to_prost(), expected, "case {case}");
+                accepted += 1;
+            }
+        }
+        assert!(
+            accepted > 300,
+            "the damage left too few valid requests ({accepted})"
+        );
+    }
+
+    #[test]
+    fn invalid_ids_are_refused_one_by_one() {
+        let span = |name: &str, trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>| PSpan {
+            name: name.into(),
+            trace_id: trace,
+            span_id: id,
+            parent_span_id: parent,
+            ..Default::default()
+        };
+        let groups = vec![
+            ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span("ok", vec![1; 16], vec![2; 8], vec![]),
+                        span("short", vec![1; 15], vec![2; 8], vec![]),
+                        span("zero", vec![1; 16], vec![0; 8], vec![]),
+                        span("child", vec![1; 16], vec![3; 8], vec![2; 8]),
+                        span("bad parent", vec![1; 16], vec![4; 8], vec![2; 3]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span("gone", vec![], vec![2; 8], vec![])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ];
+        let (block, rej) = SpanBlock::decode(&encode_prost(&groups), true).expect("decodes");
+        let names: Vec<_> = block.spans.iter().map(|s| block.str(s.name)).collect();
+        assert_eq!(names, ["ok", "child"]);
+        assert_eq!(block.resources.len(), 1, "the emptied group goes");
+        assert_eq!(rej.count, 4);
+        let message = rej.message();
+        assert!(message.starts_with("4 span(s) rejected"), "{message}");
+        assert!(
+            message.contains("span \"short\" (0202020202020202): trace_id has 15 bytes"),
+            "{message}"
+        );
+        assert!(
+            message.contains("span \"zero\" (0000000000000000): span_id is all zeros"),
+            "{message}"
+        );
+        assert!(message.ends_with("; and 1 more"), "{message}");
+    }
+
+    #[test]
+    fn split_append_and_attribute_changes_keep_every_span() {
+        let mut g = Gen(77);
+        for _ in 0..300 {
+            let groups = without_empty_groups(g.request());
+            let block = SpanBlock::from_prost(&groups);
+            let n = block.len();
+            let at = g.below(n as u64 + 1) as usize;
+            let mut head = block.clone();
+            let tail = head.split_off(at);
+            assert_eq!((head.len(), tail.len()), (at, n - at));
+            let mut rest = block.clone();
+            let front = rest.take_front(at);
+            assert_eq!(front.to_prost(), head.to_prost());
+            assert_eq!(rest.to_prost(), tail.to_prost());
+            let mut joined = SpanBlock::default();
+            joined.append(&head);
+            joined.append(&tail);
+            let spans = |b: &SpanBlock| -> Vec<PSpan> {
+                b.to_prost()
+                    .into_iter()
+                    .flat_map(|rs| rs.scope_spans)
+                    .flat_map(|ss| ss.spans)
+                    .collect()
+            };
+            assert_eq!(spans(&joined), spans(&block));
+            if n > 0 {
+                let mut b = block.clone();
+                let key = b.push_str("added");
+                b.set_span_attrs(
+                    0,
+                    |a| a.value != Value::Absent,
+                    &[Attr {
+                        key,
+                        value: Value::Int(1),
+                    }],
+                );
+                let mut expected = spans(&block)[0].attributes.clone();
+                expected.retain(|kv| kv.value.is_some());
+                expected.push(KeyValue {
+                    key: "added".into(),
+                    value: Some(AnyValue {
+                        value: Some(PValue::IntValue(1)),
+                    }),
+                    ..Default::default()
+                });
+                assert_eq!(spans(&b)[0].attributes, expected);
+            }
+        }
+    }
+}
