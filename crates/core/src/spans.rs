@@ -806,6 +806,7 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+#[cold]
 fn err<T>(what: &str) -> Result<T, DecodeError> {
     Err(DecodeError(what.to_string()))
 }
@@ -829,11 +830,25 @@ impl<'a> Wire<'a> {
         Wire { buf, pos: 0 }
     }
 
+    #[inline(always)]
     fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Most varints here (keys, lengths, small counts) are one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -852,6 +867,7 @@ impl<'a> Wire<'a> {
     }
 
     /// The next field's number and wire type, or `None` at the end.
+    #[inline(always)]
     fn key(&mut self) -> Result<Option<(u32, u8)>, DecodeError> {
         if self.done() {
             return Ok(None);
@@ -868,6 +884,7 @@ impl<'a> Wire<'a> {
         Ok(Some((field, wire)))
     }
 
+    #[inline(always)]
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.varint()?;
         let left = (self.buf.len() - self.pos) as u64;
@@ -879,6 +896,7 @@ impl<'a> Wire<'a> {
         Ok(s)
     }
 
+    #[inline(always)]
     fn fixed64(&mut self) -> Result<u64, DecodeError> {
         let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
             return err("a 64-bit field runs past the end of its message");
@@ -887,6 +905,7 @@ impl<'a> Wire<'a> {
         Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
     }
 
+    #[inline(always)]
     fn fixed32(&mut self) -> Result<u32, DecodeError> {
         let Some(b) = self.buf.get(self.pos..self.pos + 4) else {
             return err("a 32-bit field runs past the end of its message");
@@ -920,6 +939,7 @@ impl<'a> Wire<'a> {
     }
 }
 
+#[inline(always)]
 fn expect(wire: u8, want: u8) -> Result<(), DecodeError> {
     if wire == want {
         Ok(())
@@ -941,9 +961,10 @@ impl SpanBlock {
     /// Read an OTLP protobuf `ExportTraceServiceRequest`. With `check_ids`, spans with an
     /// invalid trace, span or parent span id are left out and counted in the rejections.
     pub fn decode(body: &[u8], check_ids: bool) -> Result<(SpanBlock, Rejections), DecodeError> {
+        // Strings and ids are parts of the body: their stores never outgrow it.
         let mut b = SpanBlock {
-            text: String::with_capacity(body.len() / 2),
-            bytes: Vec::with_capacity(body.len() / 8),
+            text: String::with_capacity(body.len()),
+            bytes: Vec::with_capacity(body.len() / 4),
             ..Default::default()
         };
         let mut rej = Rejections::default();
@@ -978,6 +999,7 @@ impl SpanBlock {
         self.links.truncate(m.links);
     }
 
+    #[inline]
     fn text_of(&mut self, s: &[u8]) -> Result<Str, DecodeError> {
         match std::str::from_utf8(s) {
             Ok(s) => Ok(self.push_str(s)),
@@ -1382,6 +1404,7 @@ impl SpanBlock {
         Ok(())
     }
 
+    #[inline]
     fn any_value_of(&mut self, m: &[u8]) -> Result<Value, DecodeError> {
         let mut v = Value::Empty;
         let mut w = Wire::new(m);
@@ -1629,8 +1652,8 @@ impl SpanBlock {
             + if sp.flags != 0 { 6 } else { 0 }
     }
 
-    fn put_span(&self, out: &mut Vec<u8>, sp: &Span) {
-        Self::put_message(out, 2, self.span_len(sp));
+    fn put_span(&self, out: &mut Vec<u8>, sp: &Span, len: usize) {
+        Self::put_message(out, 2, len);
         Self::put_bytes(out, 1, self.raw(sp.trace_id));
         Self::put_bytes(out, 2, self.raw(sp.span_id));
         Self::put_bytes(out, 3, self.str(sp.trace_state).as_bytes());
@@ -1682,7 +1705,7 @@ impl SpanBlock {
         }
     }
 
-    fn scope_len(&self, s: &Scope) -> usize {
+    fn scope_len(&self, s: &Scope, span_lens: &[usize]) -> usize {
         let scope = if s.present {
             let inner = (if s.name.is_empty() {
                 0
@@ -1699,9 +1722,9 @@ impl SpanBlock {
             0
         };
         scope
-            + self.spans[s.spans.range()]
+            + span_lens[s.spans.range()]
                 .iter()
-                .map(|sp| len_field(self.span_len(sp)))
+                .map(|&n| len_field(n))
                 .sum::<usize>()
             + if s.schema_url.is_empty() {
                 0
@@ -1710,7 +1733,7 @@ impl SpanBlock {
             }
     }
 
-    fn resource_len(&self, r: &Resource) -> usize {
+    fn resource_len(&self, r: &Resource, span_lens: &[usize]) -> usize {
         let res = if r.present {
             len_field(self.attrs_len(r.attrs) + varint_field(u64::from(r.dropped_attributes_count)))
         } else {
@@ -1718,7 +1741,7 @@ impl SpanBlock {
         };
         res + self.scopes[r.scopes.range()]
             .iter()
-            .map(|s| len_field(self.scope_len(s)))
+            .map(|s| len_field(self.scope_len(s, span_lens)))
             .sum::<usize>()
             + if r.schema_url.is_empty() {
                 0
@@ -1729,8 +1752,11 @@ impl SpanBlock {
 
     /// Append the block as an OTLP protobuf `ExportTraceServiceRequest`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        // Each span's length once: scopes and resources are prefixed with the sum.
+        let span_lens: Vec<usize> = self.spans.iter().map(|sp| self.span_len(sp)).collect();
+        out.reserve(self.encoded_len_with(&span_lens));
         for r in &self.resources {
-            Self::put_message(out, 1, self.resource_len(r));
+            Self::put_message(out, 1, self.resource_len(r, &span_lens));
             if r.present {
                 Self::put_message(
                     out,
@@ -1741,7 +1767,7 @@ impl SpanBlock {
                 Self::put_uint(out, 2, u64::from(r.dropped_attributes_count));
             }
             for s in &self.scopes[r.scopes.range()] {
-                Self::put_message(out, 2, self.scope_len(s));
+                Self::put_message(out, 2, self.scope_len(s, &span_lens));
                 if s.present {
                     let inner = (if s.name.is_empty() {
                         0
@@ -1759,8 +1785,8 @@ impl SpanBlock {
                     self.put_attrs(out, 3, s.attrs);
                     Self::put_uint(out, 4, u64::from(s.dropped_attributes_count));
                 }
-                for sp in &self.spans[s.spans.range()] {
-                    self.put_span(out, sp);
+                for i in s.spans.range() {
+                    self.put_span(out, &self.spans[i], span_lens[i]);
                 }
                 Self::put_bytes(out, 3, self.str(s.schema_url).as_bytes());
             }
@@ -1770,9 +1796,14 @@ impl SpanBlock {
 
     /// The protobuf encoding's length.
     pub fn encoded_len(&self) -> usize {
+        let span_lens: Vec<usize> = self.spans.iter().map(|sp| self.span_len(sp)).collect();
+        self.encoded_len_with(&span_lens)
+    }
+
+    fn encoded_len_with(&self, span_lens: &[usize]) -> usize {
         self.resources
             .iter()
-            .map(|r| len_field(self.resource_len(r)))
+            .map(|r| len_field(self.resource_len(r, span_lens)))
             .sum()
     }
 }
