@@ -177,7 +177,7 @@ fn main() -> Result<(), String> {
             let mut files = 0;
             for n in 0..traces {
                 files += w
-                    .append(&[SpanBlock::from_prost(&make_trace(
+                    .append(vec![SpanBlock::from_prost(&make_trace(
                         seed, n, trace_size, hours,
                     ))])
                     .map_err(|e| e.to_string())?

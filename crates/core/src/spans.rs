@@ -369,19 +369,25 @@ impl SpanBlock {
 
     /// A new block of the spans at `positions`, with their resources and scopes.
     pub fn copy_spans(&self, positions: Range<usize>) -> SpanBlock {
+        self.copy_where(|i| positions.contains(&i))
+    }
+
+    /// A new block of the spans whose position `keep` accepts, with their resources and
+    /// scopes; it holds only their text.
+    pub fn copy_where(&self, keep: impl Fn(usize) -> bool) -> SpanBlock {
         let mut out = SpanBlock::default();
         for r in &self.resources {
             let scopes_start = out.scopes.len();
             for sc in &self.scopes[r.scopes.range()] {
-                let lo = positions.start.max(sc.spans.start as usize);
-                let hi = positions.end.min(sc.spans.end as usize);
-                if lo >= hi {
-                    continue;
-                }
                 let spans_start = out.spans.len();
-                for sp in &self.spans[lo..hi] {
-                    let copied = out.copy_span(self, sp);
-                    out.spans.push(copied);
+                for i in sc.spans.range() {
+                    if keep(i) {
+                        let copied = out.copy_span(self, &self.spans[i]);
+                        out.spans.push(copied);
+                    }
+                }
+                if out.spans.len() == spans_start {
+                    continue;
                 }
                 let scope = Scope {
                     name: out.copy_str(self, sc.name),

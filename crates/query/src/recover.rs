@@ -212,18 +212,18 @@ mod tests {
         let mut w = LakeWriter::new("parquet", config, Arc::clone(&tail));
         // Trace 1: root ended, child running. Trace 2: all ended. Trace 3: a running span whose
         // auto-closed copy came later.
-        w.append(&request(vec![
+        w.append(request(vec![
             span(1, 1, true, false),
             span(1, 2, false, false),
             span(2, 1, true, false),
             span(3, 1, false, false),
         ]))
         .expect("append");
-        w.append(&request(vec![span(3, 1, true, true)]))
+        w.append(request(vec![span(3, 1, true, true)]))
             .expect("append");
         w.commit_all().expect("commit");
         // Trace 4: running, only in the live tail.
-        w.append(&request(vec![
+        w.append(request(vec![
             span(4, 1, false, false),
             span(4, 2, true, false),
         ]))

@@ -93,6 +93,12 @@ pub(crate) struct Origin {
     text: String,
 }
 
+/// A block's resources and scopes, converted once for every span of the block.
+pub(crate) struct BlockOrigins<'a> {
+    resources: Vec<GroupOrigin<'a>>,
+    scopes: Vec<ScopeOrigin<'a>>,
+}
+
 /// One group's origin, converted once: the resource, then (per scope group) the scope.
 pub(crate) struct GroupOrigin<'a> {
     pub service: Option<&'a str>,
@@ -493,6 +499,36 @@ impl SpanRows {
             }
         }
         Ok(())
+    }
+
+    /// The resource and scope columns of a block, converted once: by resource, by scope.
+    pub(crate) fn origins<'a>(&mut self, b: &'a SpanBlock) -> BlockOrigins<'a> {
+        BlockOrigins {
+            resources: b
+                .resources
+                .iter()
+                .map(|r| self.origin.block_group(b, r))
+                .collect(),
+            scopes: b
+                .scopes
+                .iter()
+                .map(|s| self.origin.block_scope(b, s))
+                .collect(),
+        }
+    }
+
+    /// Append one span of a block: the span at `at`, of resource `resource` and scope `scope`.
+    pub(crate) fn append_one(
+        &mut self,
+        b: &SpanBlock,
+        origins: &BlockOrigins<'_>,
+        (resource, scope, at): (usize, usize, usize),
+        ingest_ns: i64,
+    ) -> Result<(), ArrowError> {
+        self.append_span(b, &b.spans[at], ingest_ns)?;
+        let group = &origins.resources[resource];
+        self.origin.append_service(group);
+        self.origin.append(group, &origins.scopes[scope])
     }
 
     fn append_span(

@@ -234,9 +234,9 @@ impl Exporter for ParquetExporter {
                         let out;
                         (writer, out) = on_writer(writer, move |w| {
                             let (signal, guards) = batch.into_signal();
-                            let taken = match &signal {
+                            let taken = match signal {
                                 Signal::Spans(blocks) => w.take(blocks),
-                                Signal::Logs(groups) => w.take_logs(groups),
+                                Signal::Logs(groups) => w.take_logs(&groups),
                                 Signal::EndTrace(_) => Ok(None),
                             };
                             (taken, guards)

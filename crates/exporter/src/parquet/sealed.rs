@@ -26,6 +26,18 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader, SortingCol
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use spanlake_core::SpanBlock;
+use spanlake_core::ids::push_id;
+
+use super::convert::{SpanRows, clamp_nanos};
+use super::schema::Table;
+
+/// Spans waiting for their row group: a block as it was taken, and when.
+#[derive(Debug, Clone)]
+pub struct HeldSpans {
+    pub ingest: i64,
+    pub block: Arc<SpanBlock>,
+}
 
 /// Rows copied into the encoder at a time: each chunk is encoded while still in cache, and the
 /// sorted copy never holds more than this many rows.
@@ -85,6 +97,59 @@ impl Sealed {
         Ok(Sealed {
             bytes: Bytes::from(buf),
             rows: order.len(),
+        })
+    }
+
+    /// Sort the spans of `held` by trace id, then start time, and encode them as one row group
+    /// of the spans table with `props`: converted to Arrow in that order, a chunk at a time, so
+    /// no unsorted copy of the rows is ever made.
+    pub fn seal_spans(held: &[HeldSpans], props: &WriterProperties) -> Result<Sealed, SealError> {
+        let table = Table::Spans;
+        let [by_trace, by_time] = table.sort_columns();
+        // Every span's trace id as stored (the order of the column), back to back.
+        let mut ids = String::new();
+        let mut places = Vec::new();
+        let mut ends = Vec::new();
+        for (hi, h) in held.iter().enumerate() {
+            for (r, s, i) in h.block.indices() {
+                push_id(&mut ids, h.block.raw(h.block.spans[i].trace_id));
+                ends.push(ids.len());
+                places.push((hi, r, s, i));
+            }
+        }
+        let mut keys: Vec<SortKey<'_>> = Vec::with_capacity(places.len());
+        let mut start = 0;
+        for (k, (&(hi, _, _, i), &end)) in places.iter().zip(&ends).enumerate() {
+            let time = clamp_nanos(held[hi].block.spans[i].start_time_unix_nano);
+            keys.push(SortKey::new(Some(&ids[start..end]), time, k, 0));
+            start = end;
+        }
+        keys.sort_unstable_by(SortKey::cmp);
+        let traces = distinct_ids(&keys);
+        let props = props
+            .clone()
+            .into_builder()
+            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), traces.max(1) as u64)
+            .set_sorting_columns(Some(sorting_columns([by_trace, by_time])))
+            .set_max_row_group_row_count(Some(keys.len().max(1)))
+            .set_max_row_group_bytes(None)
+            .build();
+        let mut w = ArrowWriter::try_new(Vec::new(), table.schema(), Some(props))?;
+        let mut rows = SpanRows::new();
+        let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
+        for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
+            for k in chunk {
+                let (hi, r, s, i) = places[k.batch];
+                rows.append_one(&held[hi].block, &origins[hi], (r, s, i), held[hi].ingest)?;
+            }
+            let (batch, _) = rows.finish()?;
+            w.write(&batch)?;
+        }
+        let mut buf = w.into_inner()?;
+        buf.shrink_to_fit();
+        Ok(Sealed {
+            bytes: Bytes::from(buf),
+            rows: keys.len(),
         })
     }
 
@@ -176,13 +241,17 @@ fn sort_order(
         }
     }
     keys.sort_unstable_by(SortKey::cmp);
-    let traces = keys
-        .iter()
+    let traces = distinct_ids(&keys);
+    (keys.iter().map(|k| (k.batch, k.row)).collect(), traces)
+}
+
+/// Distinct trace ids among sorted keys (nulls counted as one).
+fn distinct_ids(keys: &[SortKey<'_>]) -> usize {
+    keys.iter()
         .zip(keys.iter().skip(1))
         .filter(|(a, b)| a.id != b.id)
         .count()
-        + usize::from(!keys.is_empty());
-    (keys.iter().map(|k| (k.batch, k.row)).collect(), traces)
+        + usize::from(!keys.is_empty())
 }
 
 /// A row's place in a row group's order: trace id (nulls last), then time. The id's first 32 bytes
@@ -288,6 +357,99 @@ mod tests {
 
     fn id(c: char) -> String {
         std::iter::repeat_n(c, 32).collect()
+    }
+
+    /// A block of two resources (services `{tag}-a` and `{tag}-b`), each span named after its
+    /// service and id; trace ids as given, a text id when it is not 32 hex digits.
+    fn block(tag: &str, spans: &[(&str, u64)]) -> HeldSpans {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let groups = ["a", "b"].map(|svc| {
+            let service = format!("{tag}-{svc}");
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(service.clone())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: spans
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| (i % 2 == 0) == (svc == "a"))
+                        .map(|(i, &(trace, start))| Span {
+                            trace_id: spanlake_core::ids::id_from_text(trace, 16),
+                            span_id: vec![i as u8 + 1; 8],
+                            name: format!("{service}/{i}"),
+                            start_time_unix_nano: start,
+                            end_time_unix_nano: start + 1,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        });
+        HeldSpans {
+            ingest: 7,
+            block: Arc::new(SpanBlock::from_prost(&groups)),
+        }
+    }
+
+    #[test]
+    fn spans_are_sealed_in_order_each_with_its_own_resource() {
+        let held = [
+            block(
+                "x",
+                &[(&id('b'), 30), (&id('a'), 20), ("run-2", 5), (&id('b'), 10)],
+            ),
+            block(
+                "y",
+                &[(&id('a'), 10), ("run-10", 1), (&id('c'), 1), (&id('a'), 5)],
+            ),
+        ];
+        let sealed = Sealed::seal_spans(&held, &writer_properties(3, 1 << 20)).expect("sealed");
+        assert_eq!(sealed.rows(), 8);
+        let batches = sealed.decode().expect("decoded");
+        let mut got = Vec::new();
+        for b in &batches {
+            let trace = b.column(0).as_string::<i32>();
+            let start = b.column(7).as_primitive::<Int64Type>();
+            let name = b.column(5).as_string::<i32>();
+            let service = b.column(14).as_string::<i32>();
+            for r in 0..b.num_rows() {
+                assert!(
+                    name.value(r).starts_with(&format!("{}/", service.value(r))),
+                    "row {r}: span {} has service {}",
+                    name.value(r),
+                    service.value(r)
+                );
+                got.push((trace.value(r).to_string(), start.value(r)));
+            }
+        }
+        let mut expected = got.clone();
+        expected.sort();
+        assert_eq!(got, expected, "sorted by trace id, then start");
+        assert_eq!(
+            got.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+            [
+                &id('a'),
+                &id('a'),
+                &id('a'),
+                &id('b'),
+                &id('b'),
+                &id('c'),
+                "run-10",
+                "run-2"
+            ]
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The live tail: rows taken by a parquet exporter but not yet in a committed file.
 //!
 //! Queries read it beside the committed files, so a span is visible as soon as its request is
-//! acknowledged. A partition's rows are here as Arrow batches until a row group's worth is
-//! sealed (encoded in memory, see `sealed.rs`), then as that sealed row group, which a query
-//! decodes. They leave the tail only after the partition's file is renamed into place; a query
+//! acknowledged. A partition's rows are here as they were taken (span blocks, log records as
+//! Arrow batches) until a row group's worth is sealed (encoded in memory, see `sealed.rs`), then
+//! as that sealed row group; a query converts or decodes them. They leave the tail only after the partition's file is renamed into place; a query
 //! that snapshots the tail before listing the files therefore never misses a row (it may see
 //! one twice, which queries remove).
 
@@ -13,13 +13,15 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 
 use super::convert::HourKey;
+use super::convert::SpanRows;
 use super::schema::Table;
-use super::sealed::{SealError, Sealed};
+use super::sealed::{HeldSpans, SealError, Sealed};
 
 #[derive(Default, Debug)]
 struct Part {
     sealed: Vec<Sealed>,
     batches: Vec<RecordBatch>,
+    spans: Vec<HeldSpans>,
 }
 
 type Parts = BTreeMap<(Table, HourKey), Part>;
@@ -42,6 +44,14 @@ impl LiveTail {
             .push(batch);
     }
 
+    pub(crate) fn push_spans(&self, hour: HourKey, held: HeldSpans) {
+        self.lock()
+            .entry((Table::Spans, hour))
+            .or_default()
+            .spans
+            .push(held);
+    }
+
     /// The partition's batches were sealed into `sealed`: it replaces them, at once for
     /// readers. (A partition's batches here are always exactly the writer's batches not yet
     /// sealed: both are pushed together, and the writer seals all of them at once.)
@@ -49,6 +59,7 @@ impl LiveTail {
         let mut parts = self.lock();
         let part = parts.entry((table, hour)).or_default();
         part.batches.clear();
+        part.spans.clear();
         part.sealed.push(sealed);
     }
 
@@ -57,22 +68,30 @@ impl LiveTail {
         self.lock().remove(&(table, hour));
     }
 
-    /// The rows of `table` now in the tail, by partition. Batches are shared, not copied;
-    /// sealed row groups are decoded (outside the lock).
+    /// The rows of `table` now in the tail, by partition. Batches and blocks are shared, not
+    /// copied; outside the lock, sealed row groups are decoded and blocks converted.
     pub fn snapshot(&self, table: Table) -> Result<Vec<(HourKey, Vec<RecordBatch>)>, SealError> {
-        let parts: Vec<(HourKey, Vec<Sealed>, Vec<RecordBatch>)> = self
+        type Snapshot = (HourKey, Vec<Sealed>, Vec<RecordBatch>, Vec<HeldSpans>);
+        let parts: Vec<Snapshot> = self
             .lock()
             .iter()
             .filter(|((t, _), _)| *t == table)
-            .map(|((_, h), p)| (*h, p.sealed.clone(), p.batches.clone()))
+            .map(|((_, h), p)| (*h, p.sealed.clone(), p.batches.clone(), p.spans.clone()))
             .collect();
         let mut out = Vec::with_capacity(parts.len());
-        for (hour, sealed, batches) in parts {
+        for (hour, sealed, batches, spans) in parts {
             let mut rows = Vec::new();
             for s in &sealed {
                 rows.extend(s.decode()?);
             }
             rows.extend(batches);
+            if !spans.is_empty() {
+                let mut converted = SpanRows::new();
+                for h in &spans {
+                    converted.append(std::slice::from_ref(&*h.block), h.ingest)?;
+                }
+                rows.push(converted.finish()?.0);
+            }
             out.push((hour, rows));
         }
         Ok(out)
@@ -85,6 +104,7 @@ impl LiveTail {
             .map(|p| {
                 p.sealed.iter().map(Sealed::rows).sum::<usize>()
                     + p.batches.iter().map(|b| b.num_rows()).sum::<usize>()
+                    + p.spans.iter().map(|h| h.block.len()).sum::<usize>()
             })
             .sum()
     }

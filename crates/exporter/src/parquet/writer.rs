@@ -22,10 +22,10 @@ use parquet::schema::types::ColumnPath;
 use spanlake_core::SpanBlock;
 
 use super::config::ParquetConfig;
-use super::convert::{HourKey, SpanRows, partition_of};
+use super::convert::{HourKey, NANOS_PER_HOUR, clamp_nanos, partition_of};
 use super::logs::LogRows;
 use super::schema::{SCHEMA_VERSION, Table};
-use super::sealed::{self, SealError, Sealed};
+use super::sealed::{self, HeldSpans, SealError, Sealed};
 
 /// A partition: a table and an hour.
 type PartKey = (Table, HourKey);
@@ -58,11 +58,13 @@ pub enum WriteError {
 }
 
 /// The rows of a file being gathered: row groups already sealed (encoded in memory), then the
-/// rows still waiting as Arrow for a row group's worth.
+/// rows still waiting for a row group's worth: spans as the blocks they were taken in, log
+/// records as Arrow.
 struct Partition {
     sealed: Vec<Sealed>,
     batches: Vec<RecordBatch>,
-    /// Rows in `batches`, and the memory they hold.
+    spans: Vec<HeldSpans>,
+    /// Rows in `batches` and `spans`, and the memory they hold.
     open_rows: usize,
     open_bytes: usize,
     /// Every row of the partition, sealed or not, and the memory they hold.
@@ -84,7 +86,6 @@ pub struct LakeWriter {
     name: String,
     config: ParquetConfig,
     props: WriterProperties,
-    rows: SpanRows,
     logs: LogRows,
     partitions: BTreeMap<PartKey, Partition>,
     buffered: usize,
@@ -109,7 +110,6 @@ impl LakeWriter {
             name: name.into(),
             config,
             props,
-            rows: SpanRows::new(),
             logs: LogRows::new(),
             partitions: BTreeMap::new(),
             buffered: 0,
@@ -155,9 +155,8 @@ impl LakeWriter {
             if failed.is_some() {
                 return;
             }
-            let buffered = w
-                .buffer_rows(std::slice::from_ref(&record.spans), ingest, seg)
-                .and_then(|()| w.buffer_logs(&record.resource_logs, ingest, seg));
+            w.buffer_spans(vec![record.spans], ingest, seg);
+            let buffered = w.buffer_logs(&record.resource_logs, ingest, seg);
             match buffered {
                 Ok(()) => w.seal_ready(),
                 Err(e) => failed = Some(e),
@@ -191,9 +190,9 @@ impl LakeWriter {
 
     /// Take spans: into the write-ahead log first (when durable), then into the buffers that
     /// become files. The returned record becomes durable once its file is fsynced.
-    pub fn take(&mut self, groups: &[SpanBlock]) -> Result<Option<Written>, WriteError> {
-        let (written, ingest, segment) = self.log_ahead(groups, &[])?;
-        self.buffer_rows(groups, ingest, segment)?;
+    pub fn take(&mut self, blocks: Vec<SpanBlock>) -> Result<Option<Written>, WriteError> {
+        let (written, ingest, segment) = self.log_ahead(&blocks, &[])?;
+        self.buffer_spans(blocks, ingest, segment);
         Ok(written)
     }
 
@@ -275,26 +274,76 @@ impl LakeWriter {
         self.commit(&full)
     }
 
-    /// Convert and buffer spans (without the log); commit every partition that reached
+    /// Buffer spans (without the log); commit every partition that reached
     /// `max_rows_per_file`.
-    pub fn append(&mut self, groups: &[SpanBlock]) -> Result<Vec<Committed>, WriteError> {
-        self.buffer_rows(groups, now_nanos(), 0)?;
+    pub fn append(&mut self, blocks: Vec<SpanBlock>) -> Result<Vec<Committed>, WriteError> {
+        self.buffer_spans(blocks, now_nanos(), 0);
         self.commit_full()
     }
 
-    fn buffer_rows(
-        &mut self,
-        groups: &[SpanBlock],
-        ingest: i64,
-        segment: u64,
-    ) -> Result<(), WriteError> {
-        let arrow_err = |source| WriteError::Arrow {
-            exporter: self.name.clone(),
-            source,
+    /// Buffer blocks of spans as they are, each into the partition of its spans' hour (a block
+    /// whose spans fall in several hours is copied into one block per hour).
+    fn buffer_spans(&mut self, blocks: Vec<SpanBlock>, ingest: i64, segment: u64) {
+        for block in blocks {
+            if block.is_empty() {
+                continue;
+            }
+            let hours: Vec<HourKey> = block
+                .spans
+                .iter()
+                .map(|sp| {
+                    let start = clamp_nanos(sp.start_time_unix_nano);
+                    let at = if start > 0 { start } else { ingest };
+                    at.div_euclid(NANOS_PER_HOUR)
+                })
+                .collect();
+            let first = hours[0];
+            if hours.iter().all(|&h| h == first) {
+                self.buffer_held(first, block, ingest, segment);
+                continue;
+            }
+            let mut keys = hours.clone();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                let part = block.copy_where(|i| hours[i] == key);
+                self.buffer_held(key, part, ingest, segment);
+            }
+        }
+    }
+
+    fn buffer_held(&mut self, hour: HourKey, block: SpanBlock, ingest: i64, segment: u64) {
+        let rows = block.len();
+        let bytes = block.heap_bytes();
+        let held = HeldSpans {
+            ingest,
+            block: Arc::new(block),
         };
-        self.rows.append(groups, ingest).map_err(arrow_err)?;
-        let (batch, hours) = self.rows.finish().map_err(arrow_err)?;
-        self.buffer_split(Table::Spans, batch, hours, segment)
+        let p = self.partition((Table::Spans, hour), segment);
+        p.rows += rows;
+        p.bytes += bytes;
+        p.open_rows += rows;
+        p.open_bytes += bytes;
+        p.spans.push(held.clone());
+        self.buffered += rows;
+        self.buffered_bytes += bytes;
+        self.tail.push_spans(hour, held);
+    }
+
+    fn partition(&mut self, key: PartKey, segment: u64) -> &mut Partition {
+        let p = self.partitions.entry(key).or_insert_with(|| Partition {
+            sealed: Vec::new(),
+            batches: Vec::new(),
+            spans: Vec::new(),
+            open_rows: 0,
+            open_bytes: 0,
+            rows: 0,
+            bytes: 0,
+            opened: Instant::now(),
+            first_segment: segment,
+        });
+        p.first_segment = p.first_segment.min(segment);
+        p
     }
 
     fn buffer_logs(
@@ -347,43 +396,36 @@ impl LakeWriter {
     }
 
     fn buffer(&mut self, key: PartKey, batch: RecordBatch, segment: u64) {
-        let p = self.partitions.entry(key).or_insert_with(|| Partition {
-            sealed: Vec::new(),
-            batches: Vec::new(),
-            open_rows: 0,
-            open_bytes: 0,
-            rows: 0,
-            bytes: 0,
-            opened: Instant::now(),
-            first_segment: segment,
-        });
-        p.first_segment = p.first_segment.min(segment);
+        let p = self.partition(key, segment);
         let bytes = batch.get_array_memory_size();
         p.rows += batch.num_rows();
         p.bytes += bytes;
         p.open_rows += batch.num_rows();
         p.open_bytes += bytes;
+        p.batches.push(batch.clone());
         self.buffered += batch.num_rows();
         self.buffered_bytes += bytes;
-        self.tail.push(key.0, key.1, batch.clone());
-        p.batches.push(batch);
+        self.tail.push(key.0, key.1, batch);
     }
 
-    /// Sort and encode the rows of a partition still waiting as Arrow into a sealed row group.
+    /// Sort and encode the rows of a partition not yet sealed into a sealed row group.
     fn seal(&mut self, key: PartKey) -> Result<(), WriteError> {
         let Some(p) = self.partitions.get_mut(&key) else {
             return Ok(());
         };
-        if p.batches.is_empty() {
+        if p.batches.is_empty() && p.spans.is_empty() {
             return Ok(());
         }
         let table = key.0;
-        let sealed = Sealed::seal(
-            &p.batches,
-            &table.schema(),
-            &self.props,
-            table.sort_columns(),
-        )
+        let sealed = match table {
+            Table::Spans => Sealed::seal_spans(&p.spans, &self.props),
+            Table::Logs => Sealed::seal(
+                &p.batches,
+                &table.schema(),
+                &self.props,
+                table.sort_columns(),
+            ),
+        }
         .map_err(|source| WriteError::Seal {
             exporter: self.name.clone(),
             source,
@@ -392,6 +434,7 @@ impl LakeWriter {
         p.bytes = p.bytes - p.open_bytes + size;
         self.buffered_bytes = self.buffered_bytes - p.open_bytes + size;
         p.batches.clear();
+        p.spans.clear();
         p.open_rows = 0;
         p.open_bytes = 0;
         p.sealed.push(sealed.clone());
@@ -706,7 +749,7 @@ mod tests {
         ];
         let groups = request(spans);
         assert!(
-            w.append(&groups).expect("append").is_empty(),
+            w.append(groups.clone()).expect("append").is_empty(),
             "nothing committed before a file is full"
         );
         assert_eq!(w.buffered_rows(), 4);
@@ -787,7 +830,7 @@ mod tests {
         };
         let mut w = LakeWriter::new("parquet", config, Arc::default());
         let groups = request(vec![span(1, 1, 5)]);
-        w.append(&groups).expect("buffered");
+        w.append(groups.clone()).expect("buffered");
         let err = w
             .commit_all()
             .expect_err("cannot create a directory under a file");
@@ -834,7 +877,7 @@ mod tests {
             ids
         };
         for ids in [&[1u8, 2][..], &[3, 4], &[5], &[6, 7]] {
-            assert!(w.append(&spans(ids)).expect("append").is_empty());
+            assert!(w.append(spans(ids)).expect("append").is_empty());
         }
         // 7 rows: sealed as [1..4] when the second request came, [5..7] at the fourth.
         assert_eq!(w.buffered_rows(), 7);
@@ -850,7 +893,7 @@ mod tests {
             part.sealed.iter().map(Sealed::size).sum::<usize>(),
             "sealed rows hold their encoded size, not their Arrow size"
         );
-        w.append(&spans(&[8])).expect("append");
+        w.append(spans(&[8])).expect("append");
         let want: Vec<String> = (1..=8u8).map(|i| hex_of(&[i; 8])).collect();
         assert_eq!(
             tail_ids(),
@@ -924,15 +967,15 @@ mod tests {
         let (mut w, report) =
             LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("open");
         assert_eq!(report.expect("durable").records, 0);
-        assert!(w.take(&groups(1)).expect("take").is_some(), "logged");
+        assert!(w.take(groups(1)).expect("take").is_some(), "logged");
         w.commit_all().expect("commit");
         assert_eq!(
             w.wal().expect("wal").size(),
             0,
             "committed: the log is empty"
         );
-        w.take(&groups(2)).expect("take");
-        w.take(&groups(3)).expect("take");
+        w.take(groups(2)).expect("take");
+        w.take(groups(3)).expect("take");
         drop(w); // a crash: two spans logged, not committed
 
         let tail = Arc::new(LiveTail::default());
