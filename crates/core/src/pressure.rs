@@ -5,7 +5,7 @@
 //! memory their buffers hold. One `Pressure` serves the whole collector.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,19 @@ pub struct Pressure {
     buffered: AtomicUsize,
     any_refusal: AtomicBool,
     refusals: Mutex<BTreeMap<String, Refusal>>,
+    /// Until when (ms since `epoch()`) a request refused for memory asks exporters to give
+    /// memory back, however little they hold.
+    starved_until_ms: AtomicU64,
+}
+
+/// The clock `starved_until_ms` counts from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
 }
 
 #[derive(Debug, Clone)]
@@ -73,9 +86,13 @@ impl Pressure {
     }
 
     /// Whether exporters should write their buffers out early to give memory back: more than
-    /// half the limit is held.
+    /// half the limit is held, or a request was refused for memory in the last second (rows
+    /// held below half the limit can still leave no room for a large request; without this
+    /// its retries would be refused until the rows' file was due).
     pub fn wants_memory_back(&self) -> bool {
-        self.limit > 0 && self.used() > self.limit / 2
+        self.limit > 0
+            && (self.used() > self.limit / 2
+                || now_ms() < self.starved_until_ms.load(Ordering::Relaxed))
     }
 
     /// May a request of `wire_bytes` come in? Answers before the request is decoded; the
@@ -94,6 +111,8 @@ impl Pressure {
         // would ever get through a limit smaller than one large request.
         if self.limit > 0 && used > self.limit && before + buffered > 0 {
             self.requests.fetch_sub(bytes, Ordering::Relaxed);
+            self.starved_until_ms
+                .store(now_ms() + 1000, Ordering::Relaxed);
             return Err(IntakeError::Full(format!(
                 "memory_limit_mib reached: {:.1} MiB in use, this request needs {:.1} MiB more, limit {} MiB",
                 (used - bytes) as f64 / 1048576.0,
@@ -185,6 +204,20 @@ mod tests {
             p.admit(1).is_ok(),
             "nothing held: any request its size allows"
         );
+    }
+
+    #[test]
+    fn a_request_refused_for_memory_asks_for_memory_back() {
+        let p = Pressure::new(1000);
+        p.buffered(400);
+        assert!(!p.wants_memory_back(), "less than half the limit held");
+        assert!(p.admit(200).is_err(), "400 + 800 > 1000");
+        assert!(
+            p.wants_memory_back(),
+            "the rows held leave no room for it: exporters should write them out"
+        );
+        p.buffered(-400);
+        assert!(p.admit(200).is_ok(), "the retry is taken");
     }
 
     #[test]

@@ -252,7 +252,28 @@ impl SpanBlock {
         }
     }
 
-    /// Bytes held by the block's text and byte store (what it costs beyond its records).
+    /// Give back the room the block's stores and tables grew into but do not use (more than an
+    /// eighth of a store): before a block is held for long, e.g. until its row group fills.
+    /// (The allocator keeps a block shrunk by less than half, so this copies what it shrinks.)
+    pub fn compact(&mut self) {
+        fn exact<T: Clone>(v: &mut Vec<T>) {
+            if v.capacity() - v.len() > v.len() / 8 {
+                *v = v.as_slice().to_vec();
+            }
+        }
+        if self.text.capacity() - self.text.len() > self.text.len() / 8 {
+            self.text = self.text.as_str().to_owned();
+        }
+        exact(&mut self.bytes);
+        exact(&mut self.resources);
+        exact(&mut self.scopes);
+        exact(&mut self.spans);
+        exact(&mut self.events);
+        exact(&mut self.links);
+        exact(&mut self.attrs);
+    }
+
+    /// Memory the block holds: its stores and tables, as allocated.
     pub fn heap_bytes(&self) -> usize {
         self.text.capacity()
             + self.bytes.capacity()
@@ -966,25 +987,57 @@ struct Marks {
 impl SpanBlock {
     /// Read an OTLP protobuf `ExportTraceServiceRequest`. With `check_ids`, spans with an
     /// invalid trace, span or parent span id are left out and counted in the rejections.
+    ///
+    /// The request is read into this thread's scratch block (whose stores keep their room from
+    /// one request to the next), and the result is a copy of exactly the size it needs: held
+    /// blocks carry no spare room, and no large buffer is allocated and freed per request.
     pub fn decode(body: &[u8], check_ids: bool) -> Result<(SpanBlock, Rejections), DecodeError> {
-        // Strings and ids are parts of the body: their stores never outgrow it.
-        let mut b = SpanBlock {
-            text: String::with_capacity(body.len()),
-            bytes: Vec::with_capacity(body.len() / 4),
-            ..Default::default()
-        };
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<SpanBlock> = std::cell::RefCell::default();
+        }
+        /// Room a scratch block keeps after a request (a larger one is let go).
+        const KEEP: usize = 1 << 20;
+        SCRATCH.with(|cell| {
+            let Ok(mut b) = cell.try_borrow_mut() else {
+                let mut b = SpanBlock::default();
+                let rej = b.read_request(body, check_ids)?;
+                return Ok((b, rej));
+            };
+            b.clear();
+            let read = b.read_request(body, check_ids);
+            // `Clone` allocates exactly what each store and table holds.
+            let out = read.map(|rej| (b.clone(), rej));
+            if b.text.capacity() > KEEP || b.attrs.capacity() * size_of::<Attr>() > KEEP {
+                *b = SpanBlock::default();
+            }
+            out
+        })
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.bytes.clear();
+        self.resources.clear();
+        self.scopes.clear();
+        self.spans.clear();
+        self.events.clear();
+        self.links.clear();
+        self.attrs.clear();
+    }
+
+    fn read_request(&mut self, body: &[u8], check_ids: bool) -> Result<Rejections, DecodeError> {
         let mut rej = Rejections::default();
         let mut w = Wire::new(body);
         while let Some((field, wire)) = w.key()? {
             if field == 1 {
                 expect(wire, LEN)?;
                 let m = w.bytes()?;
-                b.resource_spans(m, check_ids, &mut rej)?;
+                self.resource_spans(m, check_ids, &mut rej)?;
             } else {
                 w.skip(field, wire, 0)?;
             }
         }
-        Ok((b, rej))
+        Ok(rej)
     }
 
     fn marks(&self) -> Marks {

@@ -106,26 +106,35 @@ impl Sealed {
     pub fn seal_spans(held: &[HeldSpans], props: &WriterProperties) -> Result<Sealed, SealError> {
         let table = Table::Spans;
         let [by_trace, by_time] = table.sort_columns();
-        // Every span's trace id as stored (the order of the column), back to back.
-        let mut ids = String::new();
-        let mut places = Vec::new();
-        let mut ends = Vec::new();
+        // Each span's place: its block, and its resource and scope in the block.
+        let mut origin_of: Vec<Vec<(u32, u32)>> = Vec::with_capacity(held.len());
+        let mut keys: Vec<SpanKey> = Vec::with_capacity(held.iter().map(|h| h.block.len()).sum());
         for (hi, h) in held.iter().enumerate() {
-            for (r, s, i) in h.block.indices() {
-                push_id(&mut ids, h.block.raw(h.block.spans[i].trace_id));
-                ends.push(ids.len());
-                places.push((hi, r, s, i));
+            let b = &h.block;
+            let mut origins = vec![(0, 0); b.len()];
+            for (r, s, i) in b.indices() {
+                origins[i] = (r as u32, s as u32);
+                let span = &b.spans[i];
+                keys.push(SpanKey::new(
+                    b.raw(span.trace_id),
+                    clamp_nanos(span.start_time_unix_nano),
+                    hi as u32,
+                    i as u32,
+                ));
             }
+            origin_of.push(origins);
         }
-        let mut keys: Vec<SortKey<'_>> = Vec::with_capacity(places.len());
-        let mut start = 0;
-        for (k, (&(hi, _, _, i), &end)) in places.iter().zip(&ends).enumerate() {
-            let time = clamp_nanos(held[hi].block.spans[i].start_time_unix_nano);
-            keys.push(SortKey::new(Some(&ids[start..end]), time, k, 0));
-            start = end;
-        }
-        keys.sort_unstable_by(SortKey::cmp);
-        let traces = distinct_ids(&keys);
+        let id_of = |k: &SpanKey| {
+            let b = &held[k.block as usize].block;
+            b.raw(b.spans[k.span as usize].trace_id)
+        };
+        keys.sort_unstable_by(|a, b| SpanKey::cmp(a, b, &id_of));
+        let traces = keys
+            .iter()
+            .zip(keys.iter().skip(1))
+            .filter(|(a, b)| SpanKey::id_cmp(a, b, &id_of).is_ne())
+            .count()
+            + usize::from(!keys.is_empty());
         let props = props
             .clone()
             .into_builder()
@@ -139,8 +148,10 @@ impl Sealed {
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
         for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
             for k in chunk {
-                let (hi, r, s, i) = places[k.batch];
-                rows.append_one(&held[hi].block, &origins[hi], (r, s, i), held[hi].ingest)?;
+                let (hi, i) = (k.block as usize, k.span as usize);
+                let (r, s) = origin_of[hi][i];
+                let place = (r as usize, s as usize, i);
+                rows.append_one(&held[hi].block, &origins[hi], place, held[hi].ingest)?;
             }
             let (batch, _) = rows.finish()?;
             w.write(&batch)?;
@@ -305,6 +316,67 @@ impl<'a> SortKey<'a> {
     }
 }
 
+/// A span's place in a row group's order, from its raw trace id: the id as stored (lowercase
+/// hex of an OTLP id, the text of a native one) packed into four big-endian integers, so that
+/// comparing them compares the stored strings (ids longer than 32 characters, which only native
+/// text ids can be, are compared whole when their first 32 agree); then the start time.
+struct SpanKey {
+    packed: [u64; 4],
+    /// Length of the stored id (0: none).
+    len: u32,
+    time: i64,
+    block: u32,
+    span: u32,
+}
+
+impl SpanKey {
+    fn new(id: &[u8], time: i64, block: u32, span: u32) -> Self {
+        let mut stored = [0u8; 32];
+        let len = match id.strip_prefix(spanlake_core::ids::TEXT_ID.as_slice()) {
+            Some(text) if std::str::from_utf8(text).is_ok() => {
+                let n = text.len().min(32);
+                stored[..n].copy_from_slice(&text[..n]);
+                text.len()
+            }
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for (i, &b) in id.iter().take(16).enumerate() {
+                    stored[2 * i] = HEX[(b >> 4) as usize];
+                    stored[2 * i + 1] = HEX[(b & 15) as usize];
+                }
+                id.len() * 2
+            }
+        };
+        let word =
+            |i: usize| u64::from_be_bytes(stored[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        SpanKey {
+            packed: [word(0), word(1), word(2), word(3)],
+            len: len as u32,
+            time,
+            block,
+            span,
+        }
+    }
+
+    fn id_cmp<'a>(a: &Self, b: &Self, id_of: &impl Fn(&Self) -> &'a [u8]) -> std::cmp::Ordering {
+        a.packed.cmp(&b.packed).then_with(|| {
+            if a.len <= 32 && b.len <= 32 {
+                // Equal first 32 characters: the shorter (zero-padded) id comes first.
+                a.len.cmp(&b.len)
+            } else {
+                let (mut x, mut y) = (String::new(), String::new());
+                push_id(&mut x, id_of(a));
+                push_id(&mut y, id_of(b));
+                x.cmp(&y)
+            }
+        })
+    }
+
+    fn cmp<'a>(a: &Self, b: &Self, id_of: &impl Fn(&Self) -> &'a [u8]) -> std::cmp::Ordering {
+        Self::id_cmp(a, b, id_of).then(a.time.cmp(&b.time))
+    }
+}
+
 /// Up to 16 bytes as a big-endian integer, zero-padded on the right.
 fn pack(bytes: &[u8]) -> u128 {
     let mut buf = [0u8; 16];
@@ -403,20 +475,38 @@ mod tests {
         }
     }
 
+    /// Native text ids longer than the 32 characters a sort key packs, equal in those.
+    const LONG_1: &str = "0-evaluation-run-of-the-new-model-1";
+    const LONG_2: &str = "0-evaluation-run-of-the-new-model-2";
+
     #[test]
     fn spans_are_sealed_in_order_each_with_its_own_resource() {
         let held = [
             block(
                 "x",
-                &[(&id('b'), 30), (&id('a'), 20), ("run-2", 5), (&id('b'), 10)],
+                &[
+                    (&id('b'), 30),
+                    (&id('a'), 20),
+                    ("run-2", 5),
+                    (&id('b'), 10),
+                    (LONG_2, 1),
+                    ("run-2x", 1),
+                ],
             ),
             block(
                 "y",
-                &[(&id('a'), 10), ("run-10", 1), (&id('c'), 1), (&id('a'), 5)],
+                &[
+                    (&id('a'), 10),
+                    ("run-10", 1),
+                    (&id('c'), 1),
+                    (&id('a'), 5),
+                    (LONG_1, 9),
+                    (LONG_2, 0),
+                ],
             ),
         ];
         let sealed = Sealed::seal_spans(&held, &writer_properties(3, 1 << 20)).expect("sealed");
-        assert_eq!(sealed.rows(), 8);
+        assert_eq!(sealed.rows(), 12);
         let batches = sealed.decode().expect("decoded");
         let mut got = Vec::new();
         for b in &batches {
@@ -440,6 +530,9 @@ mod tests {
         assert_eq!(
             got.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
             [
+                LONG_1,
+                LONG_2,
+                LONG_2,
                 &id('a'),
                 &id('a'),
                 &id('a'),
@@ -447,7 +540,8 @@ mod tests {
                 &id('b'),
                 &id('c'),
                 "run-10",
-                "run-2"
+                "run-2",
+                "run-2x"
             ]
         );
     }

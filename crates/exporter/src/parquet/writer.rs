@@ -313,6 +313,11 @@ impl LakeWriter {
     }
 
     fn buffer_held(&mut self, hour: HourKey, block: SpanBlock, ingest: i64, segment: u64) {
+        // Held until its row group fills, so copied (exactly sized) into this thread's memory:
+        // freed here at the seal, it is reused here at once. Left in the memory of the receiving
+        // thread that allocated it, it would come back only as that thread allocates again
+        // (measured: ~30 MiB more resident at full load).
+        let block = block.clone();
         let rows = block.len();
         let bytes = block.heap_bytes();
         let held = HeldSpans {
@@ -431,6 +436,7 @@ impl LakeWriter {
             source,
         })?;
         let size = sealed.size();
+        tracing::debug!(exporter = %self.name, table = table.dir(), rows = p.open_rows, held_bytes = p.open_bytes, sealed_bytes = size, "parquet: row group sealed");
         p.bytes = p.bytes - p.open_bytes + size;
         self.buffered_bytes = self.buffered_bytes - p.open_bytes + size;
         p.batches.clear();
