@@ -252,27 +252,6 @@ impl SpanBlock {
         }
     }
 
-    /// Give back the room the block's stores and tables grew into but do not use (more than an
-    /// eighth of a store): before a block is held for long, e.g. until its row group fills.
-    /// (The allocator keeps a block shrunk by less than half, so this copies what it shrinks.)
-    pub fn compact(&mut self) {
-        fn exact<T: Clone>(v: &mut Vec<T>) {
-            if v.capacity() - v.len() > v.len() / 8 {
-                *v = v.as_slice().to_vec();
-            }
-        }
-        if self.text.capacity() - self.text.len() > self.text.len() / 8 {
-            self.text = self.text.as_str().to_owned();
-        }
-        exact(&mut self.bytes);
-        exact(&mut self.resources);
-        exact(&mut self.scopes);
-        exact(&mut self.spans);
-        exact(&mut self.events);
-        exact(&mut self.links);
-        exact(&mut self.attrs);
-    }
-
     /// Memory the block holds: its stores and tables, as allocated.
     pub fn heap_bytes(&self) -> usize {
         self.text.capacity()
@@ -335,7 +314,7 @@ impl SpanBlock {
     }
 
     /// Keep the spans for which `keep` is true; scopes and resources left empty go too.
-    pub fn retain_spans(&mut self, mut keep: impl FnMut(&SpanBlock, &Span) -> bool) {
+    fn retain_spans(&mut self, mut keep: impl FnMut(&SpanBlock, &Span) -> bool) {
         let flags: Vec<bool> = self.spans.iter().map(|s| keep(self, s)).collect();
         if flags.iter().all(|&k| k) {
             return;
@@ -369,15 +348,6 @@ impl SpanBlock {
         self.resources = resources;
     }
 
-    /// Split off the spans from `at` on into a new block, which holds only their text.
-    pub fn split_off(&mut self, at: usize) -> SpanBlock {
-        let n = self.spans.len();
-        let at = at.min(n);
-        let tail = self.copy_spans(at..n);
-        self.retain_positions(0..at);
-        tail
-    }
-
     /// Take the first `n` spans out into a new block, which holds only their text (this one
     /// keeps its text for the spans it still has).
     pub fn take_front(&mut self, n: usize) -> SpanBlock {
@@ -389,7 +359,7 @@ impl SpanBlock {
     }
 
     /// A new block of the spans at `positions`, with their resources and scopes.
-    pub fn copy_spans(&self, positions: Range<usize>) -> SpanBlock {
+    fn copy_spans(&self, positions: Range<usize>) -> SpanBlock {
         self.copy_where(|i| positions.contains(&i))
     }
 
@@ -503,83 +473,6 @@ impl SpanBlock {
             i += 1;
             keep.contains(&(i - 1))
         });
-    }
-
-    /// Append another block's spans after these.
-    pub fn append(&mut self, other: &SpanBlock) {
-        let text = self.text.len() as u32;
-        let bytes = self.bytes.len() as u32;
-        let (attrs, events, links) = (
-            self.attrs.len() as u32,
-            self.events.len() as u32,
-            self.links.len() as u32,
-        );
-        let (scopes, spans) = (self.scopes.len() as u32, self.spans.len() as u32);
-        self.text.push_str(&other.text);
-        self.bytes.extend_from_slice(&other.bytes);
-        let s = |x: Str| Str {
-            off: x.off + text,
-            len: x.len,
-        };
-        let b = |x: Raw| Raw {
-            off: x.off + bytes,
-            len: x.len,
-        };
-        let rows = |x: Rows, by: u32| Rows {
-            start: x.start + by,
-            end: x.end + by,
-        };
-        self.attrs.extend(other.attrs.iter().map(|a| Attr {
-            key: s(a.key),
-            value: match a.value {
-                Value::Str(v) => Value::Str(s(v)),
-                Value::Bytes(v) => Value::Bytes(b(v)),
-                Value::Nested(v) => Value::Nested(b(v)),
-                v => v,
-            },
-        }));
-        self.events.extend(other.events.iter().map(|e| Event {
-            name: s(e.name),
-            attrs: rows(e.attrs, attrs),
-            ..*e
-        }));
-        self.links.extend(other.links.iter().map(|l| Link {
-            trace_id: b(l.trace_id),
-            span_id: b(l.span_id),
-            trace_state: s(l.trace_state),
-            attrs: rows(l.attrs, attrs),
-            ..*l
-        }));
-        self.spans.extend(other.spans.iter().map(|sp| Span {
-            trace_id: b(sp.trace_id),
-            span_id: b(sp.span_id),
-            parent_span_id: b(sp.parent_span_id),
-            trace_state: s(sp.trace_state),
-            name: s(sp.name),
-            attrs: rows(sp.attrs, attrs),
-            events: rows(sp.events, events),
-            links: rows(sp.links, links),
-            status: sp.status.map(|st| Status {
-                code: st.code,
-                message: s(st.message),
-            }),
-            ..*sp
-        }));
-        self.scopes.extend(other.scopes.iter().map(|sc| Scope {
-            name: s(sc.name),
-            version: s(sc.version),
-            attrs: rows(sc.attrs, attrs),
-            schema_url: s(sc.schema_url),
-            spans: rows(sc.spans, spans),
-            ..*sc
-        }));
-        self.resources
-            .extend(other.resources.iter().map(|r| Resource {
-                attrs: rows(r.attrs, attrs),
-                schema_url: s(r.schema_url),
-                scopes: rows(r.scopes, scopes),
-                ..*r
-            }));
     }
 }
 
@@ -923,6 +816,32 @@ impl<'a> Wire<'a> {
         Ok(s)
     }
 
+    /// A length-delimited field's bytes, its wire type checked.
+    #[inline(always)]
+    fn len_of(&mut self, wire: u8) -> Result<&'a [u8], DecodeError> {
+        expect(wire, LEN)?;
+        self.bytes()
+    }
+
+    /// A `uint32` (or enum) varint field, its wire type checked (truncated as protobuf does).
+    #[inline(always)]
+    fn u32_of(&mut self, wire: u8) -> Result<u32, DecodeError> {
+        expect(wire, VARINT)?;
+        Ok(self.varint()? as u32)
+    }
+
+    #[inline(always)]
+    fn fixed64_of(&mut self, wire: u8) -> Result<u64, DecodeError> {
+        expect(wire, FIXED64)?;
+        self.fixed64()
+    }
+
+    #[inline(always)]
+    fn fixed32_of(&mut self, wire: u8) -> Result<u32, DecodeError> {
+        expect(wire, FIXED32)?;
+        self.fixed32()
+    }
+
     #[inline(always)]
     fn fixed64(&mut self) -> Result<u64, DecodeError> {
         let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
@@ -964,6 +883,24 @@ impl<'a> Wire<'a> {
             _ => err("a field has an invalid wire type"),
         }
     }
+}
+
+/// Hand every length-delimited field of message `m` (already read once, so well formed) to
+/// `each` with its number: the second pass over a message, for its child messages.
+fn each_field(
+    m: &[u8],
+    mut each: impl FnMut(u32, &[u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut w = Wire::new(m);
+    while let Some((field, wire)) = w.key()? {
+        if wire == LEN {
+            let msg = w.bytes()?;
+            each(field, msg)?;
+        } else {
+            w.skip(field, wire, 0)?;
+        }
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -1030,8 +967,7 @@ impl SpanBlock {
         let mut w = Wire::new(body);
         while let Some((field, wire)) = w.key()? {
             if field == 1 {
-                expect(wire, LEN)?;
-                let m = w.bytes()?;
+                let m = w.len_of(wire)?;
                 self.resource_spans(m, check_ids, &mut rej)?;
             } else {
                 w.skip(field, wire, 0)?;
@@ -1056,6 +992,13 @@ impl SpanBlock {
         self.attrs.truncate(m.attrs);
         self.events.truncate(m.events);
         self.links.truncate(m.links);
+    }
+
+    /// A string field: its bytes checked as UTF-8 and appended to the text.
+    #[inline]
+    fn text_field(&mut self, w: &mut Wire<'_>, wire: u8) -> Result<Str, DecodeError> {
+        let v = w.len_of(wire)?;
+        self.text_of(v)
     }
 
     #[inline]
@@ -1084,21 +1027,18 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    expect(wire, LEN)?;
-                    let msg = w.bytes()?;
+                    let msg = w.len_of(wire)?;
                     r.present = true;
                     let start = *attrs_start.get_or_insert(self.attrs.len());
                     let mut rw = Wire::new(msg);
                     while let Some((f, wt)) = rw.key()? {
                         match f {
                             1 => {
-                                expect(wt, LEN)?;
-                                let kv = rw.bytes()?;
+                                let kv = rw.len_of(wt)?;
                                 self.key_value(kv)?;
                             }
                             2 => {
-                                expect(wt, VARINT)?;
-                                r.dropped_attributes_count = rw.varint()? as u32;
+                                r.dropped_attributes_count = rw.u32_of(wt)?;
                             }
                             _ => rw.skip(f, wt, 0)?,
                         }
@@ -1106,13 +1046,10 @@ impl SpanBlock {
                     r.attrs = Rows::from_range(start..self.attrs.len());
                 }
                 3 => {
-                    expect(wire, LEN)?;
-                    let s = w.bytes()?;
-                    r.schema_url = self.text_of(s)?;
+                    r.schema_url = self.text_field(&mut w, wire)?;
                 }
                 2 => {
-                    expect(wire, LEN)?;
-                    w.bytes()?;
+                    w.len_of(wire)?;
                 }
                 _ => w.skip(field, wire, 0)?,
             }
@@ -1120,15 +1057,10 @@ impl SpanBlock {
         if attrs_start.is_none() {
             r.attrs = Rows::from_range(self.attrs.len()..self.attrs.len());
         }
-        let mut w = Wire::new(m);
-        while let Some((field, wire)) = w.key()? {
-            if field == 2 {
-                let msg = w.bytes()?;
-                self.scope_spans(msg, check_ids, rej)?;
-            } else {
-                w.skip(field, wire, 0)?;
-            }
-        }
+        each_field(m, |field, msg| match field {
+            2 => self.scope_spans(msg, check_ids, rej),
+            _ => Ok(()),
+        })?;
         r.scopes.end = self.scopes.len() as u32;
         if r.scopes.is_empty() {
             self.rewind(&marks);
@@ -1154,31 +1086,24 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    expect(wire, LEN)?;
-                    let msg = w.bytes()?;
+                    let msg = w.len_of(wire)?;
                     s.present = true;
                     let start = *attrs_start.get_or_insert(self.attrs.len());
                     let mut sw = Wire::new(msg);
                     while let Some((f, wt)) = sw.key()? {
                         match f {
                             1 => {
-                                expect(wt, LEN)?;
-                                let v = sw.bytes()?;
-                                s.name = self.text_of(v)?;
+                                s.name = self.text_field(&mut sw, wt)?;
                             }
                             2 => {
-                                expect(wt, LEN)?;
-                                let v = sw.bytes()?;
-                                s.version = self.text_of(v)?;
+                                s.version = self.text_field(&mut sw, wt)?;
                             }
                             3 => {
-                                expect(wt, LEN)?;
-                                let kv = sw.bytes()?;
+                                let kv = sw.len_of(wt)?;
                                 self.key_value(kv)?;
                             }
                             4 => {
-                                expect(wt, VARINT)?;
-                                s.dropped_attributes_count = sw.varint()? as u32;
+                                s.dropped_attributes_count = sw.u32_of(wt)?;
                             }
                             _ => sw.skip(f, wt, 0)?,
                         }
@@ -1186,13 +1111,10 @@ impl SpanBlock {
                     s.attrs = Rows::from_range(start..self.attrs.len());
                 }
                 3 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
-                    s.schema_url = self.text_of(v)?;
+                    s.schema_url = self.text_field(&mut w, wire)?;
                 }
                 2 => {
-                    expect(wire, LEN)?;
-                    w.bytes()?;
+                    w.len_of(wire)?;
                 }
                 _ => w.skip(field, wire, 0)?,
             }
@@ -1200,15 +1122,10 @@ impl SpanBlock {
         if attrs_start.is_none() {
             s.attrs = Rows::from_range(self.attrs.len()..self.attrs.len());
         }
-        let mut w = Wire::new(m);
-        while let Some((field, wire)) = w.key()? {
-            if field == 2 {
-                let msg = w.bytes()?;
-                self.span(msg, check_ids, rej)?;
-            } else {
-                w.skip(field, wire, 0)?;
-            }
-        }
+        each_field(m, |field, msg| match field {
+            2 => self.span(msg, check_ids, rej),
+            _ => Ok(()),
+        })?;
         s.spans.end = self.spans.len() as u32;
         if s.spans.is_empty() {
             self.rewind(&marks);
@@ -1227,73 +1144,56 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    expect(wire, LEN)?;
-                    trace_id = w.bytes()?;
+                    trace_id = w.len_of(wire)?;
                 }
                 2 => {
-                    expect(wire, LEN)?;
-                    span_id = w.bytes()?;
+                    span_id = w.len_of(wire)?;
                 }
                 3 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
-                    sp.trace_state = self.text_of(v)?;
+                    sp.trace_state = self.text_field(&mut w, wire)?;
                 }
                 4 => {
-                    expect(wire, LEN)?;
-                    parent = w.bytes()?;
+                    parent = w.len_of(wire)?;
                 }
                 5 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
-                    sp.name = self.text_of(v)?;
+                    sp.name = self.text_field(&mut w, wire)?;
                 }
                 6 => {
                     expect(wire, VARINT)?;
                     sp.kind = w.varint()? as i32;
                 }
                 7 => {
-                    expect(wire, FIXED64)?;
-                    sp.start_time_unix_nano = w.fixed64()?;
+                    sp.start_time_unix_nano = w.fixed64_of(wire)?;
                 }
                 8 => {
-                    expect(wire, FIXED64)?;
-                    sp.end_time_unix_nano = w.fixed64()?;
+                    sp.end_time_unix_nano = w.fixed64_of(wire)?;
                 }
                 9 => {
-                    expect(wire, LEN)?;
-                    let kv = w.bytes()?;
+                    let kv = w.len_of(wire)?;
                     let start = *attrs_start.get_or_insert(self.attrs.len());
                     self.key_value(kv)?;
                     sp.attrs = Rows::from_range(start..self.attrs.len());
                 }
                 10 => {
-                    expect(wire, VARINT)?;
-                    sp.dropped_attributes_count = w.varint()? as u32;
+                    sp.dropped_attributes_count = w.u32_of(wire)?;
                 }
                 11 | 13 => {
-                    expect(wire, LEN)?;
-                    w.bytes()?;
+                    w.len_of(wire)?;
                 }
                 12 => {
-                    expect(wire, VARINT)?;
-                    sp.dropped_events_count = w.varint()? as u32;
+                    sp.dropped_events_count = w.u32_of(wire)?;
                 }
                 14 => {
-                    expect(wire, VARINT)?;
-                    sp.dropped_links_count = w.varint()? as u32;
+                    sp.dropped_links_count = w.u32_of(wire)?;
                 }
                 15 => {
-                    expect(wire, LEN)?;
-                    let msg = w.bytes()?;
+                    let msg = w.len_of(wire)?;
                     let mut st = sp.status.unwrap_or_default();
                     let mut sw = Wire::new(msg);
                     while let Some((f, wt)) = sw.key()? {
                         match f {
                             2 => {
-                                expect(wt, LEN)?;
-                                let v = sw.bytes()?;
-                                st.message = self.text_of(v)?;
+                                st.message = self.text_field(&mut sw, wt)?;
                             }
                             3 => {
                                 expect(wt, VARINT)?;
@@ -1305,8 +1205,7 @@ impl SpanBlock {
                     sp.status = Some(st);
                 }
                 16 => {
-                    expect(wire, FIXED32)?;
-                    sp.flags = w.fixed32()?;
+                    sp.flags = w.fixed32_of(wire)?;
                 }
                 _ => w.skip(field, wire, 0)?,
             }
@@ -1317,20 +1216,11 @@ impl SpanBlock {
         // Events and links, each with its attributes together.
         sp.events = Rows::from_range(self.events.len()..self.events.len());
         sp.links = Rows::from_range(self.links.len()..self.links.len());
-        let mut w = Wire::new(m);
-        while let Some((field, wire)) = w.key()? {
-            match field {
-                11 => {
-                    let msg = w.bytes()?;
-                    self.event(msg)?;
-                }
-                13 => {
-                    let msg = w.bytes()?;
-                    self.link(msg)?;
-                }
-                _ => w.skip(field, wire, 0)?,
-            }
-        }
+        each_field(m, |field, msg| match field {
+            11 => self.event(msg),
+            13 => self.link(msg),
+            _ => Ok(()),
+        })?;
         sp.events.end = self.events.len() as u32;
         sp.links.end = self.links.len() as u32;
         if check_ids {
@@ -1367,22 +1257,17 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    expect(wire, FIXED64)?;
-                    e.time_unix_nano = w.fixed64()?;
+                    e.time_unix_nano = w.fixed64_of(wire)?;
                 }
                 2 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
-                    e.name = self.text_of(v)?;
+                    e.name = self.text_field(&mut w, wire)?;
                 }
                 3 => {
-                    expect(wire, LEN)?;
-                    let kv = w.bytes()?;
+                    let kv = w.len_of(wire)?;
                     self.key_value(kv)?;
                 }
                 4 => {
-                    expect(wire, VARINT)?;
-                    e.dropped_attributes_count = w.varint()? as u32;
+                    e.dropped_attributes_count = w.u32_of(wire)?;
                 }
                 _ => w.skip(field, wire, 0)?,
             }
@@ -1399,32 +1284,25 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
+                    let v = w.len_of(wire)?;
                     l.trace_id = self.push_raw(v);
                 }
                 2 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
+                    let v = w.len_of(wire)?;
                     l.span_id = self.push_raw(v);
                 }
                 3 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
-                    l.trace_state = self.text_of(v)?;
+                    l.trace_state = self.text_field(&mut w, wire)?;
                 }
                 4 => {
-                    expect(wire, LEN)?;
-                    let kv = w.bytes()?;
+                    let kv = w.len_of(wire)?;
                     self.key_value(kv)?;
                 }
                 5 => {
-                    expect(wire, VARINT)?;
-                    l.dropped_attributes_count = w.varint()? as u32;
+                    l.dropped_attributes_count = w.u32_of(wire)?;
                 }
                 6 => {
-                    expect(wire, FIXED32)?;
-                    l.flags = w.fixed32()?;
+                    l.flags = w.fixed32_of(wire)?;
                 }
                 _ => w.skip(field, wire, 0)?,
             }
@@ -1443,13 +1321,10 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
-                    a.key = self.text_of(v)?;
+                    a.key = self.text_field(&mut w, wire)?;
                 }
                 2 => {
-                    expect(wire, LEN)?;
-                    let v = w.bytes()?;
+                    let v = w.len_of(wire)?;
                     a.value = self.any_value_of(v)?;
                 }
                 3 => {
@@ -1470,8 +1345,7 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             v = match field {
                 1 => {
-                    expect(wire, LEN)?;
-                    let s = w.bytes()?;
+                    let s = w.len_of(wire)?;
                     Value::Str(self.text_of(s)?)
                 }
                 2 => {
@@ -1487,8 +1361,7 @@ impl SpanBlock {
                     Value::Double(f64::from_bits(w.fixed64()?))
                 }
                 7 => {
-                    expect(wire, LEN)?;
-                    let s = w.bytes()?;
+                    let s = w.len_of(wire)?;
                     Value::Bytes(self.push_raw(s))
                 }
                 5 | 6 | 8 => {
@@ -1854,7 +1727,8 @@ impl SpanBlock {
     }
 
     /// The protobuf encoding's length.
-    pub fn encoded_len(&self) -> usize {
+    #[cfg(test)]
+    fn encoded_len(&self) -> usize {
         let span_lens: Vec<usize> = self.spans.iter().map(|sp| self.span_len(sp)).collect();
         self.encoded_len_with(&span_lens)
     }
@@ -2155,23 +2029,13 @@ mod tests {
     }
 
     #[test]
-    fn split_append_and_attribute_changes_keep_every_span() {
+    fn cutting_and_attribute_changes_keep_every_span() {
         let mut g = Gen(77);
         for _ in 0..300 {
             let groups = without_empty_groups(g.request());
             let block = SpanBlock::from_prost(&groups);
             let n = block.len();
             let at = g.below(n as u64 + 1) as usize;
-            let mut head = block.clone();
-            let tail = head.split_off(at);
-            assert_eq!((head.len(), tail.len()), (at, n - at));
-            let mut rest = block.clone();
-            let front = rest.take_front(at);
-            assert_eq!(front.to_prost(), head.to_prost());
-            assert_eq!(rest.to_prost(), tail.to_prost());
-            let mut joined = SpanBlock::default();
-            joined.append(&head);
-            joined.append(&tail);
             let spans = |b: &SpanBlock| -> Vec<PSpan> {
                 b.to_prost()
                     .into_iter()
@@ -2179,7 +2043,22 @@ mod tests {
                     .flat_map(|ss| ss.spans)
                     .collect()
             };
-            assert_eq!(spans(&joined), spans(&block));
+            let mut rest = block.clone();
+            let front = rest.take_front(at);
+            assert_eq!((front.len(), rest.len()), (at, n - at));
+            let mut joined = spans(&front);
+            joined.extend(spans(&rest));
+            assert_eq!(joined, spans(&block), "every span once, in order");
+            // Each part keeps its spans' resources and scopes.
+            let origins =
+                |b: &SpanBlock| -> Vec<(Option<PResource>, Option<InstrumentationScope>)> {
+                    b.iter()
+                        .map(|(r, s, _)| (b.prost_resource(r), b.prost_scope(s)))
+                        .collect()
+                };
+            let mut joined = origins(&front);
+            joined.extend(origins(&rest));
+            assert_eq!(joined, origins(&block));
             if n > 0 {
                 let mut b = block.clone();
                 let key = b.push_str("added");

@@ -74,6 +74,14 @@ struct Tally {
     keys: BTreeSet<String>,
 }
 
+impl Tally {
+    /// A field of the span itself (its name, its status message...) was masked.
+    fn mask(&mut self, field: &str) {
+        self.masked += 1;
+        self.keys.insert(field.to_string());
+    }
+}
+
 impl Redactor {
     pub fn new(c: &RedactionConfig) -> Result<Redactor, String> {
         let compile =
@@ -447,15 +455,13 @@ impl Redactor {
             let mut tally = Tally::default();
             if let Some(name) = self.scrub_field(b, sp.name) {
                 b.spans[i].name = name;
-                tally.masked += 1;
-                tally.keys.insert("name".into());
+                tally.mask("name");
             }
             if let Some(st) = sp.status
                 && let Some(message) = self.scrub_field(b, st.message)
             {
                 b.spans[i].status = Some(BlockStatus { message, ..st });
-                tally.masked += 1;
-                tally.keys.insert("status.message".into());
+                tally.mask("status.message");
             }
             if let Some(rows) = self.scrub_block_attrs(b, sp.attrs, &mut tally, "") {
                 b.spans[i].attrs = rows;
@@ -464,8 +470,7 @@ impl Redactor {
                 let ev = b.events[e];
                 if let Some(name) = self.scrub_field(b, ev.name) {
                     b.events[e].name = name;
-                    tally.masked += 1;
-                    tally.keys.insert("event.name".into());
+                    tally.mask("event.name");
                 }
                 if let Some(rows) = self.scrub_block_attrs(b, ev.attrs, &mut tally, "event.") {
                     b.events[e].attrs = rows;
@@ -528,14 +533,12 @@ impl Redactor {
                 for rec in sl.log_records.iter_mut() {
                     let mut tally = Tally::default();
                     if self.scrub_text(&mut rec.event_name) {
-                        tally.masked += 1;
-                        tally.keys.insert("event_name".into());
+                        tally.mask("event_name");
                     }
                     if let Some(body) = rec.body.as_mut()
                         && self.scrub_value(body, &mut tally, "", "body")
                     {
-                        tally.masked += 1;
-                        tally.keys.insert("body".into());
+                        tally.mask("body");
                     }
                     self.scrub_attrs(&mut rec.attributes, &mut tally, "");
                     self.summarize(&mut rec.attributes, &tally);
