@@ -176,6 +176,8 @@ pub struct Link {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SpanBlock {
     text: String,
+    /// While a request is read: its strings, not yet checked as UTF-8 (see `read_request`).
+    unchecked: Vec<u8>,
     bytes: Vec<u8>,
     pub resources: Vec<Resource>,
     pub scopes: Vec<Scope>,
@@ -953,6 +955,7 @@ impl SpanBlock {
 
     fn clear(&mut self) {
         self.text.clear();
+        self.unchecked.clear();
         self.bytes.clear();
         self.resources.clear();
         self.scopes.clear();
@@ -962,7 +965,30 @@ impl SpanBlock {
         self.attrs.clear();
     }
 
+    /// Read a request's spans into this (empty) block. Strings are gathered unchecked and
+    /// checked as UTF-8 all at once at the end: each must start on a character boundary (its
+    /// end is where the next one starts, or the end), so each is valid once the whole is —
+    /// one long check instead of one per string.
     fn read_request(&mut self, body: &[u8], check_ids: bool) -> Result<Rejections, DecodeError> {
+        if self.unchecked.capacity() < self.text.capacity() {
+            self.unchecked = std::mem::take(&mut self.text).into_bytes();
+        }
+        self.unchecked.clear();
+        self.text.clear();
+        let rej = self.read_spans(body, check_ids)?;
+        match String::from_utf8(std::mem::take(&mut self.unchecked)) {
+            Ok(text) => {
+                self.text = text;
+                Ok(rej)
+            }
+            Err(e) => {
+                self.unchecked = e.into_bytes();
+                err("a string field is not valid UTF-8")
+            }
+        }
+    }
+
+    fn read_spans(&mut self, body: &[u8], check_ids: bool) -> Result<Rejections, DecodeError> {
         let mut rej = Rejections::default();
         let mut w = Wire::new(body);
         while let Some((field, wire)) = w.key()? {
@@ -978,7 +1004,7 @@ impl SpanBlock {
 
     fn marks(&self) -> Marks {
         Marks {
-            text: self.text.len(),
+            text: self.unchecked.len(),
             bytes: self.bytes.len(),
             attrs: self.attrs.len(),
             events: self.events.len(),
@@ -986,12 +1012,19 @@ impl SpanBlock {
         }
     }
 
-    fn rewind(&mut self, m: &Marks) {
-        self.text.truncate(m.text);
+    /// Take back what was read since `m` (a refused span, an empty group). Its strings are
+    /// checked first: a request with a string that is not UTF-8 is refused whole, as protobuf
+    /// has it, even where the string's span would have been refused anyway.
+    fn rewind(&mut self, m: &Marks) -> Result<(), DecodeError> {
+        if std::str::from_utf8(&self.unchecked[m.text..]).is_err() {
+            return err("a string field is not valid UTF-8");
+        }
+        self.unchecked.truncate(m.text);
         self.bytes.truncate(m.bytes);
         self.attrs.truncate(m.attrs);
         self.events.truncate(m.events);
         self.links.truncate(m.links);
+        Ok(())
     }
 
     /// A string field: its bytes checked as UTF-8 and appended to the text.
@@ -1003,10 +1036,16 @@ impl SpanBlock {
 
     #[inline]
     fn text_of(&mut self, s: &[u8]) -> Result<Str, DecodeError> {
-        match std::str::from_utf8(s) {
-            Ok(s) => Ok(self.push_str(s)),
-            Err(_) => err("a string field is not valid UTF-8"),
+        // A string starting with a continuation byte starts inside a character.
+        if s.first().is_some_and(|&b| b & 0xC0 == 0x80) {
+            return err("a string field is not valid UTF-8");
         }
+        let off = self.unchecked.len();
+        self.unchecked.extend_from_slice(s);
+        Ok(Str {
+            off: off as u32,
+            len: s.len() as u32,
+        })
     }
 
     fn resource_spans(
@@ -1063,7 +1102,7 @@ impl SpanBlock {
         })?;
         r.scopes.end = self.scopes.len() as u32;
         if r.scopes.is_empty() {
-            self.rewind(&marks);
+            self.rewind(&marks)?;
         } else {
             self.resources.push(r);
         }
@@ -1128,7 +1167,7 @@ impl SpanBlock {
         })?;
         s.spans.end = self.spans.len() as u32;
         if s.spans.is_empty() {
-            self.rewind(&marks);
+            self.rewind(&marks)?;
         } else {
             self.scopes.push(s);
         }
@@ -1139,6 +1178,7 @@ impl SpanBlock {
         let marks = self.marks();
         let mut sp = Span::default();
         let mut attrs_start = None;
+        let mut children = false;
         let (mut trace_id, mut span_id, mut parent): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
@@ -1179,6 +1219,7 @@ impl SpanBlock {
                 }
                 11 | 13 => {
                     w.len_of(wire)?;
+                    children = true;
                 }
                 12 => {
                     sp.dropped_events_count = w.u32_of(wire)?;
@@ -1213,14 +1254,16 @@ impl SpanBlock {
         if attrs_start.is_none() {
             sp.attrs = Rows::from_range(self.attrs.len()..self.attrs.len());
         }
-        // Events and links, each with its attributes together.
+        // Events and links (most spans have none), each with its attributes together.
         sp.events = Rows::from_range(self.events.len()..self.events.len());
         sp.links = Rows::from_range(self.links.len()..self.links.len());
-        each_field(m, |field, msg| match field {
-            11 => self.event(msg),
-            13 => self.link(msg),
-            _ => Ok(()),
-        })?;
+        if children {
+            each_field(m, |field, msg| match field {
+                11 => self.event(msg),
+                13 => self.link(msg),
+                _ => Ok(()),
+            })?;
+        }
         sp.events.end = self.events.len() as u32;
         sp.links.end = self.links.len() as u32;
         if check_ids {
@@ -1231,7 +1274,8 @@ impl SpanBlock {
             if let Some((field, why)) = problem {
                 rej.count += 1;
                 if rej.reasons.len() < MAX_REASONS {
-                    let name = self.str(sp.name);
+                    let at = sp.name.off as usize..(sp.name.off + sp.name.len) as usize;
+                    let name = String::from_utf8_lossy(&self.unchecked[at]);
                     let who = if span_id.len() == 8 {
                         format!("span {name:?} ({})", to_hex(span_id))
                     } else {
@@ -1239,7 +1283,7 @@ impl SpanBlock {
                     };
                     rej.reasons.push(format!("{who}: {field} {why}"));
                 }
-                self.rewind(&marks);
+                self.rewind(&marks)?;
                 return Ok(());
             }
         }
@@ -1977,6 +2021,68 @@ mod tests {
             accepted > 300,
             "the damage left too few valid requests ({accepted})"
         );
+    }
+
+    /// A request whose strings are put in place of one-byte markers, so they need not be UTF-8.
+    fn with_bytes(groups: &[ResourceSpans], marks: &[(u8, u8)]) -> Vec<u8> {
+        let mut body = encode_prost(groups);
+        for &(mark, byte) in marks {
+            let at = body
+                .iter()
+                .position(|&b| b == mark)
+                .expect("marker in the request");
+            body[at] = byte;
+        }
+        body
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_refuse_the_request() {
+        let span = |trace_state: &str, name: &str, trace: Vec<u8>| PSpan {
+            trace_id: trace,
+            span_id: vec![2; 8],
+            trace_state: trace_state.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        let request = |spans| {
+            vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]
+        };
+        let cases = [
+            // Two halves of "é" in two strings: each alone is not UTF-8, together they are.
+            (
+                request(vec![span("Q", "R", vec![1; 16])]),
+                vec![(b'Q', 0xC3), (b'R', 0xA9)],
+            ),
+            // A character cut short before the next string.
+            (
+                request(vec![span("ok", "xQ", vec![1; 16])]),
+                vec![(b'Q', 0xC3)],
+            ),
+            // Not UTF-8 in a span refused for its trace id.
+            (
+                request(vec![span("", "Q", vec![1; 15])]),
+                vec![(b'Q', 0xFF)],
+            ),
+        ];
+        for (i, (groups, marks)) in cases.iter().enumerate() {
+            let body = with_bytes(groups, marks);
+            assert!(
+                ExportTraceServiceRequest::decode(body.as_slice()).is_err(),
+                "case {i}: prost refuses it too"
+            );
+            let e = SpanBlock::decode(&body, true).expect_err("not UTF-8");
+            assert!(e.to_string().contains("not valid UTF-8"), "case {i}: {e}");
+        }
+        // The same requests with valid strings are taken.
+        let fine = with_bytes(&request(vec![span("Q", "R", vec![1; 16])]), &[]);
+        assert_eq!(SpanBlock::decode(&fine, true).expect("valid").0.len(), 1);
     }
 
     #[test]
