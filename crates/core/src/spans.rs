@@ -934,7 +934,8 @@ impl SpanBlock {
         thread_local! {
             static SCRATCH: std::cell::RefCell<SpanBlock> = std::cell::RefCell::default();
         }
-        /// Room a scratch block keeps after a request (a larger one is let go).
+        /// Room a scratch block keeps after a request, all its stores and tables together (a
+        /// larger one is let go: at most this much per receiving thread stays allocated).
         const KEEP: usize = 1 << 20;
         SCRATCH.with(|cell| {
             let Ok(mut b) = cell.try_borrow_mut() else {
@@ -946,7 +947,7 @@ impl SpanBlock {
             let read = b.read_request(body, check_ids);
             // `Clone` allocates exactly what each store and table holds.
             let out = read.map(|rej| (b.clone(), rej));
-            if b.text.capacity() > KEEP || b.attrs.capacity() * size_of::<Attr>() > KEEP {
+            if b.heap_bytes() + b.unchecked.capacity() > KEEP {
                 *b = SpanBlock::default();
             }
             out
