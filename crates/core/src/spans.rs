@@ -3,10 +3,10 @@
 //! A [`SpanBlock`] holds what one OTLP request (or one stage's output) carried — resources,
 //! scopes, spans, events, links and every attribute — as records in a handful of vectors, with
 //! every string copied back to back into one `String` and every id or byte value into one
-//! `Vec<u8>`. Decoding a request into it allocates a few growing vectors per request instead of a
-//! `String` or `Vec` per field (what prost's owned structs cost: most of the collector's
+//! `Vec<u8>`. Decoding a request into it takes one exactly-sized allocation per table instead of
+//! a `String` or `Vec` per field (what prost's owned structs cost: most of the collector's
 //! allocations). Stages read it through the accessors here; text a stage adds (a redacted value,
-//! a marker attribute) is appended to the block's text.
+//! a marker attribute) is appended to the block's text, and the record points at it.
 //!
 //! The hierarchy is kept by ranges: a resource owns a range of scopes, a scope a range of spans,
 //! a span ranges of attributes, events and links. [`SpanBlock::decode`] reads OTLP protobuf
