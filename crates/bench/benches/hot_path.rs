@@ -141,7 +141,7 @@ fn stages(c: &mut Criterion) {
         rows.append(&[SpanBlock::from_prost(&request(n))], 7)
             .expect("append");
     }
-    let (batch, _) = rows.finish().expect("finish");
+    let batch = rows.finish().expect("finish");
     let mut g = c.benchmark_group("lake");
     g.throughput(Throughput::Elements(batch.num_rows() as u64));
     g.sample_size(10);

@@ -28,6 +28,14 @@ pub type HourKey = i64;
 
 pub const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
+/// The partition of a span: the hour of its start, or of when it was received when it has no
+/// start time.
+pub fn span_hour(start_time_unix_nano: u64, ingest_ns: i64) -> HourKey {
+    let start = clamp_nanos(start_time_unix_nano);
+    let at = if start > 0 { start } else { ingest_ns };
+    at.div_euclid(NANOS_PER_HOUR)
+}
+
 pub(crate) struct AttrMaps {
     values: MapBuilder<StringBuilder, StringBuilder>,
     types: MapBuilder<StringBuilder, StringBuilder>,
@@ -424,8 +432,6 @@ pub struct SpanRows {
     dropped_links: Int64Builder,
     origin: Origin,
     ingest: Int64Builder,
-    /// The partition of each row.
-    pub hours: Vec<HourKey>,
     text: String,
     ids: String,
 }
@@ -469,33 +475,17 @@ impl SpanRows {
             dropped_links: Int64Builder::new(),
             origin: Origin::new(),
             ingest: Int64Builder::new(),
-            hours: Vec::new(),
             text: String::new(),
             ids: String::new(),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.hours.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hours.is_empty()
-    }
-
     /// Append every span of `blocks`, received at `ingest_ns`.
     pub fn append(&mut self, blocks: &[SpanBlock], ingest_ns: i64) -> Result<(), ArrowError> {
         for b in blocks {
-            for r in &b.resources {
-                let group = self.origin.block_group(b, r);
-                for sc in &b.scopes[r.scopes.range()] {
-                    let scope = self.origin.block_scope(b, sc);
-                    for span in &b.spans[sc.spans.range()] {
-                        self.append_span(b, span, ingest_ns)?;
-                        self.origin.append_service(&group);
-                        self.origin.append(&group, &scope)?;
-                    }
-                }
+            let origins = self.origins(b);
+            for place in b.indices() {
+                self.append_one(b, &origins, place, ingest_ns)?;
             }
         }
         Ok(())
@@ -608,13 +598,11 @@ impl SpanRows {
             .append_value(span.dropped_links_count as i64);
 
         self.ingest.append_value(ingest_ns);
-        let at = if start > 0 { start } else { ingest_ns };
-        self.hours.push(at.div_euclid(NANOS_PER_HOUR));
         Ok(())
     }
 
     /// The rows as a record batch of [`span_schema`]; the builders are left empty for reuse.
-    pub fn finish(&mut self) -> Result<(RecordBatch, Vec<HourKey>), ArrowError> {
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let [a, at] = self.attrs.finish();
         let events = {
             let e = &mut self.events;
@@ -690,8 +678,7 @@ impl SpanRows {
         ];
         columns.extend(self.origin.finish());
         columns.push(Arc::new(self.ingest.finish()));
-        let batch = aligned_batch(span_schema(), columns)?;
-        Ok((batch, std::mem::take(&mut self.hours)))
+        aligned_batch(span_schema(), columns)
     }
 }
 
@@ -818,11 +805,17 @@ mod tests {
             7,
         )
         .expect("append");
-        let (batch, hours) = rows.finish().expect("finish");
+        let batch = rows.finish().expect("finish");
         assert_eq!(batch.num_rows(), 2);
-        assert_eq!(hours, vec![0, 0]);
+        // Both rows (started at 5 ns, received at 7) go to hour 0.
+        assert_eq!(span_hour(5, 7), 0);
+        assert_eq!(
+            span_hour(0, 7 * NANOS_PER_HOUR + 1),
+            7,
+            "no start: the hour received"
+        );
         // builders are reusable
-        let (empty, _) = rows.finish().expect("finish empty");
+        let empty = rows.finish().expect("finish empty");
         assert_eq!(empty.num_rows(), 0);
 
         // Nested columns carry the schema's own fields (compared by pointer), at every depth.

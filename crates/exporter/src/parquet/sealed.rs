@@ -79,25 +79,13 @@ impl Sealed {
         [by_trace, by_time]: [usize; 2],
     ) -> Result<Sealed, SealError> {
         let (order, traces) = sort_order(batches, by_trace, by_time);
-        let props = props
-            .clone()
-            .into_builder()
-            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), traces.max(1) as u64)
-            .set_sorting_columns(Some(sorting_columns([by_trace, by_time])))
-            .set_max_row_group_row_count(Some(order.len().max(1)))
-            .set_max_row_group_bytes(None)
-            .build();
-        let mut w = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(props))?;
+        let sort = [by_trace, by_time];
+        let mut w = row_group_writer(Arc::clone(schema), props, sort, order.len(), traces)?;
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         for chunk in order.chunks(WRITE_CHUNK_ROWS) {
             w.write(&arrow::compute::interleave_record_batch(&refs, chunk)?)?;
         }
-        let mut buf = w.into_inner()?;
-        buf.shrink_to_fit();
-        Ok(Sealed {
-            bytes: Bytes::from(buf),
-            rows: order.len(),
-        })
+        Sealed::finish(w, order.len())
     }
 
     /// Sort the spans of `held` by trace id, then start time, and encode them as one row group
@@ -129,21 +117,9 @@ impl Sealed {
             b.raw(b.spans[k.span as usize].trace_id)
         };
         keys.sort_unstable_by(|a, b| SpanKey::cmp(a, b, &id_of));
-        let traces = keys
-            .iter()
-            .zip(keys.iter().skip(1))
-            .filter(|(a, b)| SpanKey::id_cmp(a, b, &id_of).is_ne())
-            .count()
-            + usize::from(!keys.is_empty());
-        let props = props
-            .clone()
-            .into_builder()
-            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), traces.max(1) as u64)
-            .set_sorting_columns(Some(sorting_columns([by_trace, by_time])))
-            .set_max_row_group_row_count(Some(keys.len().max(1)))
-            .set_max_row_group_bytes(None)
-            .build();
-        let mut w = ArrowWriter::try_new(Vec::new(), table.schema(), Some(props))?;
+        let traces = distinct(&keys, |a, b| SpanKey::id_cmp(a, b, &id_of).is_eq());
+        let sort = [by_trace, by_time];
+        let mut w = row_group_writer(table.schema(), props, sort, keys.len(), traces)?;
         let mut rows = SpanRows::new();
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
         for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
@@ -153,14 +129,19 @@ impl Sealed {
                 let place = (r as usize, s as usize, i);
                 rows.append_one(&held[hi].block, &origins[hi], place, held[hi].ingest)?;
             }
-            let (batch, _) = rows.finish()?;
+            let batch = rows.finish()?;
             w.write(&batch)?;
         }
+        Sealed::finish(w, keys.len())
+    }
+
+    /// The row group a writer encoded, held in as little memory as it takes.
+    fn finish(w: ArrowWriter<Vec<u8>>, rows: usize) -> Result<Sealed, SealError> {
         let mut buf = w.into_inner()?;
         buf.shrink_to_fit();
         Ok(Sealed {
             bytes: Bytes::from(buf),
-            rows: keys.len(),
+            rows,
         })
     }
 
@@ -252,17 +233,37 @@ fn sort_order(
         }
     }
     keys.sort_unstable_by(SortKey::cmp);
-    let traces = distinct_ids(&keys);
+    let traces = distinct(&keys, |a, b| a.id == b.id);
     (keys.iter().map(|k| (k.batch, k.row)).collect(), traces)
 }
 
-/// Distinct trace ids among sorted keys (nulls counted as one).
-fn distinct_ids(keys: &[SortKey<'_>]) -> usize {
+/// Distinct values among sorted `keys`, by `same`.
+fn distinct<K>(keys: &[K], same: impl Fn(&K, &K) -> bool) -> usize {
     keys.iter()
         .zip(keys.iter().skip(1))
-        .filter(|(a, b)| a.id != b.id)
+        .filter(|(a, b)| !same(a, b))
         .count()
         + usize::from(!keys.is_empty())
+}
+
+/// A writer of one row group of `rows` rows sorted by `sort`, with `props` and a bloom filter
+/// on `trace_id` sized for `traces` distinct ids.
+fn row_group_writer(
+    schema: SchemaRef,
+    props: &WriterProperties,
+    sort: [usize; 2],
+    rows: usize,
+    traces: usize,
+) -> Result<ArrowWriter<Vec<u8>>, SealError> {
+    let props = props
+        .clone()
+        .into_builder()
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), traces.max(1) as u64)
+        .set_sorting_columns(Some(sorting_columns(sort)))
+        .set_max_row_group_row_count(Some(rows.max(1)))
+        .set_max_row_group_bytes(None)
+        .build();
+    Ok(ArrowWriter::try_new(Vec::new(), schema, Some(props))?)
 }
 
 /// A row's place in a row group's order: trace id (nulls last), then time. The id's first 32 bytes
@@ -424,7 +425,7 @@ mod tests {
         let mut r = SpanRows::new();
         r.append(&[spanlake_core::SpanBlock::from_prost(&groups)], 1)
             .expect("append");
-        r.finish().expect("finish").0
+        r.finish().expect("finish")
     }
 
     fn id(c: char) -> String {

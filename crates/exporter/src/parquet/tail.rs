@@ -90,7 +90,7 @@ impl LiveTail {
                 for h in &spans {
                     converted.append(std::slice::from_ref(&*h.block), h.ingest)?;
                 }
-                rows.push(converted.finish()?.0);
+                rows.push(converted.finish()?);
             }
             out.push((hour, rows));
         }

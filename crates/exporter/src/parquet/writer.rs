@@ -22,7 +22,7 @@ use parquet::schema::types::ColumnPath;
 use spanlake_core::SpanBlock;
 
 use super::config::ParquetConfig;
-use super::convert::{HourKey, NANOS_PER_HOUR, clamp_nanos, partition_of};
+use super::convert::{HourKey, partition_of, span_hour};
 use super::logs::LogRows;
 use super::schema::{SCHEMA_VERSION, Table};
 use super::sealed::{self, HeldSpans, SealError, Sealed};
@@ -291,11 +291,7 @@ impl LakeWriter {
             let hours: Vec<HourKey> = block
                 .spans
                 .iter()
-                .map(|sp| {
-                    let start = clamp_nanos(sp.start_time_unix_nano);
-                    let at = if start > 0 { start } else { ingest };
-                    at.div_euclid(NANOS_PER_HOUR)
-                })
+                .map(|sp| span_hour(sp.start_time_unix_nano, ingest))
                 .collect();
             let first = hours[0];
             if hours.iter().all(|&h| h == first) {
