@@ -22,6 +22,7 @@ use spanlake_bench::{SERVICES, kv, resource_groups};
 use spanlake_core::{Batch, SpanBlock};
 use spanlake_exporter::parquet::convert::SpanRows;
 use spanlake_exporter::parquet::schema::span_schema;
+use spanlake_exporter::parquet::{HeldSpans, Sealed};
 use spanlake_processor::batch::Pending;
 use spanlake_processor::lifecycle::{Lifecycle, LifecycleConfig};
 use spanlake_processor::redaction::{RedactionConfig, Redactor};
@@ -184,6 +185,23 @@ fn stages(c: &mut Criterion) {
             out.len()
         })
     });
+    g.finish();
+
+    // A seal: held blocks sorted, converted to Arrow and encoded as one row group, as the
+    // exporter does when a row group fills (4,096 rows: the sidecar's; 100: the fixed cost).
+    let held: Vec<HeldSpans> = (0..41)
+        .map(|n| HeldSpans {
+            ingest: 7,
+            block: Arc::new(SpanBlock::from_prost(&request(n))),
+        })
+        .collect();
+    let mut g = c.benchmark_group("seal");
+    for blocks in [1usize, 41] {
+        g.throughput(Throughput::Elements(blocks as u64 * SPANS));
+        g.bench_function(format!("seal {} spans", blocks as u64 * SPANS), |b| {
+            b.iter(|| Sealed::seal_spans(black_box(&held[..blocks]), &props).expect("seal"))
+        });
+    }
     g.finish();
 }
 

@@ -11,7 +11,7 @@ mod writer;
 
 pub use config::ParquetConfig;
 pub use schema::Table;
-pub use sealed::SealError;
+pub use sealed::{HeldSpans, SealError, Sealed};
 pub use tail::LiveTail;
 pub use wal::{ReplayReport, WalConfig};
 pub use writer::{Committed, LakeWriter, WriteError, writer_properties};

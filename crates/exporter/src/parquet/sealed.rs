@@ -19,6 +19,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
@@ -80,7 +81,14 @@ impl Sealed {
     ) -> Result<Sealed, SealError> {
         let (order, traces) = sort_order(batches, by_trace, by_time);
         let sort = [by_trace, by_time];
-        let mut w = row_group_writer(Arc::clone(schema), props, sort, order.len(), traces)?;
+        let mut w = row_group_writer(
+            Arc::clone(schema),
+            props,
+            sort,
+            order.len(),
+            traces,
+            Vec::new(),
+        )?;
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         for chunk in order.chunks(WRITE_CHUNK_ROWS) {
             w.write(&arrow::compute::interleave_record_batch(&refs, chunk)?)?;
@@ -119,7 +127,8 @@ impl Sealed {
         keys.sort_unstable_by(|a, b| SpanKey::cmp(a, b, &id_of));
         let traces = distinct(&keys, |a, b| SpanKey::id_cmp(a, b, &id_of).is_eq());
         let sort = [by_trace, by_time];
-        let mut w = row_group_writer(table.schema(), props, sort, keys.len(), traces)?;
+        let unfilled = unfilled_columns(held);
+        let mut w = row_group_writer(table.schema(), props, sort, keys.len(), traces, unfilled)?;
         let mut rows = SpanRows::new();
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
         for chunk in keys.chunks(WRITE_CHUNK_ROWS) {
@@ -254,16 +263,145 @@ fn row_group_writer(
     sort: [usize; 2],
     rows: usize,
     traces: usize,
+    uncompressed: Vec<ColumnPath>,
 ) -> Result<ArrowWriter<Vec<u8>>, SealError> {
-    let props = props
+    let mut props = props
         .clone()
         .into_builder()
         .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), traces.max(1) as u64)
         .set_sorting_columns(Some(sorting_columns(sort)))
         .set_max_row_group_row_count(Some(rows.max(1)))
-        .set_max_row_group_bytes(None)
-        .build();
-    Ok(ArrowWriter::try_new(Vec::new(), schema, Some(props))?)
+        .set_max_row_group_bytes(None);
+    for path in uncompressed {
+        props = props.set_column_compression(path, Compression::UNCOMPRESSED);
+    }
+    Ok(ArrowWriter::try_new(
+        Vec::new(),
+        schema,
+        Some(props.build()),
+    )?)
+}
+
+/// The spans table's leaf columns that no span of `held` fills (every value null or every list
+/// or map empty). Their pages hold only repetition and definition levels, a few bytes that no
+/// codec makes smaller, so they are written uncompressed: parquet creates a zstd compressor and
+/// decompressor for every compressed column of every row group (~10 µs each, most of what
+/// sealing a small row group costs), and about half the columns are empty for most services
+/// (events, links, trace state, scope attributes, schema URLs).
+fn unfilled_columns(held: &[HeldSpans]) -> Vec<ColumnPath> {
+    /// Whether an attribute map has any entry, and any that is not a string (its type map).
+    #[derive(Clone, Copy, Default)]
+    struct Map {
+        any: bool,
+        typed: bool,
+    }
+    fn note(m: &mut Map, b: &SpanBlock, rows: spanlake_core::spans::Rows) {
+        if m.typed || rows.is_empty() {
+            return;
+        }
+        m.any = true;
+        m.typed = b
+            .attrs(rows)
+            .iter()
+            .any(|a| !matches!(a.value, spanlake_core::spans::Value::Str(_)));
+    }
+    let [mut span, mut event, mut link, mut resource, mut scope] = [Map::default(); 5];
+    let (mut trace_state, mut status_message, mut events, mut links, mut link_state) =
+        (false, false, false, false, false);
+    let (mut resource_url, mut scope_name, mut scope_version, mut scope_url) =
+        (false, false, false, false);
+    for h in held {
+        let b = &h.block;
+        for r in &b.resources {
+            note(&mut resource, b, r.attrs);
+            resource_url |= !r.schema_url.is_empty();
+        }
+        for s in &b.scopes {
+            note(&mut scope, b, s.attrs);
+            scope_name |= s.present && !s.name.is_empty();
+            scope_version |= s.present && !s.version.is_empty();
+            scope_url |= !s.schema_url.is_empty();
+        }
+        for sp in &b.spans {
+            note(&mut span, b, sp.attrs);
+            trace_state |= !sp.trace_state.is_empty();
+            status_message |= sp.status.is_some_and(|s| !s.message.is_empty());
+        }
+        for e in &b.events {
+            events = true;
+            note(&mut event, b, e.attrs);
+        }
+        for l in &b.links {
+            links = true;
+            link_state |= !l.trace_state.is_empty();
+            note(&mut link, b, l.attrs);
+        }
+    }
+    let mut empty: Vec<&str> = Vec::new();
+    let mut maps = |m: Map, values: &'static str, types: &'static str| {
+        if !m.any {
+            empty.push(values);
+        }
+        if !m.typed {
+            empty.push(types);
+        }
+    };
+    maps(span, "attributes", "attribute_types");
+    maps(resource, "resource_attributes", "resource_attribute_types");
+    maps(scope, "scope_attributes", "scope_attribute_types");
+    maps(
+        event,
+        "events.list.element.attributes",
+        "events.list.element.attribute_types",
+    );
+    maps(
+        link,
+        "links.list.element.attributes",
+        "links.list.element.attribute_types",
+    );
+    for (filled, column) in [
+        (events, "events"),
+        (links, "links"),
+        (link_state, "links.list.element.trace_state"),
+        (trace_state, "trace_state"),
+        (status_message, "status_message"),
+        (resource_url, "resource_schema_url"),
+        (scope_name, "scope_name"),
+        (scope_version, "scope_version"),
+        (scope_url, "scope_schema_url"),
+    ] {
+        if !filled {
+            empty.push(column);
+        }
+    }
+    span_leaves()
+        .iter()
+        .filter(|(dotted, _)| {
+            empty.iter().any(|e| {
+                dotted
+                    .strip_prefix(e)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+        })
+        .map(|(_, path)| path.clone())
+        .collect()
+}
+
+/// The spans table's Parquet leaf columns, as dotted strings and as paths.
+fn span_leaves() -> &'static [(String, ColumnPath)] {
+    static LEAVES: std::sync::OnceLock<Vec<(String, ColumnPath)>> = std::sync::OnceLock::new();
+    LEAVES.get_or_init(|| {
+        parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&Table::Spans.schema())
+            .map(|descr| {
+                descr
+                    .columns()
+                    .iter()
+                    .map(|c| (c.path().string(), c.path().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// A row's place in a row group's order: trace id (nulls last), then time. The id's first 32 bytes
@@ -617,6 +755,103 @@ mod tests {
             .expect("page index copied");
         assert_eq!(with_index.offset_index().map(|o| o.len()), Some(2));
         assert_eq!(all.column(0).null_count(), 0);
+    }
+
+    /// Columns no span of a row group fills are written uncompressed, the others with zstd;
+    /// a file of row groups that differ in this reads back whole.
+    #[test]
+    fn columns_no_span_fills_are_stored_uncompressed() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+        use parquet::basic::Compression;
+        let plain = block("p", &[(&id('a'), 1), (&id('b'), 2)]);
+        let mut groups = plain.block.to_prost();
+        let span = &mut groups[0].scope_spans[0].spans[0];
+        span.trace_state = "vendor=1".into();
+        span.events.push(Event {
+            time_unix_nano: 3,
+            name: "exception".into(),
+            attributes: vec![KeyValue {
+                key: "exception.type".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("IOError".into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        span.links.push(Link {
+            trace_id: vec![7; 16],
+            span_id: vec![8; 8],
+            ..Default::default()
+        });
+        let rich = HeldSpans {
+            ingest: 7,
+            block: Arc::new(SpanBlock::from_prost(&groups)),
+        };
+        let props = writer_properties(3, 1 << 20);
+        let codec = |sealed: &Sealed, column: &str| {
+            let meta = ParquetMetaDataReader::new()
+                .parse_and_finish(&sealed.bytes)
+                .expect("footer");
+            let rg = meta.row_group(0);
+            (0..rg.num_columns())
+                .map(|c| rg.column(c))
+                .find(|c| c.column_path().string() == column)
+                .map(|c| match c.compression() {
+                    Compression::ZSTD(_) => "zstd",
+                    Compression::UNCOMPRESSED => "uncompressed",
+                    _ => "other",
+                })
+                .expect("column")
+        };
+        let (plain, rich) = (
+            Sealed::seal_spans(&[plain], &props).expect("seal"),
+            Sealed::seal_spans(&[rich], &props).expect("seal"),
+        );
+        for column in [
+            "events.list.element.name",
+            "events.list.element.attributes.key_value.key",
+            "links.list.element.span_id",
+            "trace_state",
+        ] {
+            assert_eq!(codec(&plain, column), "uncompressed", "{column}");
+            assert_eq!(codec(&rich, column), "zstd", "{column}");
+        }
+        for sealed in [&plain, &rich] {
+            for column in ["trace_id", "name", "resource_attributes.key_value.value"] {
+                assert_eq!(codec(sealed, column), "zstd", "{column}");
+            }
+            for column in [
+                "events.list.element.attribute_types.key_value.key",
+                "status_message",
+            ] {
+                assert_eq!(codec(sealed, column), "uncompressed", "{column}");
+            }
+        }
+
+        let schema = Table::Spans.schema();
+        let cols = Table::Spans.sort_columns();
+        let file = assemble(Vec::new(), &[plain, rich], &schema, &props, cols).expect("assemble");
+        let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(file))
+            .expect("open")
+            .build()
+            .expect("reader")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        let all = arrow::compute::concat_batches(&schema, &batches).expect("concat");
+        assert_eq!(all.num_rows(), 4);
+        let events = all
+            .column_by_name("events")
+            .expect("events")
+            .as_list::<i32>();
+        let names: Vec<usize> = (0..4).map(|r| events.value(r).len()).collect();
+        assert_eq!(names, [0, 0, 1, 0]);
+        let state = all
+            .column_by_name("trace_state")
+            .expect("trace_state")
+            .as_string::<i32>();
+        assert_eq!(state.iter().flatten().collect::<Vec<_>>(), ["vendor=1"]);
     }
 
     proptest::proptest! {

@@ -628,14 +628,22 @@ pub fn writer_properties(compression_level: i32, row_group_size: usize) -> Write
     // service); for the keys and values inside attribute maps, events and links no engine
     // prunes by min/max, and computing them compared every string once more (~5% of the
     // collector's CPU at full load).
-    for path in nested_leaves() {
-        b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+    for path in leaves() {
+        if path.parts().len() > 1 {
+            b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+        }
+        // Dropped counts are nearly always 0: a dictionary of one value and a run of its
+        // index, which no codec makes smaller; uncompressed, a row group does not create a zstd
+        // compressor for each of them.
+        if path.parts().last().is_some_and(|p| p.contains("dropped_")) {
+            b = b.set_column_compression(path, Compression::UNCOMPRESSED);
+        }
     }
     b.build()
 }
 
-/// The Parquet leaf columns inside maps and lists, of every table.
-fn nested_leaves() -> Vec<ColumnPath> {
+/// The Parquet leaf columns of every table.
+fn leaves() -> Vec<ColumnPath> {
     let mut out = Vec::new();
     for table in Table::ALL {
         let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(&table.schema()) else {
@@ -643,7 +651,7 @@ fn nested_leaves() -> Vec<ColumnPath> {
         };
         for col in descr.columns() {
             let path = col.path();
-            if path.parts().len() > 1 && !out.contains(path) {
+            if !out.contains(path) {
                 out.push(path.clone());
             }
         }
