@@ -1035,6 +1035,12 @@ impl SpanBlock {
         self.text_of(v)
     }
 
+    /// The bytes of a string read from the request being decoded.
+    #[inline]
+    fn unchecked_str(&self, s: Str) -> &[u8] {
+        &self.unchecked[s.off as usize..(s.off + s.len) as usize]
+    }
+
     #[inline]
     fn text_of(&mut self, s: &[u8]) -> Result<Str, DecodeError> {
         // A string starting with a continuation byte starts inside a character.
@@ -1075,7 +1081,7 @@ impl SpanBlock {
                         match f {
                             1 => {
                                 let kv = rw.len_of(wt)?;
-                                self.key_value(kv)?;
+                                self.key_value(kv, None)?;
                             }
                             2 => {
                                 r.dropped_attributes_count = rw.u32_of(wt)?;
@@ -1140,7 +1146,7 @@ impl SpanBlock {
                             }
                             3 => {
                                 let kv = sw.len_of(wt)?;
-                                self.key_value(kv)?;
+                                self.key_value(kv, None)?;
                             }
                             4 => {
                                 s.dropped_attributes_count = sw.u32_of(wt)?;
@@ -1212,7 +1218,13 @@ impl SpanBlock {
                 9 => {
                     let kv = w.len_of(wire)?;
                     let start = *attrs_start.get_or_insert(self.attrs.len());
-                    self.key_value(kv)?;
+                    // Spans of one instrumentation repeat their keys in the same order: the key
+                    // at this place in the previous span is shared when it is the same.
+                    let like = self.spans.last().and_then(|p| {
+                        let i = p.attrs.start as usize + (self.attrs.len() - start);
+                        (i < p.attrs.end as usize).then(|| self.attrs[i].key)
+                    });
+                    self.key_value(kv, like)?;
                     sp.attrs = Rows::from_range(start..self.attrs.len());
                 }
                 10 => {
@@ -1309,7 +1321,7 @@ impl SpanBlock {
                 }
                 3 => {
                     let kv = w.len_of(wire)?;
-                    self.key_value(kv)?;
+                    self.key_value(kv, None)?;
                 }
                 4 => {
                     e.dropped_attributes_count = w.u32_of(wire)?;
@@ -1341,7 +1353,7 @@ impl SpanBlock {
                 }
                 4 => {
                     let kv = w.len_of(wire)?;
-                    self.key_value(kv)?;
+                    self.key_value(kv, None)?;
                 }
                 5 => {
                     l.dropped_attributes_count = w.u32_of(wire)?;
@@ -1357,7 +1369,9 @@ impl SpanBlock {
         Ok(())
     }
 
-    fn key_value(&mut self, m: &[u8]) -> Result<(), DecodeError> {
+    /// Read a `KeyValue` into the attribute table; its key is `like` (a key already read) when
+    /// it is the same text, so repeated keys are stored once.
+    fn key_value(&mut self, m: &[u8], like: Option<Str>) -> Result<(), DecodeError> {
         let mut a = Attr {
             key: Str::default(),
             value: Value::Absent,
@@ -1366,7 +1380,11 @@ impl SpanBlock {
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    a.key = self.text_field(&mut w, wire)?;
+                    let key = w.len_of(wire)?;
+                    a.key = match like {
+                        Some(l) if self.unchecked_str(l) == key => l,
+                        _ => self.text_of(key)?,
+                    };
                 }
                 2 => {
                     let v = w.len_of(wire)?;
@@ -2133,6 +2151,75 @@ mod tests {
             "{message}"
         );
         assert!(message.ends_with("; and 1 more"), "{message}");
+    }
+
+    /// A key at the same place as in the previous kept span is stored once; other keys, and
+    /// keys of a refused span, do not disturb it.
+    #[test]
+    fn repeated_keys_are_stored_once() {
+        let span = |trace: Vec<u8>, keys: &[&str]| PSpan {
+            trace_id: trace,
+            span_id: vec![2; 8],
+            attributes: keys
+                .iter()
+                .map(|k| KeyValue {
+                    key: (*k).into(),
+                    value: Some(AnyValue {
+                        value: Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                format!("{k}-value"),
+                            ),
+                        ),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(vec![1; 16], &["http.route", "user.id"]),
+                    span(vec![1; 16], &["http.route", "db.system", "user.id"]),
+                    span(vec![1; 15], &["http.route", "db.system", "peer"]),
+                    span(vec![1; 16], &["http.route", "db.system", "user.id"]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let (block, rej) = SpanBlock::decode(&encode_prost(&groups), true).expect("decodes");
+        assert_eq!(rej.count, 1);
+        let keys: Vec<Vec<Str>> = block
+            .spans
+            .iter()
+            .map(|s| block.attrs(s.attrs).iter().map(|a| a.key).collect())
+            .collect();
+        assert_eq!(keys[1][0], keys[0][0], "same key, same place: shared");
+        assert_ne!(keys[1][1], keys[0][1], "another key at that place");
+        assert_eq!(
+            keys[2], keys[1],
+            "the refused span in between changes nothing"
+        );
+        // Every key and value reads back as sent.
+        let mut expected = groups.clone();
+        expected[0].scope_spans[0].spans.remove(2);
+        assert_eq!(block.to_prost(), expected);
+        assert_eq!(
+            block.text.len(),
+            "http.routeuser.id".len()
+                + "db.systemuser.id".len()
+                + ["http.route", "user.id"]
+                    .map(|k| k.len() + 6)
+                    .iter()
+                    .sum::<usize>()
+                + ["http.route", "db.system", "user.id"]
+                    .map(|k| k.len() + 6)
+                    .iter()
+                    .sum::<usize>()
+                    * 2,
+            "keys stored once per place change, values each time"
+        );
     }
 
     #[test]

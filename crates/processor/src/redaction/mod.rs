@@ -360,18 +360,28 @@ impl Redactor {
         rows: Rows,
         tally: &mut Tally,
         prefix: &str,
+        memo: &mut KeyMemo,
     ) -> Option<Rows> {
         let mut dropped: Vec<usize> = Vec::new();
         for j in rows.range() {
             let a = b.attrs[j];
             let key = b.str(a.key);
-            if !self.allow_all_keys && !self.allowed_keys.contains(key) {
+            let verdict = memo.verdict(j - rows.start as usize, a.key, || {
+                if !self.allow_all_keys && !self.allowed_keys.contains(key) {
+                    KeyVerdict::NotAllowed
+                } else if self.key_blocked(key) {
+                    KeyVerdict::Blocked
+                } else {
+                    KeyVerdict::Clean
+                }
+            });
+            if verdict == KeyVerdict::NotAllowed {
                 tally.dropped += 1;
                 tally.keys.insert(format!("{prefix}{key}"));
                 dropped.push(j);
                 continue;
             }
-            if self.key_blocked(key) {
+            if verdict == KeyVerdict::Blocked {
                 tally.keys.insert(format!("{prefix}{key}"));
                 if self.action == Action::Drop {
                     tally.dropped += 1;
@@ -432,9 +442,13 @@ impl Redactor {
 
     fn redact_block(&self, b: &mut SpanBlock) {
         let mut ignored = Tally::default();
+        // Span attributes repeat their keys span after span; the others have a memo of their own.
+        let (mut memo, mut other) = (KeyMemo::default(), KeyMemo::default());
         for ri in 0..b.resources.len() {
             let r = b.resources[ri];
-            if let Some(rows) = self.scrub_block_attrs(b, r.attrs, &mut ignored, "resource.") {
+            if let Some(rows) =
+                self.scrub_block_attrs(b, r.attrs, &mut ignored, "resource.", &mut other)
+            {
                 b.resources[ri].attrs = rows;
             }
         }
@@ -443,7 +457,9 @@ impl Redactor {
             if !sc.present {
                 continue;
             }
-            if let Some(rows) = self.scrub_block_attrs(b, sc.attrs, &mut ignored, "scope.") {
+            if let Some(rows) =
+                self.scrub_block_attrs(b, sc.attrs, &mut ignored, "scope.", &mut other)
+            {
                 b.scopes[si].attrs = rows;
             }
             if let Some(name) = self.scrub_field(b, sc.name) {
@@ -463,7 +479,7 @@ impl Redactor {
                 b.spans[i].status = Some(BlockStatus { message, ..st });
                 tally.mask("status.message");
             }
-            if let Some(rows) = self.scrub_block_attrs(b, sp.attrs, &mut tally, "") {
+            if let Some(rows) = self.scrub_block_attrs(b, sp.attrs, &mut tally, "", &mut memo) {
                 b.spans[i].attrs = rows;
             }
             for e in sp.events.range() {
@@ -472,13 +488,17 @@ impl Redactor {
                     b.events[e].name = name;
                     tally.mask("event.name");
                 }
-                if let Some(rows) = self.scrub_block_attrs(b, ev.attrs, &mut tally, "event.") {
+                if let Some(rows) =
+                    self.scrub_block_attrs(b, ev.attrs, &mut tally, "event.", &mut other)
+                {
                     b.events[e].attrs = rows;
                 }
             }
             for l in sp.links.range() {
                 let link = b.links[l];
-                if let Some(rows) = self.scrub_block_attrs(b, link.attrs, &mut tally, "link.") {
+                if let Some(rows) =
+                    self.scrub_block_attrs(b, link.attrs, &mut tally, "link.", &mut other)
+                {
                     b.links[l].attrs = rows;
                 }
                 if let Some(state) = self.scrub_field(b, link.trace_state) {
@@ -622,6 +642,51 @@ impl Processor for RedactionProcessor {
                 }
             }
         })
+    }
+}
+
+/// What the key rules say of an attribute key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyVerdict {
+    Clean,
+    /// Not in `allowed_keys`: the attribute is dropped.
+    NotAllowed,
+    /// Matched by a key rule: the value is masked (or the attribute dropped).
+    Blocked,
+}
+
+/// The verdicts of one block's keys by place in an attribute list. A block stores a key once
+/// for the spans that repeat it at the same place (see `SpanBlock::decode`), so the same key
+/// is recognised by its place in the block's text, without hashing it again.
+#[derive(Default)]
+struct KeyMemo {
+    by_place: Vec<(Str, KeyVerdict)>,
+}
+
+impl KeyMemo {
+    const PLACES: usize = 64;
+
+    fn verdict(
+        &mut self,
+        place: usize,
+        key: Str,
+        judge: impl FnOnce() -> KeyVerdict,
+    ) -> KeyVerdict {
+        if let Some(&(k, v)) = self.by_place.get(place)
+            && k == key
+            && !key.is_empty()
+        {
+            return v;
+        }
+        let v = judge();
+        if place < Self::PLACES {
+            if self.by_place.len() <= place {
+                self.by_place
+                    .resize(place + 1, (Str::default(), KeyVerdict::Clean));
+            }
+            self.by_place[place] = (key, v);
+        }
+        v
     }
 }
 
@@ -884,6 +949,74 @@ mod tests {
             ]
         );
         assert_eq!((t.masked, t.dropped), (2, 1));
+    }
+
+    /// Spans decoded from one request share repeated keys; each span's attributes still get
+    /// their own key's verdict, whether its key is shared, at another place, or new there.
+    #[test]
+    fn each_span_gets_its_keys_verdicts_when_keys_are_shared() {
+        let span = |attrs: &[(&str, &str)]| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: attrs.iter().map(|(k, v)| kv(k, s(v))).collect(),
+            ..Default::default()
+        };
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(&[("password", "p-1"), ("user", "u-1"), ("other", "o-1")]),
+                    span(&[("password", "p-2"), ("user", "u-2"), ("other", "o-2")]),
+                    span(&[("user", "u-3"), ("password", "p-3"), ("other", "o-3")]),
+                    span(&[("user", "u-4"), ("other", "o-4"), ("password", "p-4")]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: groups,
+        }
+        .encode_to_vec();
+        let (block, _) = SpanBlock::decode(&body, true).expect("decodes");
+        let key = |span: usize, place: usize| block.attrs(block.spans[span].attrs)[place].key;
+        assert_eq!(
+            key(1, 0),
+            key(0, 0),
+            "the request's repeated keys are shared"
+        );
+        let r = Redactor::new(&RedactionConfig {
+            builtin_rules: true,
+            allow_all_keys: false,
+            allowed_keys: vec!["password".into(), "user".into()],
+            ..Default::default()
+        })
+        .expect("valid");
+        let mut blocks = vec![block];
+        r.redact(&mut blocks);
+        let out = blocks[0].to_prost();
+        for (i, sp) in out[0].scope_spans[0].spans.iter().enumerate() {
+            let got: Vec<(String, Option<Value>)> = sp
+                .attributes
+                .iter()
+                .filter(|a| !a.key.starts_with("redaction."))
+                .map(|a| (a.key.clone(), a.value.clone().and_then(|v| v.value)))
+                .collect();
+            let n = i + 1;
+            let mut want = vec![
+                (
+                    "password".to_string(),
+                    Some(Value::StringValue(MASK.into())),
+                ),
+                (
+                    "user".to_string(),
+                    Some(Value::StringValue(format!("u-{n}"))),
+                ),
+            ];
+            if i >= 2 {
+                want.reverse();
+            }
+            assert_eq!(got, want, "span {n}");
+        }
     }
 
     #[test]
