@@ -60,26 +60,42 @@ pub fn may_hold_builtin(s: &str) -> bool {
     if b.len() < BUILTIN_MIN_LEN {
         return false;
     }
+    // Most values are short: one pass over the bytes beats setting up four searches.
+    if b.len() <= 64 {
+        let mut digits = 0;
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                0x80.. => return true,
+                b'0'..=b'9' => digits += 1,
+                b'b' | b'B' | b'A' | b'J' if starts_builtin(b, i) => return true,
+                _ => {}
+            }
+        }
+        return digits >= 13 && has_digit_run(b, 13);
+    }
     if !b.is_ascii() {
         return true;
     }
     if b.iter().filter(|c| c.is_ascii_digit()).count() >= 13 && has_digit_run(b, 13) {
         return true;
     }
-    for i in memchr::memchr3_iter(b'b', b'B', b'A', b) {
-        let t = &b[i..];
-        let hit = if t[0] == b'A' {
-            AWS_PREFIXES.iter().any(|p| t.starts_with(p))
-        } else {
+    memchr::memchr3_iter(b'b', b'B', b'A', b).any(|i| starts_builtin(b, i))
+        || memchr::memchr_iter(b'J', b).any(|i| starts_builtin(b, i))
+}
+
+/// Whether a built-in value pattern's fixed part is at `b[i]` (a `b`, `B`, `A` or `J`): an
+/// AWS key prefix, `bearer` or `basic` in any case, `-----BEGIN `, or the `J` of `eyJ`.
+fn starts_builtin(b: &[u8], i: usize) -> bool {
+    let t = &b[i..];
+    match t[0] {
+        b'A' => AWS_PREFIXES.iter().any(|p| t.starts_with(p)),
+        b'J' => i >= 2 && &b[i - 2..i] == b"ey",
+        _ => {
             starts_with_ignore_case(t, b"bearer")
                 || starts_with_ignore_case(t, b"basic")
                 || (t.starts_with(b"BEGIN ") && i >= 5 && &b[i - 5..i] == b"-----")
-        };
-        if hit {
-            return true;
         }
     }
-    memchr::memchr_iter(b'J', b).any(|i| i >= 2 && &b[i - 2..i] == b"ey")
 }
 
 /// Whether `b` has `n` ASCII digits in a row, a single space or dash allowed between two of them
