@@ -8,6 +8,7 @@
 #   benches/compare-rotel.sh [RUNS]              # as fast as each answers, 8 requests in flight
 #   RATE=10000 benches/compare-rotel.sh [RUNS]   # a fixed rate, 2 in flight; spanlake runs the
 #                                                # sidecar pipeline (benches/sidecar.json), durable
+#   ACKS=memory RATE=10000 benches/compare-rotel.sh  # the same, acknowledged once in memory
 #
 # CPU is each collector process's own (utime + stime from /proc); the load generator runs on the
 # same cores.
@@ -24,7 +25,7 @@ tck=$(getconf CLK_TCK)
 rate=${RATE:-0}
 if [ "$rate" -gt 0 ]; then
   load=(--concurrency 2 --rate "$rate" --duration 10s)
-  spanlake_args=(--config "$root/benches/sidecar.json" --acknowledgements durable)
+  spanlake_args=(--config "$root/benches/sidecar.json" --acknowledgements "${ACKS:-durable}")
 else
   load=(--concurrency 8 --duration 8s)
   spanlake_args=()
