@@ -36,6 +36,7 @@ pub struct Str {
 }
 
 impl Str {
+    #[inline]
     pub fn is_empty(self) -> bool {
         self.len == 0
     }
@@ -50,6 +51,7 @@ pub struct Raw {
 }
 
 impl Raw {
+    #[inline]
     pub fn is_empty(self) -> bool {
         self.len == 0
     }
@@ -63,14 +65,17 @@ pub struct Rows {
 }
 
 impl Rows {
+    #[inline]
     pub fn range(self) -> Range<usize> {
         self.start as usize..self.end as usize
     }
 
+    #[inline]
     pub fn len(self) -> usize {
         (self.end - self.start) as usize
     }
 
+    #[inline]
     pub fn is_empty(self) -> bool {
         self.end == self.start
     }
@@ -219,18 +224,22 @@ impl Rejections {
 
 impl SpanBlock {
     /// Number of spans.
+    #[inline]
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
+    #[inline]
     pub fn str(&self, s: Str) -> &str {
         &self.text[s.off as usize..(s.off + s.len) as usize]
     }
 
+    #[inline]
     pub fn raw(&self, r: Raw) -> &[u8] {
         &self.bytes[r.off as usize..(r.off + r.len) as usize]
     }
@@ -266,6 +275,7 @@ impl SpanBlock {
             + self.attrs.capacity() * size_of::<Attr>()
     }
 
+    #[inline]
     pub fn attrs(&self, rows: Rows) -> &[Attr] {
         &self.attrs[rows.range()]
     }
