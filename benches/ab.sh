@@ -5,7 +5,7 @@
 #   benches/ab.sh 10k BIN...    # 10k spans/s: sidecar pipeline (benches/sidecar.json), durable
 #   ACKS=memory benches/ab.sh 10k BIN...
 #
-# Copy each build out of target/ first (cp, not strip: a stripped copy idles ~4 MiB higher).
+# Copy each build out of target/ first with cp (a file as `strip -o` wrote it idles ~5 MiB higher).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 loadgen=$root/target/release/spanlake-loadgen
