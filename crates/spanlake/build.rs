@@ -13,8 +13,9 @@
 //! 76 MB of code, so ~8 MiB of it stays resident under load. `symbol-order.txt` (written by
 //! `scripts/symbol-order` from a profile of the collector at work) lists those functions for
 //! the linker (LLD, Rust's default on x86-64 Linux since 1.90) to place first, next to each
-//! other. Names it does not find (another toolchain, other dependency versions) are ignored.
-//! `SPANLAKE_SYMBOL_ORDER=0` at build time leaves the order to the linker.
+//! other. Names it does not find (another toolchain, other dependency versions) are ignored; a
+//! toolchain without its own LLD links as before. `SPANLAKE_SYMBOL_ORDER=0` at build time
+//! leaves the order to the linker.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SPANLAKE_PIE");
@@ -31,6 +32,7 @@ fn main() {
         && env("PROFILE") == "release"
         && env("SPANLAKE_SYMBOL_ORDER") != "0"
         && order.exists()
+        && links_with_rust_lld()
     {
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
@@ -38,4 +40,24 @@ fn main() {
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
+}
+
+/// Whether this toolchain links with its own LLD (rustup's toolchains since 1.90 on x86-64
+/// Linux; a distribution's rustc may link with the system's `ld`, which has no symbol
+/// ordering and would refuse the option).
+fn links_with_rust_lld() -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+    else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let target = std::env::var("TARGET").unwrap_or_default();
+    std::path::Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .join("bin/gcc-ld/ld.lld")
+        .exists()
 }
