@@ -1038,7 +1038,8 @@ impl SpanBlock {
         Ok(())
     }
 
-    /// A string field: its bytes checked as UTF-8 and appended to the text.
+    /// A string field: its bytes appended to the request's strings (checked as UTF-8 with
+    /// them, see `read_request`).
     #[inline]
     fn text_field(&mut self, w: &mut Wire<'_>, wire: u8) -> Result<Str, DecodeError> {
         let v = w.len_of(wire)?;
@@ -1297,8 +1298,7 @@ impl SpanBlock {
             if let Some((field, why)) = problem {
                 rej.count += 1;
                 if rej.reasons.len() < MAX_REASONS {
-                    let at = sp.name.off as usize..(sp.name.off + sp.name.len) as usize;
-                    let name = String::from_utf8_lossy(&self.unchecked[at]);
+                    let name = String::from_utf8_lossy(self.unchecked_str(sp.name));
                     let who = if span_id.len() == 8 {
                         format!("span {name:?} ({})", to_hex(span_id))
                     } else {
