@@ -105,10 +105,109 @@ pub enum Value {
     Nested(Raw),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// An attribute: its key and value in 16 bytes. The value's kind is kept in the top bits of
+/// the key's length (keys are at most [`MAX_KEY_LEN`] bytes), its payload in 8 bytes: an
+/// integer, a double's bits, a bool, or a string's or bytes' place. Attribute records are most
+/// of what a block holds (ten to a span is common), and a held row group keeps them for every
+/// span until it is sealed.
+#[derive(Clone, Copy)]
 pub struct Attr {
-    pub key: Str,
-    pub value: Value,
+    key_off: u32,
+    /// The key's length; the value's kind in the top [`KIND_BITS`] bits.
+    key_len: u32,
+    payload: u64,
+}
+
+const KIND_BITS: u32 = 3;
+const KIND_SHIFT: u32 = 32 - KIND_BITS;
+
+/// The longest attribute key a block holds (512 MiB less a byte); requests are far smaller
+/// (the receivers' size limits are at most this).
+pub const MAX_KEY_LEN: usize = (1 << KIND_SHIFT) - 1;
+
+impl Attr {
+    /// An attribute of `key` (at most [`MAX_KEY_LEN`] bytes) and `value`.
+    #[inline]
+    pub fn new(key: Str, value: Value) -> Attr {
+        assert!(
+            key.len as usize <= MAX_KEY_LEN,
+            "an attribute key of {} bytes (at most {MAX_KEY_LEN})",
+            key.len
+        );
+        let mut a = Attr {
+            key_off: key.off,
+            key_len: key.len,
+            payload: 0,
+        };
+        a.set_value(value);
+        a
+    }
+
+    #[inline]
+    pub fn key(&self) -> Str {
+        Str {
+            off: self.key_off,
+            len: self.key_len & MAX_KEY_LEN as u32,
+        }
+    }
+
+    #[inline]
+    pub fn value(&self) -> Value {
+        let p = self.payload;
+        let place = || (p as u32, (p >> 32) as u32);
+        match self.key_len >> KIND_SHIFT {
+            0 => Value::Absent,
+            1 => Value::Empty,
+            2 => {
+                let (off, len) = place();
+                Value::Str(Str { off, len })
+            }
+            3 => Value::Bool(p != 0),
+            4 => Value::Int(p as i64),
+            5 => Value::Double(f64::from_bits(p)),
+            6 => {
+                let (off, len) = place();
+                Value::Bytes(Raw { off, len })
+            }
+            _ => {
+                let (off, len) = place();
+                Value::Nested(Raw { off, len })
+            }
+        }
+    }
+
+    /// Give the attribute another value (its key stays).
+    #[inline]
+    pub fn set_value(&mut self, value: Value) {
+        let place = |off: u32, len: u32| u64::from(off) | u64::from(len) << 32;
+        let (kind, payload) = match value {
+            Value::Absent => (0, 0),
+            Value::Empty => (1, 0),
+            Value::Str(s) => (2, place(s.off, s.len)),
+            Value::Bool(b) => (3, u64::from(b)),
+            Value::Int(i) => (4, i as u64),
+            Value::Double(d) => (5, d.to_bits()),
+            Value::Bytes(r) => (6, place(r.off, r.len)),
+            Value::Nested(r) => (7, place(r.off, r.len)),
+        };
+        self.key_len = self.key_len & MAX_KEY_LEN as u32 | kind << KIND_SHIFT;
+        self.payload = payload;
+    }
+}
+
+impl PartialEq for Attr {
+    fn eq(&self, other: &Attr) -> bool {
+        self.key() == other.key() && self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for Attr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attr")
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -303,8 +402,8 @@ impl SpanBlock {
     pub fn resource_str(&self, r: &Resource, key: &str) -> Option<&str> {
         self.attrs(r.attrs)
             .iter()
-            .find(|a| self.str(a.key) == key)
-            .and_then(|a| match a.value {
+            .find(|a| self.str(a.key()) == key)
+            .and_then(|a| match a.value() {
                 Value::Str(s) => Some(self.str(s)),
                 _ => None,
             })
@@ -426,14 +525,14 @@ impl SpanBlock {
     fn copy_attrs(&mut self, from: &SpanBlock, rows: Rows) -> Rows {
         let start = self.attrs.len();
         for a in from.attrs(rows) {
-            let key = self.copy_str(from, a.key);
-            let value = match a.value {
+            let key = self.copy_str(from, a.key());
+            let value = match a.value() {
                 Value::Str(v) => Value::Str(self.copy_str(from, v)),
                 Value::Bytes(v) => Value::Bytes(self.copy_raw(from, v)),
                 Value::Nested(v) => Value::Nested(self.copy_raw(from, v)),
                 v => v,
             };
-            self.attrs.push(Attr { key, value });
+            self.attrs.push(Attr::new(key, value));
         }
         Rows::from_range(start..self.attrs.len())
     }
@@ -605,7 +704,7 @@ impl SpanBlock {
                     }
                 },
             };
-            self.attrs.push(Attr { key, value });
+            self.attrs.push(Attr::new(key, value));
         }
         Rows::from_range(start..self.attrs.len())
     }
@@ -630,8 +729,8 @@ impl SpanBlock {
         self.attrs(rows)
             .iter()
             .map(|a| KeyValue {
-                key: self.str(a.key).to_owned(),
-                value: self.any_value(a.value),
+                key: self.str(a.key()).to_owned(),
+                value: self.any_value(a.value()),
                 ..Default::default()
             })
             .collect()
@@ -1233,7 +1332,7 @@ impl SpanBlock {
                     // at this place in the previous span is shared when it is the same.
                     let like = self.spans.last().and_then(|p| {
                         let i = p.attrs.start as usize + (self.attrs.len() - start);
-                        (i < p.attrs.end as usize).then(|| self.attrs[i].key)
+                        (i < p.attrs.end as usize).then(|| self.attrs[i].key())
                     });
                     self.key_value(kv, like)?;
                     sp.attrs = Rows::from_range(start..self.attrs.len());
@@ -1382,23 +1481,23 @@ impl SpanBlock {
     /// Read a `KeyValue` into the attribute table; its key is `like` (a key already read) when
     /// it is the same text, so repeated keys are stored once.
     fn key_value(&mut self, m: &[u8], like: Option<Str>) -> Result<(), DecodeError> {
-        let mut a = Attr {
-            key: Str::default(),
-            value: Value::Absent,
-        };
+        let (mut key, mut value) = (Str::default(), Value::Absent);
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
             match field {
                 1 => {
-                    let key = w.len_of(wire)?;
-                    a.key = match like {
-                        Some(l) if self.unchecked_str(l) == key => l,
-                        _ => self.text_of(key)?,
+                    let k = w.len_of(wire)?;
+                    if k.len() > MAX_KEY_LEN {
+                        return err("an attribute key is longer than 512 MiB");
+                    }
+                    key = match like {
+                        Some(l) if self.unchecked_str(l) == k => l,
+                        _ => self.text_of(k)?,
                     };
                 }
                 2 => {
                     let v = w.len_of(wire)?;
-                    a.value = self.any_value_of(v)?;
+                    value = self.any_value_of(v)?;
                 }
                 3 => {
                     expect(wire, VARINT)?;
@@ -1407,7 +1506,7 @@ impl SpanBlock {
                 _ => w.skip(field, wire, 0)?,
             }
         }
-        self.attrs.push(a);
+        self.attrs.push(Attr::new(key, value));
         Ok(())
     }
 
@@ -1524,12 +1623,12 @@ impl SpanBlock {
     }
 
     fn attr_len(&self, a: &Attr) -> usize {
-        let key = if a.key.is_empty() {
+        let key = if a.key().is_empty() {
             0
         } else {
-            len_field(a.key.len as usize)
+            len_field(a.key().len as usize)
         };
-        let value = match a.value {
+        let value = match a.value() {
             Value::Absent => 0,
             v => len_field(self.value_len(v)),
         };
@@ -1546,10 +1645,10 @@ impl SpanBlock {
     fn put_attrs(&self, out: &mut Vec<u8>, field: u32, rows: Rows) {
         for a in self.attrs(rows) {
             Self::put_message(out, field, self.attr_len(a));
-            Self::put_bytes(out, 1, self.str(a.key).as_bytes());
-            if a.value != Value::Absent {
-                Self::put_message(out, 2, self.value_len(a.value));
-                match a.value {
+            Self::put_bytes(out, 1, self.str(a.key()).as_bytes());
+            if a.value() != Value::Absent {
+                Self::put_message(out, 2, self.value_len(a.value()));
+                match a.value() {
                     Value::Absent | Value::Empty => {}
                     Value::Str(s) => {
                         put_key(out, 1, LEN);
@@ -1819,6 +1918,55 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    #[test]
+    fn an_attribute_keeps_its_key_and_any_value_in_16_bytes() {
+        assert_eq!(std::mem::size_of::<Attr>(), 16);
+        let place = |off, len| (Str { off, len }, Raw { off, len });
+        let values = |off, len| {
+            let (s, r) = place(off, len);
+            [
+                Value::Absent,
+                Value::Empty,
+                Value::Str(s),
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Int(-1),
+                Value::Int(i64::MIN),
+                Value::Double(-0.5),
+                Value::Double(f64::INFINITY),
+                Value::Bytes(r),
+                Value::Nested(r),
+            ]
+        };
+        let keys = [(0, 0), (7, 1), (u32::MAX, MAX_KEY_LEN as u32)];
+        for (off, len) in keys {
+            let key = Str { off, len };
+            for v in values(u32::MAX, u32::MAX).into_iter().chain(values(3, 0)) {
+                let mut a = Attr::new(key, v);
+                assert_eq!((a.key(), a.value()), (key, v));
+                // Another value, of every kind, leaves the key as it was.
+                for w in values(1, 2) {
+                    a.set_value(w);
+                    assert_eq!((a.key(), a.value()), (key, w));
+                }
+            }
+        }
+        // Equality is the values' own (NaN is equal to nothing, as before).
+        let nan = Attr::new(Str::default(), Value::Double(f64::NAN));
+        assert_ne!(nan, nan);
+        assert!(matches!(nan.value(), Value::Double(d) if d.is_nan()));
+    }
+
+    #[test]
+    #[should_panic(expected = "an attribute key of 536870912 bytes")]
+    fn a_key_longer_than_the_limit_is_refused() {
+        let key = Str {
+            off: 0,
+            len: MAX_KEY_LEN as u32 + 1,
+        };
+        Attr::new(key, Value::Int(1));
+    }
 
     /// A small deterministic generator: every case differs, every run is the same.
     struct Gen(u64);
@@ -2203,7 +2351,7 @@ mod tests {
         let keys: Vec<Vec<Str>> = block
             .spans
             .iter()
-            .map(|s| block.attrs(s.attrs).iter().map(|a| a.key).collect())
+            .map(|s| block.attrs(s.attrs).iter().map(|a| a.key()).collect())
             .collect();
         assert_eq!(keys[1][0], keys[0][0], "same key, same place: shared");
         assert_ne!(keys[1][1], keys[0][1], "another key at that place");
@@ -2268,11 +2416,8 @@ mod tests {
                 let key = b.push_str("added");
                 b.set_span_attrs(
                     0,
-                    |a| a.value != Value::Absent,
-                    &[Attr {
-                        key,
-                        value: Value::Int(1),
-                    }],
+                    |a| a.value() != Value::Absent,
+                    &[Attr::new(key, Value::Int(1))],
                 );
                 let mut expected = spans(&block)[0].attributes.clone();
                 expected.retain(|kv| kv.value.is_some());

@@ -79,9 +79,9 @@ pub(crate) fn convert_block(b: &SpanBlock, rows: Rows, text: &mut String) -> Vec
     b.attrs(rows)
         .iter()
         .map(|a| {
-            let tag = block_value_text(b, a.value, text);
+            let tag = block_value_text(b, a.value(), text);
             let value = (tag != Some("empty")).then(|| text.clone());
-            (b.str(a.key).to_owned(), value, tag)
+            (b.str(a.key()).to_owned(), value, tag)
         })
         .collect()
 }
@@ -317,14 +317,14 @@ impl AttrMaps {
         text: &mut String,
     ) -> Result<(), ArrowError> {
         for a in b.attrs(rows) {
-            let key = b.str(a.key);
+            let key = b.str(a.key());
             self.values.keys().append_value(key);
             // Strings (most values) go straight in; the rest are written as text first.
-            if let BValue::Str(s) = a.value {
+            if let BValue::Str(s) = a.value() {
                 self.values.values().append_value(b.str(s));
                 continue;
             }
-            let tag = block_value_text(b, a.value, text);
+            let tag = block_value_text(b, a.value(), text);
             match tag {
                 Some("empty") => self.values.values().append_null(),
                 _ => self.values.values().append_value(text.as_str()),

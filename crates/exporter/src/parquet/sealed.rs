@@ -291,7 +291,7 @@ fn unfilled_columns(held: &[HeldSpans]) -> Vec<ColumnPath> {
         m.typed = b
             .attrs(rows)
             .iter()
-            .any(|a| !matches!(a.value, spanlake_core::spans::Value::Str(_)));
+            .any(|a| !matches!(a.value(), spanlake_core::spans::Value::Str(_)));
     }
     let [mut span, mut event, mut link, mut resource, mut scope] = [Map::default(); 5];
     let (mut trace_state, mut status_message, mut events, mut links, mut link_state) =

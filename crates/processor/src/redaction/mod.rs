@@ -365,8 +365,8 @@ impl Redactor {
         let mut dropped: Vec<usize> = Vec::new();
         for j in rows.range() {
             let a = b.attrs[j];
-            let key = b.str(a.key);
-            let verdict = memo.verdict(j - rows.start as usize, a.key, || {
+            let key = b.str(a.key());
+            let verdict = memo.verdict(j - rows.start as usize, a.key(), || {
                 if !self.allow_all_keys && !self.allowed_keys.contains(key) {
                     KeyVerdict::NotAllowed
                 } else if self.key_blocked(key) {
@@ -389,16 +389,16 @@ impl Redactor {
                     continue;
                 }
                 let mut text = String::new();
-                spanlake_exporter_text(b.any_value(a.value).as_ref(), &mut text);
+                spanlake_exporter_text(b.any_value(a.value()).as_ref(), &mut text);
                 let masked = b.push_str(&self.replacement(&text));
-                b.attrs[j].value = BlockValue::Str(masked);
+                b.attrs[j].set_value(BlockValue::Str(masked));
                 tally.masked += 1;
                 continue;
             }
-            let replaced = match a.value {
+            let replaced = match a.value() {
                 BlockValue::Str(v) => self.scrub_field(b, v).map(BlockValue::Str),
                 BlockValue::Nested(_) => {
-                    let mut v = b.any_value(a.value).unwrap_or_default();
+                    let mut v = b.any_value(a.value()).unwrap_or_default();
                     let key = key.to_owned();
                     self.scrub_value(&mut v, tally, prefix, &key)
                         .then(|| BlockValue::Nested(b.push_raw(&v.encode_to_vec())))
@@ -406,13 +406,13 @@ impl Redactor {
                 _ => None,
             };
             if let Some(value) = replaced {
-                let key = b.str(a.key);
+                let key = b.str(a.key());
                 tally.keys.insert(format!("{prefix}{key}"));
                 if self.action == Action::Drop {
                     tally.dropped += 1;
                     dropped.push(j);
                 } else {
-                    b.attrs[j].value = value;
+                    b.attrs[j].set_value(value);
                     tally.masked += 1;
                 }
             }
@@ -518,21 +518,19 @@ impl Redactor {
             return;
         }
         let mut added = vec![
-            Attr {
-                key: b.push_str("redaction.masked.count"),
-                value: BlockValue::Int(tally.masked),
-            },
-            Attr {
-                key: b.push_str("redaction.dropped.count"),
-                value: BlockValue::Int(tally.dropped),
-            },
+            Attr::new(
+                b.push_str("redaction.masked.count"),
+                BlockValue::Int(tally.masked),
+            ),
+            Attr::new(
+                b.push_str("redaction.dropped.count"),
+                BlockValue::Int(tally.dropped),
+            ),
         ];
         if self.summary == Summary::Debug {
             let keys = tally.keys.iter().cloned().collect::<Vec<_>>().join(",");
-            added.push(Attr {
-                key: b.push_str("redaction.keys"),
-                value: BlockValue::Str(b.push_str(&keys)),
-            });
+            let key = b.push_str("redaction.keys");
+            added.push(Attr::new(key, BlockValue::Str(b.push_str(&keys))));
         }
         b.set_span_attrs(i, |_| true, &added);
     }
@@ -978,7 +976,7 @@ mod tests {
         }
         .encode_to_vec();
         let (block, _) = SpanBlock::decode(&body, true).expect("decodes");
-        let key = |span: usize, place: usize| block.attrs(block.spans[span].attrs)[place].key;
+        let key = |span: usize, place: usize| block.attrs(block.spans[span].attrs)[place].key();
         assert_eq!(
             key(1, 0),
             key(0, 0),

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// The largest request size a receiver can be set to accept, in MiB: a decoded request keeps
+/// its strings and bytes by 32-bit offsets, and an attribute key is at most 512 MiB.
+pub const MAX_REQUEST_MIB: usize = 512;
+
 /// `receivers: otlp:`. With no `protocols`, both gRPC and HTTP listen on their default ports.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -157,10 +161,12 @@ impl OtlpReceiverConfig {
                     format!("protocols.grpc.endpoint: {e}"),
                 ));
             }
-            if g.max_recv_msg_size_mib == 0 {
+            if g.max_recv_msg_size_mib == 0 || g.max_recv_msg_size_mib > MAX_REQUEST_MIB {
                 problems.push((
                     vec!["protocols", "grpc", "max_recv_msg_size_mib"],
-                    "protocols.grpc.max_recv_msg_size_mib must be at least 1".into(),
+                    format!(
+                        "protocols.grpc.max_recv_msg_size_mib must be from 1 to {MAX_REQUEST_MIB}"
+                    ),
                 ));
             }
         }
@@ -171,10 +177,13 @@ impl OtlpReceiverConfig {
                     format!("protocols.http.endpoint: {e}"),
                 ));
             }
-            if h.max_request_body_size == 0 {
+            if h.max_request_body_size == 0 || h.max_request_body_size > MAX_REQUEST_MIB << 20 {
                 problems.push((
                     vec!["protocols", "http", "max_request_body_size"],
-                    "protocols.http.max_request_body_size must be at least 1".into(),
+                    format!(
+                        "protocols.http.max_request_body_size must be from 1 to {} bytes ({MAX_REQUEST_MIB} MiB)",
+                        MAX_REQUEST_MIB << 20
+                    ),
                 ));
             }
             if !h.logs_url_path.starts_with('/') || h.logs_url_path == h.traces_url_path {
@@ -278,5 +287,25 @@ mod tests {
             "protocols.http.endpoint: \":99999\" has no host; write 127.0.0.1:99999 (local only) or 0.0.0.0:99999".to_string(),
             "protocols.http.traces_url_path \"v1/traces\" must start with /".to_string(),
         ]);
+    }
+
+    #[test]
+    fn request_size_limits_are_bounded() {
+        let c = parse(
+            "protocols:\n  grpc:\n    max_recv_msg_size_mib: 513\n  http:\n    max_request_body_size: 536870913\n",
+        );
+        let msgs: Vec<String> = c.validate().into_iter().map(|(_, m)| m).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "protocols.grpc.max_recv_msg_size_mib must be from 1 to 512".to_string(),
+                "protocols.http.max_request_body_size must be from 1 to 536870912 bytes (512 MiB)"
+                    .to_string(),
+            ]
+        );
+        let c = parse(
+            "protocols:\n  grpc:\n    max_recv_msg_size_mib: 512\n  http:\n    max_request_body_size: 536870912\n",
+        );
+        assert!(c.validate().is_empty());
     }
 }
