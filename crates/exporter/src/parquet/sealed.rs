@@ -837,6 +837,65 @@ mod tests {
         assert_eq!(got, sent);
     }
 
+    /// Pages are closed at ~128 KiB and dictionaries at ~256 KiB (then the chunk goes on
+    /// plainly encoded): what a seal holds per column stays small however large the row group.
+    #[test]
+    fn pages_and_dictionaries_stay_small() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use parquet::column::page::Page;
+        // 20,000 spans with distinct 40-byte names: ~800 KB of names.
+        let spans = (0..20_000u32)
+            .map(|i| Span {
+                trace_id: [i.to_be_bytes(), [1; 4], [2; 4], [3; 4]].concat(),
+                span_id: [i.to_be_bytes(), [4; 4]].concat(),
+                name: format!("{i:0>40}"),
+                start_time_unix_nano: 1,
+                ..Default::default()
+            })
+            .collect();
+        let groups = [ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let held = [HeldSpans {
+            ingest: 7,
+            block: Arc::new(SpanBlock::from_prost(&groups)),
+        }];
+        let sealed = Sealed::seal_spans(&held, &writer_properties(3, 1 << 20)).expect("sealed");
+        let reader = SerializedFileReader::new(sealed.bytes.clone()).expect("file");
+        let rg = reader.get_row_group(0).expect("row group");
+        let column = |name: &str| {
+            (0..rg.num_columns())
+                .find(|&c| rg.metadata().column(c).column_path().string() == name)
+                .expect("column")
+        };
+        for name in ["name", "trace_id"] {
+            let (mut data, mut dictionary, mut largest) = (0, 0, 0);
+            for page in rg.get_column_page_reader(column(name)).expect("pages") {
+                let page = page.expect("page");
+                largest = largest.max(page.buffer().len());
+                match page {
+                    Page::DictionaryPage { .. } => dictionary += 1,
+                    _ => data += 1,
+                }
+            }
+            // Closed at the first batch of values past the limit.
+            assert!(largest < 300 << 10, "{name}: a page of {largest} bytes");
+            assert!(data >= 4, "{name}: {data} data pages");
+            assert!(dictionary <= 1, "{name}");
+        }
+        let back: usize = sealed
+            .decode()
+            .expect("decode")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(back, 20_000);
+    }
+
     /// Columns no span of a row group fills are written uncompressed, the others with zstd;
     /// a file of row groups that differ in this reads back whole.
     #[test]

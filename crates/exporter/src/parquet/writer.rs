@@ -588,6 +588,9 @@ impl LakeWriter {
     }
 }
 
+/// The size a data page is closed at.
+const PAGE_BYTES: usize = 128 << 10;
+
 /// Columns whose values are (nearly) all distinct: a dictionary only costs time (every value
 /// is interned, then the dictionary is abandoned for plain encoding when it grows too large).
 const NO_DICTIONARY: &[&str] = &[
@@ -621,6 +624,14 @@ pub fn writer_properties(compression_level: i32, row_group_size: usize) -> Write
             SCHEMA_VERSION.to_string(),
         )]))
         .set_created_by(format!("spanlake {}", env!("CARGO_PKG_VERSION")));
+    // Pages of at most 128 KiB (parquet's default is 1 MiB) and dictionaries of at most 256
+    // KiB (then the column chunk goes on plainly encoded): a seal holds every column's open
+    // page, its dictionary and a zstd context sized for the largest page it compressed (~2.5
+    // MiB for a 1 MiB page, ~1.5 for 128 KiB) at once. Measured at full load: ~4 MiB less peak,
+    // same CPU, ~5% more bytes on disk; a trace lookup reads smaller pages.
+    b = b
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_dictionary_page_size_limit(2 * PAGE_BYTES);
     for c in NO_DICTIONARY {
         b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
     }
