@@ -1328,11 +1328,12 @@ impl SpanBlock {
                 9 => {
                     let kv = w.len_of(wire)?;
                     let start = *attrs_start.get_or_insert(self.attrs.len());
-                    // Spans of one instrumentation repeat their keys in the same order: the key
-                    // at this place in the previous span is shared when it is the same.
+                    // Spans of one instrumentation repeat their keys in the same order, often
+                    // with the same values: the key and string value at this place in the
+                    // previous span are shared when they are the same.
                     let like = self.spans.last().and_then(|p| {
                         let i = p.attrs.start as usize + (self.attrs.len() - start);
-                        (i < p.attrs.end as usize).then(|| self.attrs[i].key())
+                        (i < p.attrs.end as usize).then(|| self.attrs[i])
                     });
                     self.key_value(kv, like)?;
                     sp.attrs = Rows::from_range(start..self.attrs.len());
@@ -1478,9 +1479,10 @@ impl SpanBlock {
         Ok(())
     }
 
-    /// Read a `KeyValue` into the attribute table; its key is `like` (a key already read) when
-    /// it is the same text, so repeated keys are stored once.
-    fn key_value(&mut self, m: &[u8], like: Option<Str>) -> Result<(), DecodeError> {
+    /// Read a `KeyValue` into the attribute table; its key is the key of `like` (an attribute
+    /// already read) when it is the same text, and so is a string value, so repeated keys and
+    /// values are stored once.
+    fn key_value(&mut self, m: &[u8], like: Option<Attr>) -> Result<(), DecodeError> {
         let (mut key, mut value) = (Str::default(), Value::Absent);
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
@@ -1490,14 +1492,18 @@ impl SpanBlock {
                     if k.len() > MAX_KEY_LEN {
                         return err("an attribute key is longer than 512 MiB");
                     }
-                    key = match like {
+                    key = match like.map(|l| l.key()) {
                         Some(l) if self.unchecked_str(l) == k => l,
                         _ => self.text_of(k)?,
                     };
                 }
                 2 => {
                     let v = w.len_of(wire)?;
-                    value = self.any_value_of(v)?;
+                    let like = like.and_then(|l| match l.value() {
+                        Value::Str(s) => Some(s),
+                        _ => None,
+                    });
+                    value = self.any_value_of(v, like)?;
                 }
                 3 => {
                     expect(wire, VARINT)?;
@@ -1511,14 +1517,19 @@ impl SpanBlock {
     }
 
     #[inline]
-    fn any_value_of(&mut self, m: &[u8]) -> Result<Value, DecodeError> {
+    /// Read an `AnyValue`; a string value is `like` (a string already read) when it is the
+    /// same text.
+    fn any_value_of(&mut self, m: &[u8], like: Option<Str>) -> Result<Value, DecodeError> {
         let mut v = Value::Empty;
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
             v = match field {
                 1 => {
                     let s = w.len_of(wire)?;
-                    Value::Str(self.text_of(s)?)
+                    Value::Str(match like {
+                        Some(l) if self.unchecked_str(l) == s => l,
+                        _ => self.text_of(s)?,
+                    })
                 }
                 2 => {
                     expect(wire, VARINT)?;
@@ -2311,36 +2322,66 @@ mod tests {
         assert!(message.ends_with("; and 1 more"), "{message}");
     }
 
-    /// A key at the same place as in the previous kept span is stored once; other keys, and
-    /// keys of a refused span, do not disturb it.
+    /// A key or string value at the same place as in the previous kept span is stored once;
+    /// other keys and values, and those of a refused span, do not disturb it.
     #[test]
-    fn repeated_keys_are_stored_once() {
-        let span = |trace: Vec<u8>, keys: &[&str]| PSpan {
+    fn repeated_keys_and_values_are_stored_once() {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        let span = |trace: Vec<u8>, attrs: &[(&str, V)]| PSpan {
             trace_id: trace,
             span_id: vec![2; 8],
-            attributes: keys
+            attributes: attrs
                 .iter()
-                .map(|k| KeyValue {
+                .map(|(k, v)| KeyValue {
                     key: (*k).into(),
                     value: Some(AnyValue {
-                        value: Some(
-                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                                format!("{k}-value"),
-                            ),
-                        ),
+                        value: Some(v.clone()),
                     }),
                     ..Default::default()
                 })
                 .collect(),
             ..Default::default()
         };
+        let text = |t: &str| V::StringValue(t.into());
         let groups = vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans: vec![
-                    span(vec![1; 16], &["http.route", "user.id"]),
-                    span(vec![1; 16], &["http.route", "db.system", "user.id"]),
-                    span(vec![1; 15], &["http.route", "db.system", "peer"]),
-                    span(vec![1; 16], &["http.route", "db.system", "user.id"]),
+                    span(
+                        vec![1; 16],
+                        &[("http.route", text("/a")), ("user.id", text("u1"))],
+                    ),
+                    span(
+                        vec![1; 16],
+                        &[
+                            ("http.route", text("/a")),
+                            ("db.system", text("u1")),
+                            ("user.id", text("u2")),
+                        ],
+                    ),
+                    span(
+                        vec![1; 15],
+                        &[
+                            ("http.route", text("/b")),
+                            ("db.system", text("pg")),
+                            ("peer", text("u2")),
+                        ],
+                    ),
+                    span(
+                        vec![1; 16],
+                        &[
+                            ("http.route", text("/c")),
+                            ("db.system", V::IntValue(1)),
+                            ("user.id", text("u2")),
+                        ],
+                    ),
+                    span(
+                        vec![1; 16],
+                        &[
+                            ("http.route", text("/c")),
+                            ("db.system", text("u1")),
+                            ("user.id", text("u2")),
+                        ],
+                    ),
                 ],
                 ..Default::default()
             }],
@@ -2348,36 +2389,59 @@ mod tests {
         }];
         let (block, rej) = SpanBlock::decode(&encode_prost(&groups), true).expect("decodes");
         assert_eq!(rej.count, 1);
-        let keys: Vec<Vec<Str>> = block
+        let attrs: Vec<Vec<Attr>> = block
             .spans
             .iter()
-            .map(|s| block.attrs(s.attrs).iter().map(|a| a.key()).collect())
+            .map(|s| block.attrs(s.attrs).to_vec())
             .collect();
-        assert_eq!(keys[1][0], keys[0][0], "same key, same place: shared");
-        assert_ne!(keys[1][1], keys[0][1], "another key at that place");
+        let str_of = |a: &Attr| match a.value() {
+            Value::Str(s) => Some(s),
+            _ => None,
+        };
         assert_eq!(
-            keys[2], keys[1],
-            "the refused span in between changes nothing"
+            attrs[1][0], attrs[0][0],
+            "same key and value, same place: shared"
+        );
+        assert_ne!(
+            attrs[1][1].key(),
+            attrs[0][1].key(),
+            "another key at that place"
+        );
+        assert_eq!(
+            str_of(&attrs[1][1]),
+            str_of(&attrs[0][1]),
+            "the same value under another key: shared"
+        );
+        assert_eq!(attrs[2][0].key(), attrs[1][0].key());
+        assert_ne!(str_of(&attrs[2][0]), str_of(&attrs[1][0]), "another value");
+        assert_eq!(
+            attrs[2][1].key(),
+            attrs[1][1].key(),
+            "the refused span changes nothing"
+        );
+        assert_eq!(attrs[2][2], attrs[1][2]);
+        assert_eq!(attrs[3][0], attrs[2][0]);
+        assert_ne!(
+            str_of(&attrs[3][1]),
+            str_of(&attrs[1][1]),
+            "after an integer at that place, a string is stored again"
         );
         // Every key and value reads back as sent.
         let mut expected = groups.clone();
         expected[0].scope_spans[0].spans.remove(2);
         assert_eq!(block.to_prost(), expected);
-        assert_eq!(
-            block.text.len(),
-            "http.routeuser.id".len()
-                + "db.systemuser.id".len()
-                + ["http.route", "user.id"]
-                    .map(|k| k.len() + 6)
-                    .iter()
-                    .sum::<usize>()
-                + ["http.route", "db.system", "user.id"]
-                    .map(|k| k.len() + 6)
-                    .iter()
-                    .sum::<usize>()
-                    * 2,
-            "keys stored once per place change, values each time"
-        );
+        let stored = [
+            "http.route",
+            "/a",
+            "user.id",
+            "u1",
+            "db.system",
+            "user.id",
+            "u2",
+            "/c",
+            "u1",
+        ];
+        assert_eq!(block.text.len(), stored.concat().len());
     }
 
     #[test]

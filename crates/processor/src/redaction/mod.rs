@@ -395,8 +395,16 @@ impl Redactor {
                 tally.masked += 1;
                 continue;
             }
+            let place = j - rows.start as usize;
             let replaced = match a.value() {
-                BlockValue::Str(v) => self.scrub_field(b, v).map(BlockValue::Str),
+                BlockValue::Str(v) if memo.clean(place, v) => None,
+                BlockValue::Str(v) => {
+                    let scrubbed = self.scrub_field(b, v);
+                    if scrubbed.is_none() {
+                        memo.found_clean(place, v);
+                    }
+                    scrubbed.map(BlockValue::Str)
+                }
                 BlockValue::Nested(_) => {
                     let mut v = b.any_value(a.value()).unwrap_or_default();
                     let key = key.to_owned();
@@ -653,12 +661,22 @@ enum KeyVerdict {
     Blocked,
 }
 
-/// The verdicts of one block's keys by place in an attribute list. A block stores a key once
-/// for the spans that repeat it at the same place (see `SpanBlock::decode`), so the same key
-/// is recognised by its place in the block's text, without hashing it again.
+/// The verdicts of one block's keys by place in an attribute list, and the last string value
+/// found clean at each place. A block stores a key or string value once for the spans that
+/// repeat it at the same place (see `SpanBlock::decode`), so the same key is recognised by its
+/// place in the block's text, without hashing it again, and the same value is not scanned
+/// again (a value's verdict is its text's alone).
 #[derive(Default)]
 struct KeyMemo {
-    by_place: Vec<(Str, KeyVerdict)>,
+    by_place: Vec<Remembered>,
+}
+
+#[derive(Clone, Copy)]
+struct Remembered {
+    key: Str,
+    verdict: KeyVerdict,
+    /// A string value under this key that holds no secret (empty: none yet).
+    clean: Str,
 }
 
 impl KeyMemo {
@@ -670,21 +688,38 @@ impl KeyMemo {
         key: Str,
         judge: impl FnOnce() -> KeyVerdict,
     ) -> KeyVerdict {
-        if let Some(&(k, v)) = self.by_place.get(place)
-            && k == key
+        if let Some(r) = self.by_place.get(place)
+            && r.key == key
             && !key.is_empty()
         {
-            return v;
+            return r.verdict;
         }
-        let v = judge();
+        let verdict = judge();
         if place < Self::PLACES {
+            let forget = Remembered {
+                key: Str::default(),
+                verdict: KeyVerdict::Clean,
+                clean: Str::default(),
+            };
             if self.by_place.len() <= place {
-                self.by_place
-                    .resize(place + 1, (Str::default(), KeyVerdict::Clean));
+                self.by_place.resize(place + 1, forget);
             }
-            self.by_place[place] = (key, v);
+            self.by_place[place] = Remembered { key, ..forget };
+            self.by_place[place].verdict = verdict;
         }
-        v
+        verdict
+    }
+
+    /// Whether `value` at `place` is the very string last found clean there.
+    fn clean(&self, place: usize, value: Str) -> bool {
+        !value.is_empty() && self.by_place.get(place).is_some_and(|r| r.clean == value)
+    }
+
+    /// Remember `value` at `place` as holding no secret.
+    fn found_clean(&mut self, place: usize, value: Str) {
+        if let Some(r) = self.by_place.get_mut(place) {
+            r.clean = value;
+        }
     }
 }
 
@@ -1014,6 +1049,63 @@ mod tests {
                 want.reverse();
             }
             assert_eq!(got, want, "span {n}");
+        }
+    }
+
+    /// Spans decoded from one request share repeated values; a value found clean is not
+    /// scanned again, and each span still gets its own value's verdict.
+    #[test]
+    fn each_span_gets_its_values_verdict_when_values_are_shared() {
+        let span = |attrs: &[(&str, &str)]| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: attrs.iter().map(|(k, v)| kv(k, s(v))).collect(),
+            ..Default::default()
+        };
+        let values = ["GET /", "GET /", JWT, JWT, "GET /", "GET /", AWS, "GET /"];
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: values
+                    .iter()
+                    .map(|v| span(&[("request", v), ("note", v)]))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: groups,
+        }
+        .encode_to_vec();
+        let (block, _) = SpanBlock::decode(&body, true).expect("decodes");
+        let value = |span: usize| block.attrs(block.spans[span].attrs)[0].value();
+        assert_eq!(
+            value(1),
+            value(0),
+            "the request's repeated values are shared"
+        );
+        assert_eq!(value(3), value(2));
+        let r = Redactor::new(&RedactionConfig {
+            builtin_rules: true,
+            ..Default::default()
+        })
+        .expect("valid");
+        let mut blocks = vec![block];
+        r.redact(&mut blocks);
+        let out = blocks[0].to_prost();
+        for (i, sp) in out[0].scope_spans[0].spans.iter().enumerate() {
+            let got: Vec<Option<Value>> = sp
+                .attributes
+                .iter()
+                .filter(|a| !a.key.starts_with("redaction."))
+                .map(|a| a.value.clone().and_then(|v| v.value))
+                .collect();
+            let text = match values[i] {
+                "GET /" => "GET /",
+                _ => MASK,
+            };
+            let want = Some(Value::StringValue(text.into()));
+            assert_eq!(got, vec![want.clone(), want], "span {i}");
         }
     }
 
