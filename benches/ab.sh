@@ -4,6 +4,7 @@
 #   benches/ab.sh full BIN...   # as fast as each answers: 8 in flight, default pipeline, memory acks
 #   benches/ab.sh 10k BIN...    # 10k spans/s: sidecar pipeline (benches/sidecar.json), durable
 #   ACKS=memory benches/ab.sh 10k BIN...
+#   LOAD="--distinct-values 0" benches/ab.sh full BIN...   # more load generator options
 #
 # Copy each build out of target/ first with cp (a file as `strip -o` wrote it idles ~5 MiB higher).
 set -euo pipefail
@@ -15,12 +16,12 @@ for _ in $(seq "${RUNS:-3}"); do
   for b in "$@"; do
     echo -n "$(basename "$b"): "
     if [ "$mode" = full ]; then
-      "$loadgen" bench --collector "$b" --protocol grpc --concurrency 8 --duration 8s \
+      "$loadgen" bench --collector "$b" --protocol grpc --concurrency 8 --duration 8s ${LOAD:-} \
         --acknowledgements "${ACKS:-memory}" 2>&1 |
         grep -oE '[0-9]+ spans per CPU-second|idle RSS [0-9.]+ MiB, peak RSS [0-9.]+ MiB|p99 [0-9.]+ ms|[0-9.]+ bytes/span on disk' | tr '\n' ' '
     else
       "$loadgen" bench --collector "$b" --config "$root/benches/sidecar.json" \
-        --acknowledgements "${ACKS:-durable}" --protocol grpc --concurrency 2 --rate 10000 --duration 10s 2>&1 |
+        --acknowledgements "${ACKS:-durable}" --protocol grpc --concurrency 2 --rate 10000 --duration 10s ${LOAD:-} 2>&1 |
         grep -oE '[0-9.]+% of a core|idle RSS [0-9.]+ MiB, peak RSS [0-9.]+ MiB|latency p50 [0-9.]+ ms p99 [0-9.]+ ms' | tr '\n' ' '
     fi
     echo

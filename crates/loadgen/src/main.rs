@@ -83,6 +83,10 @@ struct Load {
     /// Bytes per attribute value.
     #[arg(long, default_value_t = 16)]
     attribute_size: usize,
+    /// Distinct values of each string attribute, drawn at random per span (0: every value
+    /// differs). The default, 1, sends the same value span after span.
+    #[arg(long, default_value_t = 1)]
+    distinct_values: u64,
     /// Spans per trace (a root and children).
     #[arg(long, default_value_t = 10)]
     trace_size: usize,
@@ -111,6 +115,25 @@ fn kv(k: String, v: Value) -> KeyValue {
         value: Some(AnyValue { value: Some(v) }),
         ..Default::default()
     }
+}
+
+/// A 64-bit mix (splitmix64's finalizer): neighbouring inputs give unrelated outputs.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A value of `size` lowercase letters for `id` (letters, not digits: a run of digits would
+/// look like a card number to redaction).
+fn value_text(size: usize, id: u64) -> String {
+    let mut x = id;
+    (0..size)
+        .map(|_| {
+            x = mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
 }
 
 /// Requests encoded ahead of time; ids differ between requests and runs.
@@ -150,7 +173,17 @@ fn encode_requests(l: &Load) -> Vec<Bytes> {
                                 if a % 4 == 3 {
                                     kv(format!("attr.{a}"), Value::IntValue(a as i64))
                                 } else {
-                                    kv(format!("attr.{a}"), Value::StringValue(value.clone()))
+                                    let v = match l.distinct_values {
+                                        1 => value.clone(),
+                                        d => {
+                                            let x = mix(n * 1000 + a as u64 + run);
+                                            value_text(
+                                                l.attribute_size,
+                                                if d == 0 { x } else { x % d },
+                                            )
+                                        }
+                                    };
+                                    kv(format!("attr.{a}"), Value::StringValue(v))
                                 }
                             })
                             .collect(),
@@ -680,4 +713,56 @@ async fn sink(endpoint: &str) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The string values the requests of `distinct_values` carry for `attr.0`.
+    fn values(distinct_values: u64) -> (usize, BTreeSet<String>) {
+        let mut l = Load::parse_from(["load", "--distinct", "8", "--attribute-size", "12"]);
+        l.distinct_values = distinct_values;
+        let mut all = Vec::new();
+        for body in encode_requests(&l) {
+            let req = ExportTraceServiceRequest::decode(body).expect("decodes");
+            for sp in &req.resource_spans[0].scope_spans[0].spans {
+                match &sp.attributes[0]
+                    .value
+                    .as_ref()
+                    .and_then(|v| v.value.as_ref())
+                {
+                    Some(Value::StringValue(s)) => all.push(s.clone()),
+                    other => panic!("attr.0 is {other:?}"),
+                }
+            }
+        }
+        assert!(
+            all.iter()
+                .all(|v| v.len() == 12 && v.bytes().all(|b| b.is_ascii_lowercase()))
+        );
+        (all.len(), all.into_iter().collect())
+    }
+
+    #[derive(Parser)]
+    struct LoadOnly {
+        #[command(flatten)]
+        load: Load,
+    }
+
+    impl Load {
+        fn parse_from<const N: usize>(args: [&str; N]) -> Load {
+            LoadOnly::parse_from(args).load
+        }
+    }
+
+    #[test]
+    fn values_are_as_distinct_as_asked() {
+        assert_eq!(values(1).1.len(), 1, "the default: one value");
+        let (n, seen) = values(5);
+        assert_eq!((n, seen.len()), (800, 5));
+        let (n, seen) = values(0);
+        assert_eq!(seen.len(), n, "every value differs");
+    }
 }
