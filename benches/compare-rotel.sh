@@ -9,6 +9,7 @@
 #   RATE=10000 benches/compare-rotel.sh [RUNS]   # a fixed rate, 2 in flight; spanlake runs the
 #                                                # sidecar pipeline (benches/sidecar.json), durable
 #   ACKS=memory RATE=10000 benches/compare-rotel.sh  # the same, acknowledged once in memory
+#   LOAD="--distinct-values 100" benches/compare-rotel.sh  # more load generator options, for all
 #
 # CPU is each collector process's own (utime + stime from /proc); the load generator runs on the
 # same cores.
@@ -30,6 +31,8 @@ else
   load=(--concurrency 8 --duration 8s)
   spanlake_args=()
 fi
+# shellcheck disable=SC2206 # options, split on purpose
+load+=(${LOAD:-})
 
 # measure LABEL PID PORT: idle RSS, then CPU (utime + stime) and peak RSS of PID while the load
 # generator drives 127.0.0.1:PORT; the process is stopped afterwards.
