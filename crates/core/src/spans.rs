@@ -1410,9 +1410,24 @@ impl SpanBlock {
                 return Ok(());
             }
         }
-        sp.trace_id = self.push_raw(trace_id);
+        // A request's spans come trace by trace, children after their parent or beside their
+        // siblings: the previous span's trace id, and its span id or parent id as this span's
+        // parent, are shared when they are the same bytes.
+        let prev = self
+            .spans
+            .last()
+            .map(|p| [p.trace_id, p.span_id, p.parent_span_id]);
+        let same = |b: &SpanBlock, r: Raw, id: &[u8]| !id.is_empty() && b.raw(r) == id;
+        sp.trace_id = match prev {
+            Some([t, ..]) if same(self, t, trace_id) => t,
+            _ => self.push_raw(trace_id),
+        };
         sp.span_id = self.push_raw(span_id);
-        sp.parent_span_id = self.push_raw(parent);
+        sp.parent_span_id = match prev {
+            Some([_, _, p]) if same(self, p, parent) => p,
+            Some([_, s, _]) if same(self, s, parent) => s,
+            _ => self.push_raw(parent),
+        };
         self.spans.push(sp);
         Ok(())
     }
@@ -2320,6 +2335,46 @@ mod tests {
             "{message}"
         );
         assert!(message.ends_with("; and 1 more"), "{message}");
+    }
+
+    /// A span's trace id, and its parent id when it is the previous span's id or parent id, is
+    /// stored once; a refused span in between changes nothing.
+    #[test]
+    fn ids_of_neighbouring_spans_are_stored_once() {
+        let span = |trace: u8, id: u8, parent: Option<u8>| PSpan {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut refused = span(1, 9, Some(2));
+        refused.trace_id = vec![1; 15];
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(1, 1, None),    // root: trace id and span id stored
+                    span(1, 2, Some(1)), // child of the previous span: span id stored
+                    span(1, 3, Some(1)), // sibling: span id stored
+                    refused,
+                    span(1, 4, Some(3)), // child of the previous kept span
+                    span(2, 5, Some(7)), // another trace: all three stored
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let (block, rej) = SpanBlock::decode(&encode_prost(&groups), true).expect("decodes");
+        assert_eq!(rej.count, 1);
+        let mut expected = groups.clone();
+        expected[0].scope_spans[0].spans.remove(3);
+        assert_eq!(block.to_prost(), expected);
+        let spans = &block.spans;
+        assert_eq!(spans[1].trace_id, spans[0].trace_id);
+        assert_eq!(spans[1].parent_span_id, spans[0].span_id);
+        assert_eq!(spans[2].parent_span_id, spans[1].parent_span_id);
+        assert_eq!(spans[3].parent_span_id, spans[2].span_id);
+        assert_ne!(spans[4].trace_id, spans[3].trace_id);
+        assert_eq!(block.bytes.len(), 16 + 8 * 4 + 16 + 8 + 8);
     }
 
     /// A key or string value at the same place as in the previous kept span is stored once;
