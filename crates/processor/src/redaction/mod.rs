@@ -984,33 +984,58 @@ mod tests {
         assert_eq!((t.masked, t.dropped), (2, 1));
     }
 
-    /// Spans decoded from one request share repeated keys; each span's attributes still get
-    /// their own key's verdict, whether its key is shared, at another place, or new there.
-    #[test]
-    fn each_span_gets_its_keys_verdicts_when_keys_are_shared() {
-        let span = |attrs: &[(&str, &str)]| Span {
+    /// A span of string attributes.
+    fn span_of(attrs: &[(&str, &str)]) -> Span {
+        Span {
             trace_id: vec![1; 16],
             span_id: vec![2; 8],
             attributes: attrs.iter().map(|(k, v)| kv(k, s(v))).collect(),
             ..Default::default()
-        };
-        let groups = vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![
-                    span(&[("password", "p-1"), ("user", "u-1"), ("other", "o-1")]),
-                    span(&[("password", "p-2"), ("user", "u-2"), ("other", "o-2")]),
-                    span(&[("user", "u-3"), ("password", "p-3"), ("other", "o-3")]),
-                    span(&[("user", "u-4"), ("other", "o-4"), ("password", "p-4")]),
-                ],
+        }
+    }
+
+    /// The block the receiver makes of one request of `spans` (one resource, one scope).
+    fn decoded(spans: Vec<Span>) -> SpanBlock {
+        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
-            ..Default::default()
-        }];
-        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: groups,
         }
         .encode_to_vec();
-        let (block, _) = SpanBlock::decode(&body, true).expect("decodes");
+        SpanBlock::decode(&body, true).expect("decodes").0
+    }
+
+    /// Each span's attributes after `r` redacted `block`, without redaction's own.
+    fn redacted_attrs(r: &Redactor, block: SpanBlock) -> Vec<Vec<(String, Option<Value>)>> {
+        let mut blocks = vec![block];
+        r.redact(&mut blocks);
+        blocks[0].to_prost()[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|sp| {
+                sp.attributes
+                    .iter()
+                    .filter(|a| !a.key.starts_with("redaction."))
+                    .map(|a| (a.key.clone(), a.value.clone().and_then(|v| v.value)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Spans decoded from one request share repeated keys; each span's attributes still get
+    /// their own key's verdict, whether its key is shared, at another place, or new there.
+    #[test]
+    fn each_span_gets_its_keys_verdicts_when_keys_are_shared() {
+        let block = decoded(vec![
+            span_of(&[("password", "p-1"), ("user", "u-1"), ("other", "o-1")]),
+            span_of(&[("password", "p-2"), ("user", "u-2"), ("other", "o-2")]),
+            span_of(&[("user", "u-3"), ("password", "p-3"), ("other", "o-3")]),
+            span_of(&[("user", "u-4"), ("other", "o-4"), ("password", "p-4")]),
+        ]);
         let key = |span: usize, place: usize| block.attrs(block.spans[span].attrs)[place].key();
         assert_eq!(
             key(1, 0),
@@ -1024,16 +1049,7 @@ mod tests {
             ..Default::default()
         })
         .expect("valid");
-        let mut blocks = vec![block];
-        r.redact(&mut blocks);
-        let out = blocks[0].to_prost();
-        for (i, sp) in out[0].scope_spans[0].spans.iter().enumerate() {
-            let got: Vec<(String, Option<Value>)> = sp
-                .attributes
-                .iter()
-                .filter(|a| !a.key.starts_with("redaction."))
-                .map(|a| (a.key.clone(), a.value.clone().and_then(|v| v.value)))
-                .collect();
+        for (i, got) in redacted_attrs(&r, block).into_iter().enumerate() {
             let n = i + 1;
             let mut want = vec![
                 (
@@ -1056,28 +1072,13 @@ mod tests {
     /// scanned again, and each span still gets its own value's verdict.
     #[test]
     fn each_span_gets_its_values_verdict_when_values_are_shared() {
-        let span = |attrs: &[(&str, &str)]| Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
-            attributes: attrs.iter().map(|(k, v)| kv(k, s(v))).collect(),
-            ..Default::default()
-        };
         let values = ["GET /", "GET /", JWT, JWT, "GET /", "GET /", AWS, "GET /"];
-        let groups = vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: values
-                    .iter()
-                    .map(|v| span(&[("request", v), ("note", v)]))
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
-        let body = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: groups,
-        }
-        .encode_to_vec();
-        let (block, _) = SpanBlock::decode(&body, true).expect("decodes");
+        let block = decoded(
+            values
+                .iter()
+                .map(|v| span_of(&[("request", v), ("note", v)]))
+                .collect(),
+        );
         let value = |span: usize| block.attrs(block.spans[span].attrs)[0].value();
         assert_eq!(
             value(1),
@@ -1090,22 +1091,13 @@ mod tests {
             ..Default::default()
         })
         .expect("valid");
-        let mut blocks = vec![block];
-        r.redact(&mut blocks);
-        let out = blocks[0].to_prost();
-        for (i, sp) in out[0].scope_spans[0].spans.iter().enumerate() {
-            let got: Vec<Option<Value>> = sp
-                .attributes
-                .iter()
-                .filter(|a| !a.key.starts_with("redaction."))
-                .map(|a| a.value.clone().and_then(|v| v.value))
-                .collect();
+        for (i, got) in redacted_attrs(&r, block).into_iter().enumerate() {
             let text = match values[i] {
                 "GET /" => "GET /",
                 _ => MASK,
             };
-            let want = Some(Value::StringValue(text.into()));
-            assert_eq!(got, vec![want.clone(), want], "span {i}");
+            let want = |k: &str| (k.to_string(), Some(Value::StringValue(text.into())));
+            assert_eq!(got, vec![want("request"), want("note")], "span {i}");
         }
     }
 
