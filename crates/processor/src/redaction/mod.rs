@@ -704,8 +704,11 @@ impl KeyMemo {
             if self.by_place.len() <= place {
                 self.by_place.resize(place + 1, forget);
             }
-            self.by_place[place] = Remembered { key, ..forget };
-            self.by_place[place].verdict = verdict;
+            self.by_place[place] = Remembered {
+                key,
+                verdict,
+                ..forget
+            };
         }
         verdict
     }
