@@ -66,20 +66,56 @@ impl ParquetExporter {
     }
 }
 
-/// Run blocking work on the writer off the async workers, handing the writer there and back.
-async fn on_writer<T: Send + 'static>(
-    writer: LakeWriter,
-    f: impl FnOnce(&mut LakeWriter) -> T + Send + 'static,
-) -> (LakeWriter, T) {
-    let mut w = writer;
-    match tokio::task::spawn_blocking(move || {
-        let r = f(&mut w);
-        (w, r)
-    })
-    .await
-    {
-        Ok(pair) => pair,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+/// A job for the writer's thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The writer's own thread: every piece of blocking work on the lake (taking batches, sealing
+/// row groups, committing files) runs there, one at a time, off the async workers. On tokio's
+/// blocking pool the work hopped between threads (the log's fsyncs run there too), and each
+/// thread's allocator keeps its own free memory: a row group freed on one thread was allocated
+/// again on another, its pages faulted in again, and both threads' free memory stayed resident.
+struct WriterThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl WriterThread {
+    fn spawn() -> std::io::Result<WriterThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("spanlake-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })?;
+        Ok(WriterThread { jobs })
+    }
+
+    /// Run `f` on the writer on its thread, handing the writer there and back; a panic there
+    /// goes on here.
+    async fn run<T: Send + 'static>(
+        &self,
+        writer: LakeWriter,
+        f: impl FnOnce(&mut LakeWriter) -> T + Send + 'static,
+    ) -> (LakeWriter, T) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let mut w = writer;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut w)));
+            let _ = tx.send(r.map(|r| (w, r)));
+        });
+        // The thread ends only when this sender is dropped; should it be gone all the same,
+        // the job runs here.
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            job();
+        }
+        match rx
+            .await
+            .expect("the writer thread runs every job it is given")
+        {
+            Ok(pair) => pair,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
@@ -210,6 +246,8 @@ impl Exporter for ParquetExporter {
             (None, None)
         };
         tokio::spawn(async move {
+            let thread = WriterThread::spawn()
+                .map_err(|e| format!("exporter {name}: cannot start the writer's thread: {e}"))?;
             let mut backoff = Backoff {
                 retry_at: None,
                 delay: Backoff::FIRST,
@@ -218,7 +256,7 @@ impl Exporter for ParquetExporter {
             // Spans replayed from the log go to their files first.
             if writer.buffered_rows() > 0 {
                 let result;
-                (writer, result) = on_writer(writer, |w| w.commit_all()).await;
+                (writer, result) = thread.run(writer, |w| w.commit_all()).await;
                 backoff.record(&name, &result);
             }
             report(&name, &writer, &mut reported, &pressure);
@@ -232,7 +270,7 @@ impl Exporter for ParquetExporter {
                             continue;
                         }
                         let out;
-                        (writer, out) = on_writer(writer, move |w| {
+                        (writer, out) = thread.run(writer, move |w| {
                             let (signal, guards) = batch.into_signal();
                             let taken = match signal {
                                 Signal::Spans(blocks) => w.take(blocks),
@@ -266,7 +304,7 @@ impl Exporter for ParquetExporter {
                                 if matches!(e, WriteError::Wal { source: wal::WalError::Full { .. }, .. }) && backoff.ready() {
                                     // Make room: everything buffered goes to its files now.
                                     let result;
-                                    (writer, result) = on_writer(writer, |w| w.commit_all()).await;
+                                    (writer, result) = thread.run(writer, |w| w.commit_all()).await;
                                     backoff.record(&name, &result);
                                 }
                             }
@@ -277,10 +315,10 @@ impl Exporter for ParquetExporter {
                         if taken_ok && writer.has_work() {
                             if backoff.ready() {
                                 let result;
-                                (writer, result) = on_writer(writer, |w| w.commit_full()).await;
+                                (writer, result) = thread.run(writer, |w| w.commit_full()).await;
                                 backoff.record(&name, &result);
                             } else {
-                                (writer, ()) = on_writer(writer, |w| w.seal_ready()).await;
+                                (writer, ()) = thread.run(writer, |w| w.seal_ready()).await;
                             }
                         }
                         report(&name, &writer, &mut reported, &pressure);
@@ -294,7 +332,7 @@ impl Exporter for ParquetExporter {
                         let short = pressure.wants_memory_back()
                             || writer.wal().is_some_and(|w| w.size() > w.max_size() / 2);
                         let result;
-                        (writer, result) = on_writer(writer, move |w| {
+                        (writer, result) = thread.run(writer, move |w| {
                             if short { w.commit_all() } else { w.commit_expired(now) }
                         })
                         .await;
@@ -303,7 +341,7 @@ impl Exporter for ParquetExporter {
                     }
                 }
             }
-            let (writer, result) = on_writer(writer, |w| w.commit_all()).await;
+            let (writer, result) = thread.run(writer, |w| w.commit_all()).await;
             pressure.buffered(-(reported as isize));
             // Every acknowledgement waiting on an fsync is answered before the task ends.
             drop(sync_tx);
@@ -356,4 +394,43 @@ fn log_full(name: &str) -> String {
 /// again (and are refused again while it fails).
 fn disk_fault(name: &str) -> String {
     format!("{name}: disk fault")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Work on the writer runs on its one named thread, in order, the writer coming back each
+    /// time; a panic there goes on in the exporter's task.
+    #[tokio::test]
+    async fn the_writer_works_on_its_own_thread() {
+        let thread = WriterThread::spawn().expect("thread");
+        let mut writer = LakeWriter::new("parquet", ParquetConfig::default(), Arc::default());
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let name;
+            (writer, name) = thread
+                .run(writer, move |w| {
+                    let me = std::thread::current();
+                    (me.name().map(str::to_owned), me.id(), w.buffered_rows() + i)
+                })
+                .await;
+            seen.push(name);
+        }
+        assert!(
+            seen.iter()
+                .all(|(n, _, _)| n.as_deref() == Some("spanlake-writer"))
+        );
+        assert!(seen.iter().all(|(_, id, _)| *id == seen[0].1), "one thread");
+        assert_ne!(seen[0].1, std::thread::current().id());
+        assert_eq!(seen.iter().map(|s| s.2).collect::<Vec<_>>(), [0, 1, 2]);
+        let task =
+            tokio::spawn(
+                async move { thread.run(writer, |_| panic!("a bug in the writer")).await },
+            );
+        match task.await {
+            Err(e) => assert!(e.is_panic()),
+            Ok(_) => panic!("the panic did not go on"),
+        }
+    }
 }
