@@ -6,7 +6,9 @@
 #   ACKS=memory benches/ab.sh 10k BIN...
 #   LOAD="--distinct-values 0" benches/ab.sh full BIN...   # more load generator options
 #
-# Copy each build out of target/ first with cp (a file as `strip -o` wrote it idles ~5 MiB higher).
+# Copy each build out of target/ first with cp: a file as some tools write it (`strip -o`; LLD's
+# mapped output before `--no-mmap-output-file`) sits in the page cache as large folios, which the
+# kernel maps whole, and a collector started from it idles several MiB higher.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 loadgen=$root/target/release/spanlake-loadgen
