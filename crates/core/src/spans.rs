@@ -1165,6 +1165,29 @@ impl SpanBlock {
         })
     }
 
+    /// The string `s`: `like` (a string already read) when it is the same text, so text
+    /// repeated from span to span is stored once; else stored as [`text_of`](Self::text_of).
+    #[inline]
+    fn text_like(&mut self, s: &[u8], like: Option<Str>) -> Result<Str, DecodeError> {
+        match like {
+            Some(l) if self.unchecked_str(l) == s => Ok(l),
+            _ => self.text_of(s),
+        }
+    }
+
+    /// The bytes `id`: the first of `like` (ids already read) that holds the same bytes, else
+    /// stored anew. Empty ids are stored (as nothing) rather than shared.
+    #[inline]
+    fn id_like(&mut self, id: &[u8], like: impl IntoIterator<Item = Raw>) -> Raw {
+        match like
+            .into_iter()
+            .find(|&r| !id.is_empty() && self.raw(r) == id)
+        {
+            Some(r) => r,
+            None => self.push_raw(id),
+        }
+    }
+
     fn resource_spans(
         &mut self,
         m: &[u8],
@@ -1416,18 +1439,10 @@ impl SpanBlock {
         let prev = self
             .spans
             .last()
-            .map(|p| [p.trace_id, p.span_id, p.parent_span_id]);
-        let same = |b: &SpanBlock, r: Raw, id: &[u8]| !id.is_empty() && b.raw(r) == id;
-        sp.trace_id = match prev {
-            Some([t, ..]) if same(self, t, trace_id) => t,
-            _ => self.push_raw(trace_id),
-        };
+            .map(|p| (p.trace_id, [p.parent_span_id, p.span_id]));
+        sp.trace_id = self.id_like(trace_id, prev.map(|(t, _)| t));
         sp.span_id = self.push_raw(span_id);
-        sp.parent_span_id = match prev {
-            Some([_, _, p]) if same(self, p, parent) => p,
-            Some([_, s, _]) if same(self, s, parent) => s,
-            _ => self.push_raw(parent),
-        };
+        sp.parent_span_id = self.id_like(parent, prev.into_iter().flat_map(|(_, p)| p));
         self.spans.push(sp);
         Ok(())
     }
@@ -1507,10 +1522,7 @@ impl SpanBlock {
                     if k.len() > MAX_KEY_LEN {
                         return err("an attribute key is longer than 512 MiB");
                     }
-                    key = match like.map(|l| l.key()) {
-                        Some(l) if self.unchecked_str(l) == k => l,
-                        _ => self.text_of(k)?,
-                    };
+                    key = self.text_like(k, like.map(|l| l.key()))?;
                 }
                 2 => {
                     let v = w.len_of(wire)?;
@@ -1541,10 +1553,7 @@ impl SpanBlock {
             v = match field {
                 1 => {
                     let s = w.len_of(wire)?;
-                    Value::Str(match like {
-                        Some(l) if self.unchecked_str(l) == s => l,
-                        _ => self.text_of(s)?,
-                    })
+                    Value::Str(self.text_like(s, like)?)
                 }
                 2 => {
                     expect(wire, VARINT)?;
