@@ -1670,16 +1670,15 @@ impl SpanBlock {
         key + value
     }
 
-    fn attrs_len(&self, rows: Rows) -> usize {
-        self.attrs(rows)
-            .iter()
-            .map(|a| len_field(self.attr_len(a)))
-            .sum()
+    /// The length of the attributes at `rows`, from `attr_lens` (each attribute's, see
+    /// [`encode`](Self::encode)).
+    fn attrs_len(attr_lens: &[usize], rows: Rows) -> usize {
+        attr_lens[rows.range()].iter().map(|&n| len_field(n)).sum()
     }
 
-    fn put_attrs(&self, out: &mut Vec<u8>, field: u32, rows: Rows) {
-        for a in self.attrs(rows) {
-            Self::put_message(out, field, self.attr_len(a));
+    fn put_attrs(&self, out: &mut Vec<u8>, field: u32, rows: Rows, attr_lens: &[usize]) {
+        for (a, &len) in self.attrs(rows).iter().zip(&attr_lens[rows.range()]) {
+            Self::put_message(out, field, len);
             Self::put_bytes(out, 1, self.str(a.key()).as_bytes());
             if a.value() != Value::Absent {
                 Self::put_message(out, 2, self.value_len(a.value()));
@@ -1713,18 +1712,18 @@ impl SpanBlock {
         }
     }
 
-    fn event_len(&self, e: &Event) -> usize {
+    fn event_len(&self, e: &Event, attr_lens: &[usize]) -> usize {
         (if e.time_unix_nano != 0 { 9 } else { 0 })
             + if e.name.is_empty() {
                 0
             } else {
                 len_field(e.name.len as usize)
             }
-            + self.attrs_len(e.attrs)
+            + Self::attrs_len(attr_lens, e.attrs)
             + varint_field(u64::from(e.dropped_attributes_count))
     }
 
-    fn link_len(&self, l: &Link) -> usize {
+    fn link_len(&self, l: &Link, attr_lens: &[usize]) -> usize {
         let b = |r: Raw| {
             if r.is_empty() {
                 0
@@ -1739,7 +1738,7 @@ impl SpanBlock {
             } else {
                 len_field(l.trace_state.len as usize)
             }
-            + self.attrs_len(l.attrs)
+            + Self::attrs_len(attr_lens, l.attrs)
             + varint_field(u64::from(l.dropped_attributes_count))
             + if l.flags != 0 { 5 } else { 0 }
     }
@@ -1752,7 +1751,7 @@ impl SpanBlock {
         }) + varint_field(st.code as i64 as u64)
     }
 
-    fn span_len(&self, sp: &Span) -> usize {
+    fn span_len(&self, sp: &Span, attr_lens: &[usize]) -> usize {
         let b = |r: Raw| {
             if r.is_empty() {
                 0
@@ -1775,23 +1774,23 @@ impl SpanBlock {
             + varint_field(sp.kind as i64 as u64)
             + if sp.start_time_unix_nano != 0 { 9 } else { 0 }
             + if sp.end_time_unix_nano != 0 { 9 } else { 0 }
-            + self.attrs_len(sp.attrs)
+            + Self::attrs_len(attr_lens, sp.attrs)
             + varint_field(u64::from(sp.dropped_attributes_count))
             + self.events[sp.events.range()]
                 .iter()
-                .map(|e| len_field(self.event_len(e)))
+                .map(|e| len_field(self.event_len(e, attr_lens)))
                 .sum::<usize>()
             + varint_field(u64::from(sp.dropped_events_count))
             + self.links[sp.links.range()]
                 .iter()
-                .map(|l| len_field(self.link_len(l)))
+                .map(|l| len_field(self.link_len(l, attr_lens)))
                 .sum::<usize>()
             + varint_field(u64::from(sp.dropped_links_count))
             + sp.status.map_or(0, |st| len_field(self.status_len(&st)))
             + if sp.flags != 0 { 6 } else { 0 }
     }
 
-    fn put_span(&self, out: &mut Vec<u8>, sp: &Span, len: usize) {
+    fn put_span(&self, out: &mut Vec<u8>, sp: &Span, len: usize, attr_lens: &[usize]) {
         Self::put_message(out, 2, len);
         Self::put_bytes(out, 1, self.raw(sp.trace_id));
         Self::put_bytes(out, 2, self.raw(sp.span_id));
@@ -1807,25 +1806,25 @@ impl SpanBlock {
             put_key(out, 8, FIXED64);
             out.extend_from_slice(&sp.end_time_unix_nano.to_le_bytes());
         }
-        self.put_attrs(out, 9, sp.attrs);
+        self.put_attrs(out, 9, sp.attrs, attr_lens);
         Self::put_uint(out, 10, u64::from(sp.dropped_attributes_count));
         for e in &self.events[sp.events.range()] {
-            Self::put_message(out, 11, self.event_len(e));
+            Self::put_message(out, 11, self.event_len(e, attr_lens));
             if e.time_unix_nano != 0 {
                 put_key(out, 1, FIXED64);
                 out.extend_from_slice(&e.time_unix_nano.to_le_bytes());
             }
             Self::put_bytes(out, 2, self.str(e.name).as_bytes());
-            self.put_attrs(out, 3, e.attrs);
+            self.put_attrs(out, 3, e.attrs, attr_lens);
             Self::put_uint(out, 4, u64::from(e.dropped_attributes_count));
         }
         Self::put_uint(out, 12, u64::from(sp.dropped_events_count));
         for l in &self.links[sp.links.range()] {
-            Self::put_message(out, 13, self.link_len(l));
+            Self::put_message(out, 13, self.link_len(l, attr_lens));
             Self::put_bytes(out, 1, self.raw(l.trace_id));
             Self::put_bytes(out, 2, self.raw(l.span_id));
             Self::put_bytes(out, 3, self.str(l.trace_state).as_bytes());
-            self.put_attrs(out, 4, l.attrs);
+            self.put_attrs(out, 4, l.attrs, attr_lens);
             Self::put_uint(out, 5, u64::from(l.dropped_attributes_count));
             if l.flags != 0 {
                 put_key(out, 6, FIXED32);
@@ -1844,7 +1843,7 @@ impl SpanBlock {
         }
     }
 
-    fn scope_len(&self, s: &Scope, span_lens: &[usize]) -> usize {
+    fn scope_len(&self, s: &Scope, span_lens: &[usize], attr_lens: &[usize]) -> usize {
         let scope = if s.present {
             let inner = (if s.name.is_empty() {
                 0
@@ -1854,7 +1853,7 @@ impl SpanBlock {
                 0
             } else {
                 len_field(s.version.len as usize)
-            }) + self.attrs_len(s.attrs)
+            }) + Self::attrs_len(attr_lens, s.attrs)
                 + varint_field(u64::from(s.dropped_attributes_count));
             len_field(inner)
         } else {
@@ -1872,15 +1871,18 @@ impl SpanBlock {
             }
     }
 
-    fn resource_len(&self, r: &Resource, span_lens: &[usize]) -> usize {
+    fn resource_len(&self, r: &Resource, span_lens: &[usize], attr_lens: &[usize]) -> usize {
         let res = if r.present {
-            len_field(self.attrs_len(r.attrs) + varint_field(u64::from(r.dropped_attributes_count)))
+            len_field(
+                Self::attrs_len(attr_lens, r.attrs)
+                    + varint_field(u64::from(r.dropped_attributes_count)),
+            )
         } else {
             0
         };
         res + self.scopes[r.scopes.range()]
             .iter()
-            .map(|s| len_field(self.scope_len(s, span_lens)))
+            .map(|s| len_field(self.scope_len(s, span_lens, attr_lens)))
             .sum::<usize>()
             + if r.schema_url.is_empty() {
                 0
@@ -1891,22 +1893,30 @@ impl SpanBlock {
 
     /// Append the block as an OTLP protobuf `ExportTraceServiceRequest`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        // Each span's length once: scopes and resources are prefixed with the sum.
-        let span_lens: Vec<usize> = self.spans.iter().map(|sp| self.span_len(sp)).collect();
-        out.reserve(self.encoded_len_with(&span_lens));
+        // Each attribute's and each span's length once: the messages holding them are
+        // prefixed with the sums (each attribute's length was computed twice before, ~2% of
+        // the collector's CPU at full load with durable acknowledgements).
+        let attr_lens = &self.attr_lens();
+        let span_lens: Vec<usize> = self
+            .spans
+            .iter()
+            .map(|sp| self.span_len(sp, attr_lens))
+            .collect();
+        out.reserve(self.encoded_len_with(&span_lens, attr_lens));
         for r in &self.resources {
-            Self::put_message(out, 1, self.resource_len(r, &span_lens));
+            Self::put_message(out, 1, self.resource_len(r, &span_lens, attr_lens));
             if r.present {
                 Self::put_message(
                     out,
                     1,
-                    self.attrs_len(r.attrs) + varint_field(u64::from(r.dropped_attributes_count)),
+                    Self::attrs_len(attr_lens, r.attrs)
+                        + varint_field(u64::from(r.dropped_attributes_count)),
                 );
-                self.put_attrs(out, 1, r.attrs);
+                self.put_attrs(out, 1, r.attrs, attr_lens);
                 Self::put_uint(out, 2, u64::from(r.dropped_attributes_count));
             }
             for s in &self.scopes[r.scopes.range()] {
-                Self::put_message(out, 2, self.scope_len(s, &span_lens));
+                Self::put_message(out, 2, self.scope_len(s, &span_lens, attr_lens));
                 if s.present {
                     let inner = (if s.name.is_empty() {
                         0
@@ -1916,16 +1926,16 @@ impl SpanBlock {
                         0
                     } else {
                         len_field(s.version.len as usize)
-                    }) + self.attrs_len(s.attrs)
+                    }) + Self::attrs_len(attr_lens, s.attrs)
                         + varint_field(u64::from(s.dropped_attributes_count));
                     Self::put_message(out, 1, inner);
                     Self::put_bytes(out, 1, self.str(s.name).as_bytes());
                     Self::put_bytes(out, 2, self.str(s.version).as_bytes());
-                    self.put_attrs(out, 3, s.attrs);
+                    self.put_attrs(out, 3, s.attrs, attr_lens);
                     Self::put_uint(out, 4, u64::from(s.dropped_attributes_count));
                 }
                 for i in s.spans.range() {
-                    self.put_span(out, &self.spans[i], span_lens[i]);
+                    self.put_span(out, &self.spans[i], span_lens[i], attr_lens);
                 }
                 Self::put_bytes(out, 3, self.str(s.schema_url).as_bytes());
             }
@@ -1936,14 +1946,24 @@ impl SpanBlock {
     /// The protobuf encoding's length.
     #[cfg(test)]
     fn encoded_len(&self) -> usize {
-        let span_lens: Vec<usize> = self.spans.iter().map(|sp| self.span_len(sp)).collect();
-        self.encoded_len_with(&span_lens)
+        let attr_lens = &self.attr_lens();
+        let span_lens: Vec<usize> = self
+            .spans
+            .iter()
+            .map(|sp| self.span_len(sp, attr_lens))
+            .collect();
+        self.encoded_len_with(&span_lens, attr_lens)
     }
 
-    fn encoded_len_with(&self, span_lens: &[usize]) -> usize {
+    /// Every attribute's encoded length, by its place in the attribute table.
+    fn attr_lens(&self) -> Vec<usize> {
+        self.attrs.iter().map(|a| self.attr_len(a)).collect()
+    }
+
+    fn encoded_len_with(&self, span_lens: &[usize], attr_lens: &[usize]) -> usize {
         self.resources
             .iter()
-            .map(|r| len_field(self.resource_len(r, span_lens)))
+            .map(|r| len_field(self.resource_len(r, span_lens, attr_lens)))
             .sum()
     }
 }
