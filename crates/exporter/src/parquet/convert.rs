@@ -319,10 +319,23 @@ impl AttrMaps {
         for a in b.attrs(rows) {
             let key = b.str(a.key());
             self.values.keys().append_value(key);
-            // Strings (most values) go straight in; the rest are written as text first.
-            if let BValue::Str(s) = a.value() {
-                self.values.values().append_value(b.str(s));
-                continue;
+            // Strings (most values) go straight in, integers as their digits (`itoa`, as
+            // `Display` writes them, without its formatting machinery: ~0.5% of the collector's
+            // CPU at full load); the rest are written as text first.
+            match a.value() {
+                BValue::Str(s) => {
+                    self.values.values().append_value(b.str(s));
+                    continue;
+                }
+                BValue::Int(i) => {
+                    self.values
+                        .values()
+                        .append_value(itoa::Buffer::new().format(i));
+                    self.types.keys().append_value(key);
+                    self.types.values().append_value("int");
+                    continue;
+                }
+                _ => {}
             }
             let tag = block_value_text(b, a.value(), text);
             match tag {
@@ -781,6 +794,73 @@ mod tests {
             partition_of(t / NANOS_PER_HOUR),
             ("2026-01-01".into(), "00".into())
         );
+    }
+
+    #[test]
+    fn attribute_values_are_stored_as_the_text_users_query() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let values = [
+            Value::IntValue(0),
+            Value::IntValue(-1),
+            Value::IntValue(200),
+            Value::IntValue(i64::MIN),
+            Value::IntValue(i64::MAX),
+            Value::BoolValue(true),
+            Value::DoubleValue(0.25),
+            Value::StringValue("GET".into()),
+        ];
+        let attributes: Vec<KeyValue> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| KeyValue {
+                key: format!("k{i}"),
+                value: Some(AnyValue {
+                    value: Some(v.clone()),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "a".into(),
+            start_time_unix_nano: 5,
+            attributes,
+            ..Default::default()
+        };
+        let mut rows = SpanRows::new();
+        let block = SpanBlock::from_prost(&[ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        rows.append(&[block], 7).expect("append");
+        let batch = rows.finish().expect("finish");
+        let map_of = |name: &str| -> Vec<(String, String)> {
+            let map = batch.column_by_name(name).expect(name).as_map();
+            let keys = map.keys().as_string::<i32>();
+            let vals = map.values().as_string::<i32>();
+            (0..arrow::array::Array::len(keys))
+                .map(|i| (keys.value(i).to_string(), vals.value(i).to_string()))
+                .collect()
+        };
+        // Each value as the generic conversion (`text_of`) writes it, with its type beside.
+        let mut text = String::new();
+        let mut want = Vec::new();
+        let mut want_types = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let tag = text_of(Some(v), &mut text);
+            want.push((format!("k{i}"), text.clone()));
+            if let Some(tag) = tag {
+                want_types.push((format!("k{i}"), tag.to_string()));
+            }
+        }
+        assert_eq!(map_of("attributes"), want);
+        assert_eq!(map_of("attribute_types"), want_types);
+        assert_eq!(want[3].1, "-9223372036854775808");
     }
 
     #[test]
