@@ -1680,9 +1680,10 @@ impl SpanBlock {
         for (a, &len) in self.attrs(rows).iter().zip(&attr_lens[rows.range()]) {
             Self::put_message(out, field, len);
             Self::put_bytes(out, 1, self.str(a.key()).as_bytes());
-            if a.value() != Value::Absent {
-                Self::put_message(out, 2, self.value_len(a.value()));
-                match a.value() {
+            let value = a.value();
+            if value != Value::Absent {
+                Self::put_message(out, 2, self.value_len(value));
+                match value {
                     Value::Absent | Value::Empty => {}
                     Value::Str(s) => {
                         put_key(out, 1, LEN);

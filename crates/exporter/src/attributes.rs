@@ -24,7 +24,9 @@ pub fn text_of(value: Option<&Value>, out: &mut String) -> Option<&'static str> 
             Some("bool")
         }
         Some(Value::IntValue(i)) => {
-            let _ = write!(out, "{i}");
+            // As `Display` writes them, without its formatting machinery (~0.5% of the
+            // collector's CPU at full load).
+            out.push_str(itoa::Buffer::new().format(*i));
             Some("int")
         }
         Some(Value::DoubleValue(d)) => {
