@@ -174,9 +174,9 @@ pub struct ServiceConfig {
     /// in flight and by exporter buffers would pass this many MiB. `0` or absent: no limit.
     #[serde(default)]
     pub memory_limit_mib: usize,
-    /// How long freed memory is kept for reuse before it is given back to the system.
-    /// Default `250ms`; `0s` gives it back at once (lowest resident memory, more CPU under
-    /// load); mimalloc's own default is `1s`.
+    /// Freed memory goes back to the system once the memory in use has not grown for this
+    /// long (with mimalloc, where glibc is not the allocator: its purge delay). Default
+    /// `250ms`; `0s` gives it back at the first look after it was freed.
     #[serde(default = "default_memory_release_delay", with = "humantime_serde")]
     pub memory_release_delay: Duration,
     /// Threads running receivers, processors and exporters' queues (encoding and writing files

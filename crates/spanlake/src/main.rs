@@ -122,6 +122,9 @@ fn init_logs(t: &TelemetryConfig) {
     }
 }
 
+// glibc's malloc on Linux with glibc, given back by `memory::release_freed_memory`; mimalloc
+// elsewhere (musl's allocator is slow on the span path).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -156,7 +159,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logs(&plan.service.telemetry);
-            memory::set_memory_release_delay(plan.service.memory_release_delay);
+            memory::release_freed_memory(plan.service.memory_release_delay);
             let workers = plan.service.worker_threads;
             block_on_with(workers, async move {
                 run(plan).await.map_err(|e| format!("{e:#}"))

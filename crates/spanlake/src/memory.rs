@@ -11,44 +11,204 @@
 //!   the collector is running; what
 //!   runs afterwards is mapped back from the page cache on its first use (a minor fault, no disk
 //!   read). Measured: idle RSS 18 → 8 MiB (`docs/benchmarks.md`).
-//! - **Freed heap kept warm.** mimalloc 3 keeps pages it has freed for a second before giving
-//!   them back ("purge delay"); between row groups a sidecar frees megabytes at a time, so ~10
-//!   MiB of its peak is memory it is done with. [`set_memory_release_delay`] applies
-//!   `service.memory_release_delay` (the sidecar pipeline: `0s`) unless `MIMALLOC_PURGE_DELAY`
-//!   says otherwise. Not the default: under full load, giving memory back at once costs ~25% of
-//!   the spans per CPU-second (it is taken again moments later).
+//! - **Freed heap kept warm.** Between row groups the collector frees megabytes at a time;
+//!   an allocator keeps such memory for reuse, so a sidecar's resident memory would stay at its
+//!   peak. [`release_freed_memory`] gives it back once the memory in use has not grown for
+//!   `service.memory_release_delay` (the sidecar pipeline: `0s`). Not while it grows: under
+//!   steady load what a seal frees is taken again by the next row group moments later.
+//!
+//! On Linux with glibc the collector allocates with glibc's `malloc` (faster than mimalloc at
+//! full load once the span path allocated little: +10% spans per CPU-second with memory
+//! acknowledgements, +16% durable, a lower peak; docs/benchmarks.md «session 10»), and a
+//! thread named `spanlake-memory` calls `malloc_trim`: glibc alone kept ~80 MiB after a
+//! full-rate burst, ~18 MiB with the trim. Elsewhere it allocates with mimalloc, whose purge
+//! delay is the setting (`MIMALLOC_PURGE_DELAY` wins).
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_int, c_long};
+use std::time::Duration;
 
-/// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (`include/mimalloc.h`); a test checks
-/// it reads as the documented default.
-const MI_OPTION_PURGE_DELAY: c_int = 15;
-
-unsafe extern "C" {
-    fn mi_option_set(option: c_int, value: c_long);
-    #[cfg(test)]
-    fn mi_option_get(option: c_int) -> c_long;
+/// Give freed memory back to the system once the memory in use has not grown for `delay`.
+pub fn release_freed_memory(delay: Duration) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    glibc::start_trimming(delay);
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    mimalloc_purge::set_delay(delay);
 }
 
-/// Freed heap pages are kept for `delay` before they go back to the system (mimalloc's own
-/// default is one second), unless the user chose with `MIMALLOC_PURGE_DELAY`.
-pub fn set_memory_release_delay(delay: std::time::Duration) {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
+/// What the allocator holds: bytes in use by the collector, and bytes freed but kept.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+struct Heap {
+    in_use: usize,
+    free: usize,
+}
+
+/// When to trim: the memory in use has not grown for the delay (a row group filling, a burst
+/// arriving: what was freed is about to be taken again), more than `floor` bytes are free, and
+/// the process has grown since the last trim (memory already given back is not walked again).
+/// Under steady load the memory in use grows between seals, so nothing is trimmed; after a
+/// burst, or after each seal of a sidecar with `0s`, it is.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+#[derive(Debug)]
+struct TrimPolicy {
+    delay: Duration,
+    /// Less than this, free or grown, is not worth a trim.
+    floor: usize,
+    /// Resident bytes right after the last trim, or the lowest seen since (before the first
+    /// trim: the lowest seen).
+    resident_after_trim: usize,
+    /// The last look at the heap, and when it was.
+    last: Option<(std::time::Instant, Heap)>,
+    /// Since when the memory in use has not grown, with more than `floor` bytes free.
+    quiet_since: Option<std::time::Instant>,
+}
+
+impl TrimPolicy {
+    fn new(delay: Duration, floor: usize) -> Self {
+        TrimPolicy {
+            delay,
+            floor,
+            resident_after_trim: usize::MAX,
+            last: None,
+            quiet_since: None,
+        }
     }
-    let ms = c_long::try_from(delay.as_millis()).unwrap_or(c_long::MAX);
-    // SAFETY: setting an integer option of the allocator linked into this binary; mimalloc
-    // reads options atomically and allows changing them while running.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+
+    /// How long to sleep between looks: half the delay, within 100 ms and 1 s.
+    fn tick(&self) -> Duration {
+        (self.delay / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Whether to trim now. `heap` is looked at only when the process has grown since the
+    /// last trim.
+    fn due(
+        &mut self,
+        now: std::time::Instant,
+        resident: usize,
+        heap: impl FnOnce() -> Heap,
+    ) -> bool {
+        self.resident_after_trim = self.resident_after_trim.min(resident);
+        if resident - self.resident_after_trim < self.floor {
+            self.last = None;
+            self.quiet_since = None;
+            return false;
+        }
+        let h = heap();
+        let last = self.last.replace((now, h));
+        match last {
+            Some((then, before)) if h.in_use <= before.in_use && h.free >= self.floor => {
+                let since = *self.quiet_since.get_or_insert(then);
+                now.duration_since(since) >= self.delay
+            }
+            _ => {
+                self.quiet_since = None;
+                false
+            }
+        }
+    }
+
+    fn trimmed(&mut self, resident: usize) {
+        self.resident_after_trim = resident;
+        self.last = None;
+        self.quiet_since = None;
+    }
 }
 
-/// The allocator's purge delay, in milliseconds.
-#[cfg(test)]
-fn purge_delay_ms() -> c_long {
-    // SAFETY: reading an integer option of the allocator linked into this binary.
-    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    use super::{Heap, TrimPolicy};
+    use std::time::{Duration, Instant};
+
+    /// Free or grown by less than 1 MiB: not worth walking the allocator's free lists.
+    const FLOOR: usize = 1 << 20;
+
+    /// The process's resident bytes (`/proc/self/statm`), or `None` where it cannot be read.
+    pub(super) fn resident() -> Option<usize> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * usize::try_from(page).ok()?)
+    }
+
+    /// Bytes in use and bytes free (freed, not given back) in glibc's arenas; blocks mapped on
+    /// their own (large ones) are given back when freed and count as in use.
+    pub(super) fn heap() -> Heap {
+        // SAFETY: mallinfo2 reads the allocator's statistics under its own locks.
+        let info = unsafe { libc::mallinfo2() };
+        Heap {
+            in_use: info.uordblks + info.hblkhd,
+            free: info.fordblks,
+        }
+    }
+
+    /// Give every arena's free pages back (`malloc_trim(0)`).
+    pub(super) fn trim() {
+        // SAFETY: malloc_trim takes the allocator's locks itself; it only advises the kernel
+        // that free chunks' whole pages are unused and shrinks the main heap's top.
+        unsafe { libc::malloc_trim(0) };
+    }
+
+    pub(super) fn start_trimming(delay: Duration) {
+        let mut policy = TrimPolicy::new(delay, FLOOR);
+        let started = std::thread::Builder::new()
+            .name("spanlake-memory".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(policy.tick());
+                    let Some(before) = resident() else {
+                        tracing::debug!(
+                            "freed memory is not given back: /proc/self/statm unreadable"
+                        );
+                        return;
+                    };
+                    if policy.due(Instant::now(), before, heap) {
+                        trim();
+                        let after = resident().unwrap_or(before);
+                        tracing::trace!(before, after, "freed memory given back");
+                        policy.trimmed(after);
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "freed memory will not be given back: no thread for it");
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod mimalloc_purge {
+    use std::ffi::{c_int, c_long};
+
+    /// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (`include/mimalloc.h`); a test
+    /// checks it reads as the documented default.
+    pub(super) const MI_OPTION_PURGE_DELAY: c_int = 15;
+
+    unsafe extern "C" {
+        fn mi_option_set(option: c_int, value: c_long);
+        #[cfg(test)]
+        fn mi_option_get(option: c_int) -> c_long;
+    }
+
+    /// Freed heap pages are kept for `delay` before they go back to the system (mimalloc's
+    /// own default is one second), unless the user chose with `MIMALLOC_PURGE_DELAY`.
+    pub(super) fn set_delay(delay: std::time::Duration) {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        let ms = c_long::try_from(delay.as_millis()).unwrap_or(c_long::MAX);
+        // SAFETY: setting an integer option of the allocator linked into this binary;
+        // mimalloc reads options atomically and allows changing them while running.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+    }
+
+    /// The allocator's purge delay, in milliseconds.
+    #[cfg(test)]
+    pub(super) fn delay_ms() -> c_long {
+        // SAFETY: reading an integer option of the allocator linked into this binary.
+        unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
+    }
 }
 
 /// A mapping of a file (the executable, a shared library) that holds the file's bytes as they
@@ -122,16 +282,108 @@ pub fn release_startup_code() -> std::io::Result<usize> {
 mod tests {
     use super::*;
 
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     #[test]
     fn the_purge_delay_option_is_mimallocs() {
+        use mimalloc_purge::{delay_ms, set_delay};
         // mimalloc 3's documented default is 1000 ms; a wrong option number reads another
         // option (14: a deprecated one, 16: NUMA nodes, both defaulting elsewhere).
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(purge_delay_ms(), 1000);
-            set_memory_release_delay(std::time::Duration::from_millis(250));
-            assert_eq!(purge_delay_ms(), 250);
-            set_memory_release_delay(std::time::Duration::from_secs(1));
+            assert_eq!(delay_ms(), 1000);
+            set_delay(std::time::Duration::from_millis(250));
+            assert_eq!(delay_ms(), 250);
+            set_delay(std::time::Duration::from_secs(1));
         }
+    }
+
+    const MIB: usize = 1 << 20;
+
+    fn heap(in_use: usize, free: usize) -> impl FnOnce() -> Heap {
+        move || Heap {
+            in_use: in_use * MIB,
+            free: free * MIB,
+        }
+    }
+
+    #[test]
+    fn memory_is_trimmed_once_its_use_has_stopped_growing_for_the_delay() {
+        let t0 = std::time::Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut p = TrimPolicy::new(Duration::from_millis(250), MIB);
+        let not_asked = || -> Heap { panic!("the heap is not looked at when nothing grew") };
+        // Start: the lowest resident size is the baseline; nothing grew.
+        assert!(!p.due(at(0), 10 * MIB, not_asked));
+        // A row group filling, sealed (its memory freed), the next one filling: what was freed
+        // is taken again, so nothing is given back.
+        assert!(!p.due(at(100), 60 * MIB, heap(50, 5)));
+        assert!(!p.due(at(200), 60 * MIB, heap(55, 5)));
+        assert!(!p.due(at(300), 60 * MIB, heap(20, 40)));
+        assert!(!p.due(at(400), 60 * MIB, heap(25, 35)));
+        // The load stops: in use for 250 ms without growing.
+        assert!(!p.due(at(500), 60 * MIB, heap(25, 35)));
+        assert!(p.due(at(650), 60 * MIB, heap(24, 36)));
+        p.trimmed(20 * MIB);
+        // What was given back is not walked again until the process grows anew.
+        assert!(!p.due(at(700), 20 * MIB + MIB / 2, not_asked));
+        assert!(!p.due(at(5000), 20 * MIB, not_asked));
+        // Too little free to be worth a trim.
+        assert!(!p.due(at(5100), 30 * MIB, heap(29, 0)));
+        assert!(!p.due(at(5400), 30 * MIB, heap(29, 0)));
+        assert!(!p.due(at(5500), 30 * MIB, heap(29, 5)));
+        assert!(p.due(at(5750), 30 * MIB, heap(29, 5)));
+    }
+
+    #[test]
+    fn a_zero_delay_trims_at_the_first_look_after_the_use_fell() {
+        let t0 = std::time::Instant::now();
+        let mut p = TrimPolicy::new(Duration::ZERO, MIB);
+        let t = p.tick();
+        assert_eq!(t, Duration::from_millis(100));
+        assert!(!p.due(t0, 8 * MIB, heap(6, 1)), "nothing grew yet");
+        assert!(!p.due(t0 + t, 12 * MIB, heap(10, 1)));
+        // A sidecar's seal is over: what it took is free.
+        assert!(p.due(t0 + 2 * t, 12 * MIB, heap(4, 6)));
+        p.trimmed(9 * MIB);
+        assert!(!p.due(t0 + 3 * t, 9 * MIB, heap(4, 6)));
+        // Shrunk below the last trim (a large block unmapped): the new low is the baseline.
+        assert!(!p.due(t0 + 4 * t, 7 * MIB, heap(4, 6)));
+        assert!(!p.due(t0 + 5 * t, 8 * MIB + MIB / 2, heap(5, 2)));
+        assert!(p.due(t0 + 6 * t, 8 * MIB + MIB / 2, heap(5, 2)));
+        assert_eq!(
+            TrimPolicy::new(Duration::from_secs(30), MIB).tick(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            TrimPolicy::new(Duration::from_millis(500), MIB).tick(),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_trim_gives_freed_heap_back() {
+        // 64 MiB in 64 KiB blocks (below glibc's mmap threshold: inside the arena), written so
+        // they are resident, then freed except for every 64th block, which pins the arena's
+        // top: glibc's free alone keeps the rest.
+        let mut blocks: Vec<Vec<u8>> = (0..1024).map(|i| vec![i as u8 | 1; 64 * 1024]).collect();
+        let pinned: Vec<Vec<u8>> = blocks.iter().step_by(64).cloned().collect();
+        blocks.clear();
+        blocks.shrink_to_fit();
+        let free = glibc::heap().free;
+        assert!(
+            free >= 32 * MIB,
+            "freed blocks are free in the arenas: {free}"
+        );
+        let before = glibc::resident().expect("statm");
+        glibc::trim();
+        let after = glibc::resident().expect("statm");
+        assert!(
+            after + 32 * MIB <= before,
+            "trim gave back {} of {free} free bytes",
+            before.saturating_sub(after)
+        );
+        assert_eq!(pinned.len(), 16);
+        assert!(pinned.iter().all(|b| b[0] & 1 == 1));
     }
 
     #[test]
