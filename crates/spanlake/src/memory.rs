@@ -123,13 +123,32 @@ mod glibc {
     /// Free or grown by less than 1 MiB: not worth walking the allocator's free lists.
     const FLOOR: usize = 1 << 20;
 
-    /// The process's resident bytes (`/proc/self/statm`), or `None` where it cannot be read.
-    pub(super) fn resident() -> Option<usize> {
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-        // SAFETY: sysconf only reads a system constant.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Some(pages * usize::try_from(page).ok()?)
+    /// The process's resident size, read from `/proc/self/statm` through a file kept open
+    /// (opening it every look cost more than the rest of a look).
+    pub(super) struct Statm {
+        file: std::fs::File,
+        page: usize,
+    }
+
+    impl Statm {
+        pub(super) fn open() -> std::io::Result<Statm> {
+            // SAFETY: sysconf only reads a system constant.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            Ok(Statm {
+                file: std::fs::File::open("/proc/self/statm")?,
+                page: usize::try_from(page).unwrap_or(4096),
+            })
+        }
+
+        /// Resident bytes now, or `None` if the file could not be read.
+        pub(super) fn resident(&self) -> Option<usize> {
+            use std::os::unix::fs::FileExt;
+            let mut buf = [0u8; 128];
+            let n = self.file.read_at(&mut buf, 0).ok()?;
+            let text = std::str::from_utf8(&buf[..n]).ok()?;
+            let pages: usize = text.split_whitespace().nth(1)?.parse().ok()?;
+            Some(pages * self.page)
+        }
     }
 
     /// Bytes in use and bytes free (freed, not given back) in glibc's arenas; blocks mapped on
@@ -151,21 +170,28 @@ mod glibc {
     }
 
     pub(super) fn start_trimming(delay: Duration) {
+        let statm = match Statm::open() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "freed memory will not be given back: /proc/self/statm");
+                return;
+            }
+        };
         let mut policy = TrimPolicy::new(delay, FLOOR);
         let started = std::thread::Builder::new()
             .name("spanlake-memory".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(policy.tick());
-                    let Some(before) = resident() else {
-                        tracing::debug!(
-                            "freed memory is not given back: /proc/self/statm unreadable"
+                    let Some(before) = statm.resident() else {
+                        tracing::warn!(
+                            "freed memory is no longer given back: /proc/self/statm unreadable"
                         );
                         return;
                     };
                     if policy.due(Instant::now(), before, heap) {
                         trim();
-                        let after = resident().unwrap_or(before);
+                        let after = statm.resident().unwrap_or(before);
                         tracing::trace!(before, after, "freed memory given back");
                         policy.trimmed(after);
                     }
@@ -374,9 +400,10 @@ mod tests {
             free >= 32 * MIB,
             "freed blocks are free in the arenas: {free}"
         );
-        let before = glibc::resident().expect("statm");
+        let statm = glibc::Statm::open().expect("statm");
+        let before = statm.resident().expect("statm");
         glibc::trim();
-        let after = glibc::resident().expect("statm");
+        let after = statm.resident().expect("statm");
         assert!(
             after + 32 * MIB <= before,
             "trim gave back {} of {free} free bytes",
