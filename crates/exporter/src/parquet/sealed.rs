@@ -570,7 +570,7 @@ fn pack(bytes: &[u8]) -> u128 {
 mod tests {
     use super::*;
     use crate::parquet::schema::Table;
-    use crate::parquet::writer::writer_properties;
+    use crate::parquet::writer::{PAGE_ROWS, writer_properties};
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -837,8 +837,9 @@ mod tests {
         assert_eq!(got, sent);
     }
 
-    /// Pages are closed at ~128 KiB and dictionaries at ~256 KiB (then the chunk goes on
-    /// plainly encoded): what a seal holds per column stays small however large the row group.
+    /// Pages are closed at ~128 KiB or 8,192 rows and dictionaries at ~256 KiB (then the chunk
+    /// goes on plainly encoded): what a seal holds per column stays small however large the row
+    /// group.
     #[test]
     fn pages_and_dictionaries_stay_small() {
         use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -887,6 +888,19 @@ mod tests {
             assert!(data >= 4, "{name}: {data} data pages");
             assert!(dictionary <= 1, "{name}");
         }
+        // A column of one repeated value never fills 128 KiB: it is closed every 8,192 rows.
+        let mut pages = Vec::new();
+        for page in rg.get_column_page_reader(column("kind")).expect("pages") {
+            if let Page::DataPage { num_values, .. } | Page::DataPageV2 { num_values, .. } =
+                page.expect("page")
+            {
+                pages.push(num_values as usize);
+            }
+        }
+        assert!(
+            pages.len() >= 3 && pages.iter().all(|&n| n <= PAGE_ROWS),
+            "rows per page of kind: {pages:?}"
+        );
         // Ten runs of rows through the same builders: every row reads back, in trace order.
         let names: Vec<String> = sealed
             .decode()

@@ -591,6 +591,13 @@ impl LakeWriter {
 /// The size a data page is closed at.
 const PAGE_BYTES: usize = 128 << 10;
 
+/// The rows a data page is closed at (parquet's default: 20,000). A dictionary-encoded page
+/// holds 8 bytes per value until it is written, and a page of repeated values never reaches
+/// `PAGE_BYTES`: a map column of 10 attributes a span held ~2 MiB of indices per page. Measured
+/// at full load: peak 81–84 → 71–77 MiB (values of 100 kinds: 96 → 88 MiB); writing ~4%
+/// slower, +2–6% bytes on disk (4,096 rows: +7% and more).
+pub(crate) const PAGE_ROWS: usize = 8192;
+
 /// Columns whose values are (nearly) all distinct: a dictionary only costs time (every value
 /// is interned, then the dictionary is abandoned for plain encoding when it grows too large).
 const NO_DICTIONARY: &[&str] = &[
@@ -624,7 +631,8 @@ pub fn writer_properties(compression_level: i32, row_group_size: usize) -> Write
             SCHEMA_VERSION.to_string(),
         )]))
         .set_created_by(format!("spanlake {}", env!("CARGO_PKG_VERSION")));
-    // Pages of at most 128 KiB (parquet's default is 1 MiB) and dictionaries of at most 256
+    // Pages of at most 128 KiB and 8,192 rows (parquet's defaults are 1 MiB and 20,000 rows;
+    // `PAGE_ROWS`) and dictionaries of at most 256
     // KiB (then the column chunk goes on plainly encoded): a seal holds every column's open
     // page, its dictionary and a zstd context sized for the largest page it compressed (~2.5
     // MiB for a 1 MiB page, ~1.5 for 256 KiB) at once. Measured at full load: ~4 MiB less
@@ -632,6 +640,7 @@ pub fn writer_properties(compression_level: i32, row_group_size: usize) -> Write
     // more bytes (32 / 64 KiB: ~8 MiB less again, +12% bytes), so they stop here.
     b = b
         .set_data_page_size_limit(PAGE_BYTES)
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_dictionary_page_size_limit(2 * PAGE_BYTES);
     for c in NO_DICTIONARY {
         b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
