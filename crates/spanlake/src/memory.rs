@@ -61,7 +61,8 @@ struct TrimPolicy {
     resident_after_trim: usize,
     /// The last look at the heap, and when it was.
     last: Option<(std::time::Instant, Heap)>,
-    /// Since when the memory in use has not grown, with more than `floor` bytes free.
+    /// Since when the memory in use has not grown (or only slowly), with more than `floor`
+    /// bytes free.
     quiet_since: Option<std::time::Instant>,
 }
 
