@@ -20,6 +20,7 @@ def resident(pid):
 
 
 def test_memory_freed_after_a_burst_is_given_back(collector_factory, tmp_path):
+    assert LOADGEN.exists(), f"the load generator is built beside {BIN} (cargo build --workspace)"
     lake = tmp_path / "lake"
     c = collector_factory(pipeline(
         lake, processors=("batch", "redaction"),

@@ -123,7 +123,7 @@ fn init_logs(t: &TelemetryConfig) {
 }
 
 // glibc's malloc on Linux with glibc, given back by `memory::release_freed_memory`; mimalloc
-// elsewhere (musl's allocator is slow on the span path).
+// elsewhere, as before (only glibc's malloc has been measured against it).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
