@@ -38,6 +38,12 @@ enum Command {
         hours: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// The parquet exporter's `compression_level` (its default when not given).
+        #[arg(long)]
+        compression_level: Option<i32>,
+        /// The parquet exporter's `max_row_group_bytes` (its default when not given).
+        #[arg(long)]
+        max_row_group_bytes: Option<usize>,
     },
     /// Spans per second through the redaction processor's work (built-in rules), against the
     /// cost of copying the same spans, measured in the same run.
@@ -163,13 +169,19 @@ fn main() -> Result<(), String> {
             trace_size,
             hours,
             seed,
+            compression_level,
+            max_row_group_bytes,
         } => {
             let traces = spans / trace_size;
+            let defaults = ParquetConfig::default();
             let mut w = LakeWriter::new(
                 "bench",
                 ParquetConfig {
                     path: data.clone(),
-                    ..Default::default()
+                    compression_level: compression_level.unwrap_or(defaults.compression_level),
+                    max_row_group_bytes: max_row_group_bytes
+                        .unwrap_or(defaults.max_row_group_bytes),
+                    ..defaults
                 },
                 Arc::default(),
             );

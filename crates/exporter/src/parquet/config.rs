@@ -29,6 +29,12 @@ pub struct ParquetConfig {
     /// Rows per Parquet row group. Default `131072`.
     #[serde(default = "default_row_group")]
     pub row_group_size: usize,
+    /// A row group is sealed once its rows take this many bytes in memory as they arrived,
+    /// whatever their count: spans of large attributes (the testbed's 20 × 5 KB) would otherwise
+    /// wait for `row_group_size` of them. Default `67108864` (64 MiB: above what 131,072 spans
+    /// of ~20 short attributes take, so such row groups keep their rows).
+    #[serde(default = "default_max_row_group_bytes")]
+    pub max_row_group_bytes: usize,
     /// zstd level, 1 (fastest) to 22 (smallest). Default `3`.
     #[serde(default = "default_level")]
     pub compression_level: i32,
@@ -45,6 +51,7 @@ impl Default for ParquetConfig {
             max_bytes_per_file: default_max_bytes(),
             max_file_age: default_max_age(),
             row_group_size: default_row_group(),
+            max_row_group_bytes: default_max_row_group_bytes(),
             compression_level: default_level(),
             wal: WalConfig::default(),
         }
@@ -66,6 +73,10 @@ fn default_max_age() -> Duration {
 fn default_row_group() -> usize {
     131_072
 }
+fn default_max_row_group_bytes() -> usize {
+    64 << 20
+}
+
 fn default_level() -> i32 {
     3
 }
@@ -112,6 +123,12 @@ impl ParquetConfig {
                 "row_group_size must be at least 1".to_string(),
             ));
         }
+        if self.max_row_group_bytes < 64 << 10 {
+            p.push((
+                "max_row_group_bytes",
+                "max_row_group_bytes must be at least 65536 (64 KiB)".to_string(),
+            ));
+        }
         if !(1..=22).contains(&self.compression_level) {
             p.push((
                 "compression_level",
@@ -138,8 +155,10 @@ mod tests {
         assert_eq!(c.max_file_age, Duration::from_secs(300));
         assert_eq!(c.max_rows_per_file, 131_072);
         assert!(c.validate().is_empty());
-        let c: ParquetConfig =
-            serde_yaml::from_str("compression_level: 30\nmax_rows_per_file: 0\n").expect("parses");
-        assert_eq!(c.validate().len(), 2);
+        let c: ParquetConfig = serde_yaml::from_str(
+            "compression_level: 30\nmax_rows_per_file: 0\nmax_row_group_bytes: 100\n",
+        )
+        .expect("parses");
+        assert_eq!(c.validate().len(), 3);
     }
 }

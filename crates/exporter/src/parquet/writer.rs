@@ -226,10 +226,10 @@ impl LakeWriter {
         Ok((written, ingest, segment))
     }
 
-    /// Whether a partition holds a complete row group still as Arrow. (Large spans reach
-    /// `max_bytes_per_file` first, which commits the file, sealing its last row group.)
+    /// Whether a partition holds a complete row group not yet sealed: `row_group_size` rows,
+    /// or fewer that take `max_row_group_bytes` (large spans).
     fn row_group_ready(&self, p: &Partition) -> bool {
-        p.open_rows >= self.config.row_group_size
+        p.open_rows >= self.config.row_group_size || p.open_bytes >= self.config.max_row_group_bytes
     }
 
     /// Whether a partition reached `max_rows_per_file` or `max_bytes_per_file`.
@@ -963,6 +963,109 @@ mod tests {
         assert_eq!(got[..4], [4u8, 3, 2, 1].map(|i| hex_of(&[i; 8])));
         got.sort();
         assert_eq!(got, want);
+        fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn large_spans_seal_a_row_group_by_bytes_and_read_back_sorted() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        let root = tempdir("large");
+        let config = ParquetConfig {
+            path: root.clone(),
+            max_row_group_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let mut w = LakeWriter::new("parquet", config, Arc::default());
+        let base = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z
+        // 10 requests of 10 spans, each with 4 attributes of 24 KB: ~1 MB a request, a row group
+        // of 2 requests (sealed in 2 chunks of ~1 MiB, as the seal writes them).
+        for r in 0..10u8 {
+            let spans = (0..10u8)
+                .map(|i| {
+                    let n = r * 10 + i;
+                    let mut s = span(200 - n, n, base + n as u64);
+                    s.attributes = (0..4)
+                        .map(|a| KeyValue {
+                            key: format!("payload.{a}"),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(
+                                    format!("{n:03}-{a}-").repeat(4000),
+                                )),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect();
+                    s
+                })
+                .collect();
+            w.append(request(spans)).expect("append");
+            let part = w.partitions.values().next().expect("one partition");
+            assert!(
+                part.open_bytes < 1 << 20,
+                "a row group is sealed once it holds max_row_group_bytes ({} held)",
+                part.open_bytes
+            );
+        }
+        let committed = w.commit_all().expect("commit");
+        assert_eq!(committed.len(), 1);
+        assert_eq!(committed[0].rows, 100);
+        let file = File::open(&committed[0].path).expect("open");
+        let reader = SerializedFileReader::new(file).expect("footer");
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(
+            groups, [20; 5],
+            "row groups of ~1 MiB of spans, not of row_group_size rows"
+        );
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&committed[0].path).expect("open"))
+                .expect("parquet")
+                .build()
+                .expect("reader")
+                .collect::<Result<_, _>>()
+                .expect("read");
+        // Each row group is sorted by trace id (200 - n): span ids descend within a group, and
+        // every span is there once, its attributes whole.
+        let ids: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("span_id").expect("span_id");
+                let c = c.as_any().downcast_ref::<StringArray>().expect("string");
+                (0..c.len())
+                    .map(|i| u8::from_str_radix(&c.value(i)[..2], 16).expect("hex"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut at = 0;
+        for &n in &groups {
+            let group = &ids[at..at + n as usize];
+            assert!(group.windows(2).all(|p| p[0] > p[1]), "{group:?}");
+            at += n as usize;
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100u8).collect::<Vec<_>>());
+        let bytes: usize = batches
+            .iter()
+            .map(|b| {
+                let m = b.column_by_name("attributes").expect("attributes");
+                let m = m
+                    .as_any()
+                    .downcast_ref::<arrow::array::MapArray>()
+                    .expect("map");
+                let v = m
+                    .values()
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("values");
+                v.value_data().len()
+            })
+            .sum();
+        assert_eq!(bytes, 100 * 4 * 6 * 4000);
         fs::remove_dir_all(&root).ok();
     }
 
