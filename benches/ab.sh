@@ -5,6 +5,7 @@
 #   benches/ab.sh 10k BIN...    # 10k spans/s: sidecar pipeline (benches/sidecar.json), durable
 #   ACKS=memory benches/ab.sh 10k BIN...
 #   LOAD="--distinct-values 0" benches/ab.sh full BIN...   # more load generator options
+#   CONFIG=my.json benches/ab.sh 10k BIN...   # another pipeline than benches/sidecar.json
 #
 # Copy each build out of target/ first with cp: a file as some tools write it (`strip -o`; LLD's
 # mapped output before `--no-mmap-output-file`) sits in the page cache as large folios, which the
@@ -22,7 +23,7 @@ for _ in $(seq "${RUNS:-3}"); do
         --acknowledgements "${ACKS:-memory}" 2>&1 |
         grep -oE '[0-9]+ spans per CPU-second|idle RSS [0-9.]+ MiB, peak RSS [0-9.]+ MiB|p99 [0-9.]+ ms|[0-9.]+ bytes/span on disk' | tr '\n' ' '
     else
-      "$loadgen" bench --collector "$b" --config "$root/benches/sidecar.json" \
+      "$loadgen" bench --collector "$b" --config "${CONFIG:-$root/benches/sidecar.json}" \
         --acknowledgements "${ACKS:-durable}" --protocol grpc --concurrency 2 --rate 10000 --duration 10s ${LOAD:-} 2>&1 |
         grep -oE '[0-9.]+% of a core|idle RSS [0-9.]+ MiB, peak RSS [0-9.]+ MiB|latency p50 [0-9.]+ ms p99 [0-9.]+ ms' | tr '\n' ' '
     fi
