@@ -14,7 +14,7 @@
 //! - **Freed heap kept warm.** Between row groups the collector frees megabytes at a time;
 //!   an allocator keeps such memory for reuse, so a sidecar's resident memory would stay at its
 //!   peak. [`release_freed_memory`] gives it back once the memory in use has not grown for
-//!   `service.memory_release_delay` (the sidecar pipeline: `0s`). Not while it grows: under
+//!   `service.memory_release_delay` (the sidecar pipeline: `1s`). Not while it grows: under
 //!   steady load what a seal frees is taken again by the next row group moments later.
 //!
 //! On Linux with glibc the collector allocates with glibc's `malloc` (faster than mimalloc at
@@ -49,7 +49,7 @@ struct Heap {
 /// be taken again), more than `floor` bytes are free, and the process has grown since the last
 /// trim (memory already given back is not walked again).
 /// Under steady load the memory in use grows between seals, so nothing is trimmed; after a
-/// burst, or after each seal of a sidecar with `0s`, it is.
+/// burst, or after each seal with `0s`, it is.
 #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 #[derive(Debug)]
 struct TrimPolicy {
