@@ -225,6 +225,46 @@ def test_running_spans_survive_a_kill(data_dir, tmp_path):
         assert c.stop() == 0, c.stderr()
 
 
+def test_large_spans_are_logged_compressed_and_come_back_whole_after_a_kill(data_dir, tmp_path):
+    # The testbed's large spans: the same 20 values of 5,000 random bytes on every span. Their
+    # log records are compressed; after a kill -9 before any file was written, every span and
+    # every value comes back from the log.
+    rnd = random.Random(7)
+    values = {f"attr.{a}": "".join(chr(rnd.randrange(32, 127)) for _ in range(5000)) for a in range(20)}
+    config = durable_pipeline(data_dir, parquet={"max_file_age": "10m"})
+    c = Collector(config, workdir=tmp_path / "a")
+    acked, raw = [], 0
+    for seq in range(1, 9):
+        req = make_request(77, seq, 10)
+        for s_ in req.resource_spans[0].scope_spans[0].spans:
+            for k, v in values.items():
+                kv = s_.attributes.add()
+                kv.key, kv.value.string_value = k, v
+        body = req.SerializeToString()
+        raw += len(body)
+        status, _, answer = http_post(f"{c.http_url}/v1/traces", body)
+        assert status == 200, answer
+        acked.extend(span_ids(req))
+    logged = sum(f.stat().st_size for f in (pathlib.Path(data_dir) / "_wal").glob("*.wal"))
+    c.proc.kill()
+    c.proc.wait(timeout=10)
+    assert not list(pathlib.Path(data_dir).glob("spans/**/*.parquet")), "no file before the kill"
+    assert logged < raw / 4, f"the log holds {logged} bytes for {raw} bytes of requests"
+
+    c = Collector(config, workdir=tmp_path / "b")
+    try:
+        found, _, _ = check_every_acked_span_once(c, data_dir, acked)
+        assert found == len(acked) == 80
+        rows = sql(c, "SELECT attributes FROM spans")
+        assert all(r["attributes"].get(k) == v for r in rows for k, v in values.items())
+        assert c.stop() == 0, c.stderr()
+        got = duckdb_query(data_dir, "SELECT count(*), count(DISTINCT span_id), min(length(attributes['attr.3'])) FROM spans")
+        assert got == [(80, 80, 5000)], got
+    finally:
+        if c.proc.poll() is None:
+            c.stop()
+
+
 def test_backpressure_answers_tell_clients_to_retry(collector_factory, data_dir):
     # A request holds its memory until its spans are taken by the exporter; a batch that waits
     # 1.5 s for company keeps the first one in flight while the second asks, and a 1 MiB limit
