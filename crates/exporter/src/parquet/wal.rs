@@ -13,10 +13,10 @@
 //!         FD, which no record's protobuf starts with: its first byte is field 1's or 2's tag)
 //! ```
 //!
-//! Records of large spans (≥ 2 KiB a span on average, ≥ 64 KiB in all) are compressed when
-//! that makes them at least half smaller: the same long attribute values on every span of
-//! a request, as the collector testbed sends, write ~10× less. When a record does not compress
-//! well enough, the next 16 large records are not tried.
+//! Records of large spans or log records (≥ 2 KiB each on average, ≥ 64 KiB in all) are
+//! compressed when that makes them at least half smaller: the same long attribute values on
+//! every span of a request, as the collector testbed sends, write ~10× less. When a record does
+//! not compress well enough, the next 16 large records are not tried.
 //!
 //! Records hold spans after every processor ran (redaction included: no secret reaches the
 //! disk). Writes go to the current segment; fsyncs are grouped by the exporter (one fsync
@@ -72,7 +72,8 @@ const RECORD_HEADER: usize = 8;
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
-/// Records are compressed only when they hold at least this much on average per span…
+/// Records are compressed only when they hold at least this much on average per span or log
+/// record…
 const COMPRESS_SPAN_BYTES: usize = 2048;
 /// …and this much in all.
 const COMPRESS_MIN_BYTES: usize = 64 << 10;
@@ -362,8 +363,9 @@ impl Wal {
         for g in logs {
             prost::encoding::message::encode(2, g, &mut self.buf);
         }
-        let spans_in: usize = spans.iter().map(SpanBlock::len).sum();
-        self.compress_body(spans_in);
+        let items = spans.iter().map(SpanBlock::len).sum::<usize>()
+            + spanlake_core::batch::count_logs(logs);
+        self.compress_body(items);
         let payload_len = self.buf.len() - RECORD_HEADER;
         let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
         self.buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -414,14 +416,14 @@ impl Wal {
         })
     }
 
-    /// Compress the encoded record in `buf` (after its header and ingest time) when its spans
-    /// are large and it shrinks by half (what `write` saves copying into the page cache pays
+    /// Compress the encoded record in `buf` (after its header and ingest time) when its
+    /// `items` (spans and log records) are large and it shrinks by half (what `write` saves copying into the page cache pays
     /// for zstd only then: random letters, 60%, cost more to compress than they save); otherwise leave it, and after a poor ratio skip
     /// the next `COMPRESS_BACKOFF` large records.
-    fn compress_body(&mut self, spans: usize) {
+    fn compress_body(&mut self, items: usize) {
         const BODY: usize = RECORD_HEADER + 8;
         let body = self.buf.len() - BODY;
-        if body < COMPRESS_MIN_BYTES || body < spans.saturating_mul(COMPRESS_SPAN_BYTES) {
+        if body < COMPRESS_MIN_BYTES || body < items.saturating_mul(COMPRESS_SPAN_BYTES) {
             return;
         }
         if self.skip_compress > 0 {
@@ -710,6 +712,41 @@ mod tests {
             "every span and value comes back"
         );
         assert!(encoded(&got[1].1.spans) == small_raw);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn records_of_many_small_log_records_are_written_as_they_are() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ScopeLogs};
+        let dir = tempdir("small-logs");
+        let (mut wal, _) = Wal::open(&dir, WalConfig::default(), |_, _, _| {}).expect("open");
+        // 2,000 log lines of ~60 bytes: 128 KB that would compress, but compressing small
+        // items costs more than writing them.
+        let logs = vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..2000)
+                    .map(|i| LogRecord {
+                        time_unix_nano: 1_000 + i,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!(
+                                "GET /api/items/{i} 200 in 3 ms from 10.0.0.1"
+                            ))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let raw: usize = logs
+            .iter()
+            .map(|g| prost::encoding::message::encoded_len(2, g))
+            .sum();
+        assert!(raw > COMPRESS_MIN_BYTES);
+        let w = wal.append(1, &[], &logs).expect("append");
+        assert_eq!(w.bytes, RECORD_HEADER + 8 + raw);
         fs::remove_dir_all(&dir).ok();
     }
 
