@@ -417,8 +417,9 @@ impl Wal {
     }
 
     /// Compress the encoded record in `buf` (after its header and ingest time) when its
-    /// `items` (spans and log records) are large and it shrinks by half (what `write` saves copying into the page cache pays
-    /// for zstd only then: random letters, 60%, cost more to compress than they save); otherwise leave it, and after a poor ratio skip
+    /// `items` (spans and log records) are large and it shrinks by half: what `write` saves
+    /// copying into the page cache pays for zstd only then (random letters shrink to ~60% and
+    /// cost more to compress than they save). Otherwise leave it, and after a poor ratio skip
     /// the next `COMPRESS_BACKOFF` large records.
     fn compress_body(&mut self, items: usize) {
         const BODY: usize = RECORD_HEADER + 8;
