@@ -942,22 +942,8 @@ mod tests {
         assert_eq!(committed.len(), 1);
         assert_eq!(committed[0].rows, 8);
         assert_eq!(tail.rows(), 0);
-        let reader = SerializedFileReader::new(File::open(&committed[0].path).expect("open"))
-            .expect("footer");
-        let sizes: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
+        let (sizes, batches) = read_back(&committed[0].path);
         assert_eq!(sizes, [4, 3, 1], "one row group per seal, in order");
-        let batches: Vec<RecordBatch> =
-            ParquetRecordBatchReaderBuilder::try_new(File::open(&committed[0].path).expect("open"))
-                .expect("parquet")
-                .build()
-                .expect("reader")
-                .collect::<Result<_, _>>()
-                .expect("read");
         let mut got = span_ids(&batches);
         // Each row group sorted by trace id (10 - i): descending span ids within a group.
         assert_eq!(got[..4], [4u8, 3, 2, 1].map(|i| hex_of(&[i; 8])));
@@ -1009,36 +995,16 @@ mod tests {
         let committed = w.commit_all().expect("commit");
         assert_eq!(committed.len(), 1);
         assert_eq!(committed[0].rows, 100);
-        let file = File::open(&committed[0].path).expect("open");
-        let reader = SerializedFileReader::new(file).expect("footer");
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
+        let (groups, batches) = read_back(&committed[0].path);
         assert_eq!(
             groups, [20; 5],
             "row groups of ~1 MiB of spans, not of row_group_size rows"
         );
-        let batches: Vec<RecordBatch> =
-            ParquetRecordBatchReaderBuilder::try_new(File::open(&committed[0].path).expect("open"))
-                .expect("parquet")
-                .build()
-                .expect("reader")
-                .collect::<Result<_, _>>()
-                .expect("read");
         // Each row group is sorted by trace id (200 - n): span ids descend within a group, and
         // every span is there once, its attributes whole.
-        let ids: Vec<u8> = batches
+        let ids: Vec<u8> = span_ids(&batches)
             .iter()
-            .flat_map(|b| {
-                let c = b.column_by_name("span_id").expect("span_id");
-                let c = c.as_any().downcast_ref::<StringArray>().expect("string");
-                (0..c.len())
-                    .map(|i| u8::from_str_radix(&c.value(i)[..2], 16).expect("hex"))
-                    .collect::<Vec<_>>()
-            })
+            .map(|id| u8::from_str_radix(&id[..2], 16).expect("hex"))
             .collect();
         let mut at = 0;
         for &n in &groups {
@@ -1067,6 +1033,24 @@ mod tests {
             .sum();
         assert_eq!(bytes, 100 * 4 * 6 * 4000);
         fs::remove_dir_all(&root).ok();
+    }
+
+    /// The rows of each row group of the file at `path`, and its rows (read by parquet's reader).
+    fn read_back(path: &Path) -> (Vec<i64>, Vec<RecordBatch>) {
+        let reader = SerializedFileReader::new(File::open(path).expect("open")).expect("footer");
+        let groups = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        let batches = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
+            .expect("parquet")
+            .build()
+            .expect("reader")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        (groups, batches)
     }
 
     /// The `span_id` column of `batches`, in order.
