@@ -374,6 +374,23 @@ impl SpanBlock {
             + self.attrs.capacity() * size_of::<Attr>()
     }
 
+    /// Bytes of every attribute's key and value, each counted where it is used: a value that
+    /// decoding shared between spans (the same long value on every span of a request) counts
+    /// once per span, as it takes once every span's attributes are copied out (Arrow rows).
+    pub fn attr_bytes(&self) -> usize {
+        self.attrs
+            .iter()
+            .map(|a| {
+                a.key().len as usize
+                    + match a.value() {
+                        Value::Str(s) => s.len as usize,
+                        Value::Bytes(r) | Value::Nested(r) => r.len as usize,
+                        _ => 8,
+                    }
+            })
+            .sum()
+    }
+
     #[inline]
     pub fn attrs(&self, rows: Rows) -> &[Attr] {
         &self.attrs[rows.range()]
@@ -2407,6 +2424,52 @@ mod tests {
 
     /// A key or string value at the same place as in the previous kept span is stored once;
     /// other keys and values, and those of a refused span, do not disturb it.
+    #[test]
+    fn attribute_bytes_count_a_shared_value_on_every_span() {
+        let long = "v".repeat(5000);
+        let spans = (0..10u8)
+            .map(|i| PSpan {
+                trace_id: vec![1; 16],
+                span_id: vec![i + 1; 8],
+                attributes: vec![
+                    KeyValue {
+                        key: "payload".into(),
+                        value: Some(AnyValue {
+                            value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(long.clone())),
+                        }),
+                        ..Default::default()
+                    },
+                    KeyValue {
+                        key: "n".into(),
+                        value: Some(AnyValue {
+                            value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(i.into())),
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let (block, _) = SpanBlock::decode(&encode_prost(&groups), true).expect("decode");
+        // Decoding stores the value once; as rows, every span has it.
+        assert!(
+            block.heap_bytes() < 2 * 5000 + 4096,
+            "{}",
+            block.heap_bytes()
+        );
+        assert_eq!(
+            block.attr_bytes(),
+            10 * ("payload".len() + 5000 + "n".len() + 8)
+        );
+    }
+
     #[test]
     fn repeated_keys_and_values_are_stored_once() {
         use opentelemetry_proto::tonic::common::v1::any_value::Value as V;

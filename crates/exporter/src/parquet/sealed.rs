@@ -44,9 +44,10 @@ pub struct HeldSpans {
 /// sorted copy never holds more than this many rows.
 const WRITE_CHUNK_ROWS: usize = 2048;
 
-/// …nor spans that took more than this many bytes as they arrived: 2,048 spans of 20 × 5 KB
-/// attributes made a 200 MB chunk. Spans of 10 short attributes (~300 bytes) stay at 2,048.
-const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// …nor spans of more than about this many bytes as rows (as held, plus their attributes
+/// with every value copied per span): 2,048 spans of 20 × 5 KB attributes made a 200 MB
+/// chunk. Spans of 10 short attributes (~600 bytes so counted) stay at 2,048.
+const WRITE_CHUNK_BYTES: usize = 2 << 20;
 
 /// Rows of one partition, sorted and encoded as a Parquet file of one row group, in memory.
 #[derive(Debug, Clone)]
@@ -123,10 +124,10 @@ impl Sealed {
         let mut w = row_group_writer(table.schema(), props, sort, order.len(), traces, unfilled)?;
         let mut rows = SpanRows::new();
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
-        // What a span of each block takes, on average, as it arrived.
+        // What a span of each block takes, on average, as it arrived and as rows.
         let span_bytes: Vec<usize> = held
             .iter()
-            .map(|h| h.block.heap_bytes() / h.block.len().max(1))
+            .map(|h| (h.block.heap_bytes() + h.block.attr_bytes()) / h.block.len().max(1))
             .collect();
         let (mut chunk_rows, mut chunk_bytes) = (0, 0);
         for (n, &(hi, i)) in order.iter().enumerate() {

@@ -964,7 +964,7 @@ mod tests {
         let mut w = LakeWriter::new("parquet", config, Arc::default());
         let base = 1_767_225_600_000_000_000u64; // 2026-01-01T00:00:00Z
         // 10 requests of 10 spans, each with 4 attributes of 24 KB: ~1 MB a request, a row group
-        // of 2 requests (sealed in 2 chunks of ~1 MiB, as the seal writes them).
+        // of 2 requests (converted in 2 chunks of ~2 MiB, as the seal writes them).
         for r in 0..10u8 {
             let spans = (0..10u8)
                 .map(|i| {
