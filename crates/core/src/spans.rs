@@ -2426,6 +2426,7 @@ mod tests {
     /// other keys and values, and those of a refused span, do not disturb it.
     #[test]
     fn attribute_bytes_count_a_shared_value_on_every_span() {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
         let long = "v".repeat(5000);
         let spans = (0..10u8)
             .map(|i| PSpan {
@@ -2435,14 +2436,14 @@ mod tests {
                     KeyValue {
                         key: "payload".into(),
                         value: Some(AnyValue {
-                            value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(long.clone())),
+                            value: Some(V::StringValue(long.clone())),
                         }),
                         ..Default::default()
                     },
                     KeyValue {
                         key: "n".into(),
                         value: Some(AnyValue {
-                            value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(i.into())),
+                            value: Some(V::IntValue(i.into())),
                         }),
                         ..Default::default()
                     },
