@@ -44,10 +44,36 @@ pub struct HeldSpans {
 /// sorted copy never holds more than this many rows.
 const WRITE_CHUNK_ROWS: usize = 2048;
 
-/// …nor spans of more than about this many bytes as rows (as held, plus their attributes
-/// with every value copied per span): 2,048 spans of 20 × 5 KB attributes made a 200 MB
-/// chunk. Spans of 10 short attributes (~600 bytes so counted) stay at 2,048.
+/// …nor rows of more than about this many bytes (spans: as held, plus their attributes with
+/// every value copied per span): 2,048 spans of 20 × 5 KB attributes made a 200 MB chunk.
+/// Spans of 10 short attributes (~600 bytes so counted) stay at 2,048.
 const WRITE_CHUNK_BYTES: usize = 2 << 20;
+
+/// `order` in the chunks a seal copies into the encoder: at most `WRITE_CHUNK_ROWS` rows, and a
+/// chunk ends at the row whose `bytes` bring it to `WRITE_CHUNK_BYTES`.
+fn write_chunks<'a, T>(
+    order: &'a [T],
+    bytes: impl Fn(&T) -> usize + 'a,
+) -> impl Iterator<Item = &'a [T]> + 'a {
+    let mut rest = order;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(WRITE_CHUNK_ROWS);
+        let mut sum = 0;
+        for (k, row) in rest[..end].iter().enumerate() {
+            sum += bytes(row);
+            if sum >= WRITE_CHUNK_BYTES {
+                end = k + 1;
+                break;
+            }
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// Rows of one partition, sorted and encoded as a Parquet file of one row group, in memory.
 #[derive(Debug, Clone)]
@@ -95,7 +121,11 @@ impl Sealed {
             Vec::new(),
         )?;
         let refs: Vec<&RecordBatch> = batches.iter().collect();
-        for chunk in order.chunks(WRITE_CHUNK_ROWS) {
+        let row_bytes: Vec<usize> = batches
+            .iter()
+            .map(|b| b.get_array_memory_size() / b.num_rows().max(1))
+            .collect();
+        for chunk in write_chunks(&order, |&(b, _)| row_bytes[b]) {
             w.write(&arrow::compute::interleave_record_batch(&refs, chunk)?)?;
         }
         Sealed::finish(w, order.len())
@@ -129,21 +159,14 @@ impl Sealed {
             .iter()
             .map(|h| (h.block.heap_bytes() + h.block.attr_bytes()) / h.block.len().max(1))
             .collect();
-        let (mut chunk_rows, mut chunk_bytes) = (0, 0);
-        for (n, &(hi, i)) in order.iter().enumerate() {
-            let (hi, i) = (hi as usize, i as usize);
-            let (r, s) = origin_of[hi][i];
-            let place = (r as usize, s as usize, i);
-            rows.append_one(&held[hi].block, &origins[hi], place, held[hi].ingest)?;
-            chunk_rows += 1;
-            chunk_bytes += span_bytes[hi];
-            if chunk_rows == WRITE_CHUNK_ROWS
-                || chunk_bytes >= WRITE_CHUNK_BYTES
-                || n + 1 == order.len()
-            {
-                w.write(&rows.finish()?)?;
-                (chunk_rows, chunk_bytes) = (0, 0);
+        for chunk in write_chunks(&order, |&(hi, _)| span_bytes[hi as usize]) {
+            for &(hi, i) in chunk {
+                let (hi, i) = (hi as usize, i as usize);
+                let (r, s) = origin_of[hi][i];
+                let place = (r as usize, s as usize, i);
+                rows.append_one(&held[hi].block, &origins[hi], place, held[hi].ingest)?;
             }
+            w.write(&rows.finish()?)?;
         }
         Sealed::finish(w, order.len())
     }
@@ -670,6 +693,22 @@ mod tests {
             ingest: 7,
             block: Arc::new(SpanBlock::from_prost(&groups)),
         }
+    }
+
+    #[test]
+    fn chunks_close_at_their_rows_or_bytes_and_keep_every_row_in_order() {
+        let sizes = |order: &[usize], bytes: fn(&usize) -> usize| -> Vec<usize> {
+            let chunks: Vec<&[usize]> = write_chunks(order, bytes).collect();
+            assert_eq!(chunks.concat(), order, "every row once, in order");
+            chunks.iter().map(|c| c.len()).collect()
+        };
+        let order: Vec<usize> = (0..5000).collect();
+        assert_eq!(sizes(&order, |_| 100), [2048, 2048, 904]);
+        // 100 KB rows: a chunk ends at the row that brings it to 2 MiB (21 rows).
+        assert_eq!(sizes(&order[..50], |_| 100_000), [21, 21, 8]);
+        // One row past the bound is a chunk of its own.
+        assert_eq!(sizes(&order[..3], |_| WRITE_CHUNK_BYTES * 2), [1, 1, 1]);
+        assert!(sizes(&[], |_| 1).is_empty());
     }
 
     /// Native text ids longer than the 32 characters a sort key packs, equal in those.

@@ -644,7 +644,6 @@ mod tests {
         };
         let once: Vec<String> = (0..20).map(|_| letters()).collect();
         let mut value = |a: usize| if fresh { letters() } else { once[a].clone() };
-        let mut blocks = groups(n);
         let spans = (0..n)
             .map(|i| Span {
                 trace_id: vec![n; 16],
@@ -662,14 +661,13 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        blocks[0] = SpanBlock::from_prost(&[ResourceSpans {
+        vec![SpanBlock::from_prost(&[ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()
             }],
             ..Default::default()
-        }]);
-        blocks
+        }])]
     }
 
     #[test]
