@@ -47,7 +47,9 @@ struct Heap {
 /// When to trim: the memory in use has not grown for the delay, or only by a little of what is
 /// free per look (a row group filling under load, a burst arriving: what was freed is about to
 /// be taken again), more than `floor` bytes are free, and the process has grown since the last
-/// trim (memory already given back is not walked again).
+/// trim or more is free than the trim left (memory already given back is not walked again; a
+/// trim made while a burst's spans were still held is followed by another once they are
+/// freed, though the process does not grow for that).
 /// Under steady load the memory in use grows between seals, so nothing is trimmed; after a
 /// burst, or after each seal with `0s`, it is.
 #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
@@ -64,6 +66,8 @@ struct TrimPolicy {
     /// Since when the memory in use has not grown (or only slowly), with more than `floor`
     /// bytes free.
     quiet_since: Option<std::time::Instant>,
+    /// Bytes free right after the last trim (none before the first).
+    free_after_trim: Option<usize>,
 }
 
 impl TrimPolicy {
@@ -74,6 +78,7 @@ impl TrimPolicy {
             resident_after_trim: usize::MAX,
             last: None,
             quiet_since: None,
+            free_after_trim: None,
         }
     }
 
@@ -83,7 +88,7 @@ impl TrimPolicy {
     }
 
     /// Whether to trim now. `heap` is looked at only when the process has grown since the
-    /// last trim.
+    /// last trim, or after a trim (to see whether more was freed since).
     fn due(
         &mut self,
         now: std::time::Instant,
@@ -91,12 +96,16 @@ impl TrimPolicy {
         heap: impl FnOnce() -> Heap,
     ) -> bool {
         self.resident_after_trim = self.resident_after_trim.min(resident);
-        if resident - self.resident_after_trim < self.floor {
+        let grown = resident - self.resident_after_trim >= self.floor;
+        let Some(h) = (match self.free_after_trim {
+            _ if grown => Some(heap()),
+            None => None,
+            Some(left) => Some(heap()).filter(|h| h.free >= left.saturating_add(self.floor)),
+        }) else {
             self.last = None;
             self.quiet_since = None;
             return false;
-        }
-        let h = heap();
+        };
         let last = self.last.replace((now, h));
         match last {
             // Quiet: in use grew by less than 1/64 of what is free since the last look, so the
@@ -115,8 +124,10 @@ impl TrimPolicy {
         }
     }
 
-    fn trimmed(&mut self, resident: usize) {
+    /// A trim left the process `resident` bytes, and `free` bytes free in the heap.
+    fn trimmed(&mut self, resident: usize, free: usize) {
         self.resident_after_trim = resident;
+        self.free_after_trim = Some(free);
         self.last = None;
         self.quiet_since = None;
     }
@@ -200,7 +211,7 @@ mod glibc {
                         trim();
                         let after = statm.resident().unwrap_or(before);
                         tracing::trace!(before, after, "freed memory given back");
-                        policy.trimmed(after);
+                        policy.trimmed(after, heap().free);
                     }
                 }
             });
@@ -355,16 +366,23 @@ mod tests {
         // The load stops: in use for 250 ms without growing.
         assert!(!p.due(at(500), 60 * MIB, heap(30, 30)));
         assert!(p.due(at(650), 60 * MIB, heap(29, 31)));
-        p.trimmed(20 * MIB);
-        // What was given back is not walked again until the process grows anew.
-        assert!(!p.due(at(700), 20 * MIB + MIB / 2, not_asked));
-        assert!(!p.due(at(5000), 20 * MIB, not_asked));
+        p.trimmed(20 * MIB, 2 * MIB);
+        // What was given back is not walked again until the process grows anew or more is
+        // freed (spans still held at the trim, committed later: the process does not grow).
+        assert!(!p.due(at(700), 20 * MIB + MIB / 2, heap(29, 2)));
+        assert!(!p.due(at(800), 20 * MIB, heap(29, 2)));
+        assert!(!p.due(at(900), 20 * MIB, heap(10, 21)));
+        assert!(!p.due(at(1000), 20 * MIB, heap(10, 21)));
+        assert!(p.due(at(1150), 20 * MIB, heap(10, 21)));
+        p.trimmed(20 * MIB, MIB);
+        assert!(!p.due(at(1300), 20 * MIB, heap(10, 1)));
+        assert!(!p.due(at(5000), 20 * MIB, heap(10, 1)));
         // Too little free to be worth a trim.
         assert!(!p.due(at(5100), 30 * MIB, heap(29, 0)));
         assert!(!p.due(at(5400), 30 * MIB, heap(29, 0)));
         assert!(!p.due(at(5500), 30 * MIB, heap(29, 5)));
         assert!(p.due(at(5750), 30 * MIB, heap(29, 5)));
-        p.trimmed(10 * MIB);
+        p.trimmed(10 * MIB, 0);
         // A trickle of spans: in use creeps up by a little of what is free, which is given
         // back all the same; growing by 1/64 of it or more a look is load.
         const KIB: usize = 1 << 10;
@@ -393,7 +411,7 @@ mod tests {
         assert!(!p.due(t0 + t, 12 * MIB, heap(10, 1)));
         // A sidecar's seal is over: what it took is free.
         assert!(p.due(t0 + 2 * t, 12 * MIB, heap(4, 6)));
-        p.trimmed(9 * MIB);
+        p.trimmed(9 * MIB, 6 * MIB);
         assert!(!p.due(t0 + 3 * t, 9 * MIB, heap(4, 6)));
         // Shrunk below the last trim (a large block unmapped): the new low is the baseline.
         assert!(!p.due(t0 + 4 * t, 7 * MIB, heap(4, 6)));
