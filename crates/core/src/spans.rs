@@ -291,6 +291,28 @@ pub struct SpanBlock {
     pub attrs: Vec<Attr>,
 }
 
+/// Long strings already copied out of one block, by their place in it: decoding points a
+/// value equal to the previous span's at the same place at the same bytes, and a copy keeps
+/// one of them (the testbed's 20 values of 5 KB on every span of a request stay 100 KB, not
+/// 1 MB a request). Shorter strings are copied each time, as cheaply as they are looked up.
+#[derive(Default)]
+struct Seen {
+    copies: std::collections::HashMap<u64, Str>,
+}
+
+impl Seen {
+    const MIN_LEN: u32 = 256;
+
+    fn new() -> Seen {
+        Seen::default()
+    }
+
+    #[inline]
+    fn key(s: Str) -> u64 {
+        u64::from(s.off) | u64::from(s.len) << 32
+    }
+}
+
 /// Spans refused from one request for invalid ids.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Rejections {
@@ -492,16 +514,24 @@ impl SpanBlock {
     }
 
     /// A new block of the spans whose position `keep` accepts, with their resources and
-    /// scopes; it holds only their text.
+    /// scopes; it holds only their text, and a string the block shares between spans once.
     pub fn copy_where(&self, keep: impl Fn(usize) -> bool) -> SpanBlock {
         let mut out = SpanBlock::default();
+        self.copy_into(&mut out, keep);
+        out
+    }
+
+    /// Append the spans whose position `keep` accepts to `out` (their resources and scopes
+    /// as records of their own).
+    fn copy_into(&self, out: &mut SpanBlock, keep: impl Fn(usize) -> bool) {
+        let seen = &mut Seen::new();
         for r in &self.resources {
             let scopes_start = out.scopes.len();
             for sc in &self.scopes[r.scopes.range()] {
                 let spans_start = out.spans.len();
                 for i in sc.spans.range() {
                     if keep(i) {
-                        let copied = out.copy_span(self, &self.spans[i]);
+                        let copied = out.copy_span_with(self, &self.spans[i], seen);
                         out.spans.push(copied);
                     }
                 }
@@ -509,10 +539,10 @@ impl SpanBlock {
                     continue;
                 }
                 let scope = Scope {
-                    name: out.copy_str(self, sc.name),
-                    version: out.copy_str(self, sc.version),
-                    attrs: out.copy_attrs(self, sc.attrs),
-                    schema_url: out.copy_str(self, sc.schema_url),
+                    name: out.copy_str(self, sc.name, seen),
+                    version: out.copy_str(self, sc.version, seen),
+                    attrs: out.copy_attrs(self, sc.attrs, seen),
+                    schema_url: out.copy_str(self, sc.schema_url, seen),
                     spans: Rows::from_range(spans_start..out.spans.len()),
                     ..*sc
                 };
@@ -520,31 +550,38 @@ impl SpanBlock {
             }
             if out.scopes.len() > scopes_start {
                 let res = Resource {
-                    attrs: out.copy_attrs(self, r.attrs),
-                    schema_url: out.copy_str(self, r.schema_url),
+                    attrs: out.copy_attrs(self, r.attrs, seen),
+                    schema_url: out.copy_str(self, r.schema_url, seen),
                     scopes: Rows::from_range(scopes_start..out.scopes.len()),
                     ..*r
                 };
                 out.resources.push(res);
             }
         }
-        out
     }
 
-    fn copy_str(&mut self, from: &SpanBlock, s: Str) -> Str {
-        self.push_str(from.str(s))
+    /// Copy string `s` of `from`; one `seen` before (of the same `from`) is not copied again.
+    #[inline]
+    fn copy_str(&mut self, from: &SpanBlock, s: Str, seen: &mut Seen) -> Str {
+        if s.len < Seen::MIN_LEN {
+            return self.push_str(from.str(s));
+        }
+        match seen.copies.entry(Seen::key(s)) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => *e.insert(self.push_str(from.str(s))),
+        }
     }
 
     fn copy_raw(&mut self, from: &SpanBlock, r: Raw) -> Raw {
         self.push_raw(from.raw(r))
     }
 
-    fn copy_attrs(&mut self, from: &SpanBlock, rows: Rows) -> Rows {
+    fn copy_attrs(&mut self, from: &SpanBlock, rows: Rows, seen: &mut Seen) -> Rows {
         let start = self.attrs.len();
         for a in from.attrs(rows) {
-            let key = self.copy_str(from, a.key());
+            let key = self.copy_str(from, a.key(), seen);
             let value = match a.value() {
-                Value::Str(v) => Value::Str(self.copy_str(from, v)),
+                Value::Str(v) => Value::Str(self.copy_str(from, v, seen)),
                 Value::Bytes(v) => Value::Bytes(self.copy_raw(from, v)),
                 Value::Nested(v) => Value::Nested(self.copy_raw(from, v)),
                 v => v,
@@ -557,12 +594,16 @@ impl SpanBlock {
     /// Copy one span of `from` (its attributes, events and links too) into this block's
     /// tables; the span record itself is returned for the caller to place.
     pub fn copy_span(&mut self, from: &SpanBlock, sp: &Span) -> Span {
-        let attrs = self.copy_attrs(from, sp.attrs);
+        self.copy_span_with(from, sp, &mut Seen::new())
+    }
+
+    fn copy_span_with(&mut self, from: &SpanBlock, sp: &Span, seen: &mut Seen) -> Span {
+        let attrs = self.copy_attrs(from, sp.attrs, seen);
         let events_start = self.events.len();
         for e in &from.events[sp.events.range()] {
             let ev = Event {
-                name: self.copy_str(from, e.name),
-                attrs: self.copy_attrs(from, e.attrs),
+                name: self.copy_str(from, e.name, seen),
+                attrs: self.copy_attrs(from, e.attrs, seen),
                 ..*e
             };
             self.events.push(ev);
@@ -572,8 +613,8 @@ impl SpanBlock {
             let link = Link {
                 trace_id: self.copy_raw(from, l.trace_id),
                 span_id: self.copy_raw(from, l.span_id),
-                trace_state: self.copy_str(from, l.trace_state),
-                attrs: self.copy_attrs(from, l.attrs),
+                trace_state: self.copy_str(from, l.trace_state, seen),
+                attrs: self.copy_attrs(from, l.attrs, seen),
                 ..*l
             };
             self.links.push(link);
@@ -582,14 +623,14 @@ impl SpanBlock {
             trace_id: self.copy_raw(from, sp.trace_id),
             span_id: self.copy_raw(from, sp.span_id),
             parent_span_id: self.copy_raw(from, sp.parent_span_id),
-            trace_state: self.copy_str(from, sp.trace_state),
-            name: self.copy_str(from, sp.name),
+            trace_state: self.copy_str(from, sp.trace_state, seen),
+            name: self.copy_str(from, sp.name, seen),
             attrs,
             events: Rows::from_range(events_start..self.events.len()),
             links: Rows::from_range(links_start..self.links.len()),
             status: sp.status.map(|st| Status {
                 code: st.code,
-                message: self.copy_str(from, st.message),
+                message: self.copy_str(from, st.message, seen),
             }),
             ..*sp
         }
@@ -1984,6 +2025,350 @@ impl SpanBlock {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The write-ahead log's own encoding
+
+/// The first bytes of spans in the log's own encoding ([`SpanBlock::encode_native`]). No
+/// protobuf message the log held before starts with them (`S` would be field 10 as a group
+/// start), nor does a zstd frame.
+pub const NATIVE_MAGIC: [u8; 4] = *b"SLB1";
+
+/// Bytes of each record in the native encoding.
+const NATIVE_RESOURCE: usize = 29;
+const NATIVE_SCOPE: usize = 45;
+const NATIVE_SPAN: usize = 113;
+const NATIVE_EVENT: usize = 28;
+const NATIVE_LINK: usize = 40;
+const NATIVE_ATTR: usize = 16;
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_place(out: &mut Vec<u8>, off: u32, len: u32) {
+    put_u32(out, off);
+    put_u32(out, len);
+}
+
+/// A cursor over a native encoding; every read is bounds-checked.
+struct Native<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Native<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        match self.buf.get(self.pos..self.pos.saturating_add(n)) {
+            Some(b) if self.pos.checked_add(n).is_some() => {
+                self.pos += n;
+                Ok(b)
+            }
+            _ => err("the spans end early"),
+        }
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let lo = u64::from(self.u32()?);
+        Ok(lo | u64::from(self.u32()?) << 32)
+    }
+    fn rows(&mut self, table: usize) -> Result<Rows, DecodeError> {
+        let r = Rows {
+            start: self.u32()?,
+            end: self.u32()?,
+        };
+        if r.start > r.end || r.end as usize > table {
+            return err("a range of records lies outside its table");
+        }
+        Ok(r)
+    }
+    /// `n` records of `size` bytes each, checked to be there before any is read.
+    fn table<T>(
+        &mut self,
+        n: usize,
+        size: usize,
+        mut read: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        if n.checked_mul(size)
+            .is_none_or(|b| b > self.buf.len() - self.pos)
+        {
+            return err("the spans end early");
+        }
+        (0..n).map(|_| read(self)).collect()
+    }
+}
+
+impl SpanBlock {
+    /// `blocks` as one block in the write-ahead log's own encoding: the tables as they are,
+    /// after [`NATIVE_MAGIC`]. The spans are copied into `scratch` first, so only what they
+    /// use is written — never text a processor replaced (a redacted secret stays out of the
+    /// log) — and a string a block shares between spans once: the same long values on every
+    /// span of a request are written once, not once a span as protobuf repeats them.
+    ///
+    /// ```text
+    /// "SLB1", then u32 LE counts: text bytes, bytes, resources, scopes, spans, events,
+    /// links, attributes; the text (UTF-8), the bytes, then each table's records, fields in
+    /// order, little-endian: a Str, Raw or Rows as two u32 (offset and length, or start and
+    /// end), a bool or an option's presence as one byte.
+    /// ```
+    pub fn encode_native(blocks: &[SpanBlock], scratch: &mut SpanBlock, out: &mut Vec<u8>) {
+        scratch.clear();
+        for b in blocks {
+            b.copy_into(scratch, |_| true);
+        }
+        scratch.put_native(out);
+    }
+
+    fn put_native(&self, out: &mut Vec<u8>) {
+        out.reserve(
+            4 + 32
+                + self.text.len()
+                + self.bytes.len()
+                + self.resources.len() * NATIVE_RESOURCE
+                + self.scopes.len() * NATIVE_SCOPE
+                + self.spans.len() * NATIVE_SPAN
+                + self.events.len() * NATIVE_EVENT
+                + self.links.len() * NATIVE_LINK
+                + self.attrs.len() * NATIVE_ATTR,
+        );
+        out.extend_from_slice(&NATIVE_MAGIC);
+        for n in [
+            self.text.len(),
+            self.bytes.len(),
+            self.resources.len(),
+            self.scopes.len(),
+            self.spans.len(),
+            self.events.len(),
+            self.links.len(),
+            self.attrs.len(),
+        ] {
+            put_u32(out, n as u32);
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        out.extend_from_slice(&self.bytes);
+        let str = |out: &mut Vec<u8>, s: Str| put_place(out, s.off, s.len);
+        let raw = |out: &mut Vec<u8>, r: Raw| put_place(out, r.off, r.len);
+        let rows = |out: &mut Vec<u8>, r: Rows| put_place(out, r.start, r.end);
+        for r in &self.resources {
+            out.push(u8::from(r.present));
+            rows(out, r.attrs);
+            put_u32(out, r.dropped_attributes_count);
+            str(out, r.schema_url);
+            rows(out, r.scopes);
+        }
+        for s in &self.scopes {
+            out.push(u8::from(s.present));
+            str(out, s.name);
+            str(out, s.version);
+            rows(out, s.attrs);
+            put_u32(out, s.dropped_attributes_count);
+            str(out, s.schema_url);
+            rows(out, s.spans);
+        }
+        for sp in &self.spans {
+            raw(out, sp.trace_id);
+            raw(out, sp.span_id);
+            raw(out, sp.parent_span_id);
+            str(out, sp.trace_state);
+            put_u32(out, sp.flags);
+            str(out, sp.name);
+            put_u32(out, sp.kind as u32);
+            put_u64(out, sp.start_time_unix_nano);
+            put_u64(out, sp.end_time_unix_nano);
+            rows(out, sp.attrs);
+            put_u32(out, sp.dropped_attributes_count);
+            rows(out, sp.events);
+            put_u32(out, sp.dropped_events_count);
+            rows(out, sp.links);
+            put_u32(out, sp.dropped_links_count);
+            let st = sp.status.unwrap_or_default();
+            out.push(u8::from(sp.status.is_some()));
+            put_u32(out, st.code as u32);
+            str(out, st.message);
+        }
+        for e in &self.events {
+            put_u64(out, e.time_unix_nano);
+            str(out, e.name);
+            rows(out, e.attrs);
+            put_u32(out, e.dropped_attributes_count);
+        }
+        for l in &self.links {
+            raw(out, l.trace_id);
+            raw(out, l.span_id);
+            str(out, l.trace_state);
+            put_u32(out, l.flags);
+            rows(out, l.attrs);
+            put_u32(out, l.dropped_attributes_count);
+        }
+        for a in &self.attrs {
+            put_u32(out, a.key_off);
+            put_u32(out, a.key_len);
+            put_u64(out, a.payload);
+        }
+    }
+
+    /// Read spans [`SpanBlock::encode_native`] wrote at the start of `buf`: the block and the
+    /// bytes it took. Every place, range and string is checked (a damaged record is an error,
+    /// never a panic later): strings lie in the text on character boundaries, bytes in the
+    /// byte store, ranges in their tables, and the resources' scopes and the scopes' spans
+    /// follow one another and cover their tables.
+    pub fn decode_native(buf: &[u8]) -> Result<(SpanBlock, usize), DecodeError> {
+        let mut n = Native { buf, pos: 0 };
+        if n.take(4)? != NATIVE_MAGIC {
+            return err("not spans in the log's own encoding");
+        }
+        let mut counts = [0usize; 8];
+        for c in &mut counts {
+            *c = n.u32()? as usize;
+        }
+        let [text, bytes, resources, scopes, spans, events, links, attrs] = counts;
+        let Ok(text) = std::str::from_utf8(n.take(text)?) else {
+            return err("the text is not UTF-8");
+        };
+        let store = n.take(bytes)?;
+        let in_text = |off: usize, len: usize| {
+            off + len <= text.len()
+                && text.is_char_boundary(off)
+                && text.is_char_boundary(off + len)
+        };
+        let str = |n: &mut Native<'_>| -> Result<Str, DecodeError> {
+            let (off, len) = (n.u32()?, n.u32()?);
+            if !in_text(off as usize, len as usize) {
+                return err("a string lies outside the text");
+            }
+            Ok(Str { off, len })
+        };
+        let raw = |n: &mut Native<'_>| -> Result<Raw, DecodeError> {
+            let (off, len) = (n.u32()?, n.u32()?);
+            if off as usize + len as usize > store.len() {
+                return err("bytes lie outside the byte store");
+            }
+            Ok(Raw { off, len })
+        };
+        let resources = n.table(resources, NATIVE_RESOURCE, |n| {
+            Ok(Resource {
+                present: n.u8()? != 0,
+                attrs: n.rows(attrs)?,
+                dropped_attributes_count: n.u32()?,
+                schema_url: str(n)?,
+                scopes: n.rows(scopes)?,
+            })
+        })?;
+        let scopes = n.table(scopes, NATIVE_SCOPE, |n| {
+            Ok(Scope {
+                present: n.u8()? != 0,
+                name: str(n)?,
+                version: str(n)?,
+                attrs: n.rows(attrs)?,
+                dropped_attributes_count: n.u32()?,
+                schema_url: str(n)?,
+                spans: n.rows(spans)?,
+            })
+        })?;
+        let spans = n.table(spans, NATIVE_SPAN, |n| {
+            Ok(Span {
+                trace_id: raw(n)?,
+                span_id: raw(n)?,
+                parent_span_id: raw(n)?,
+                trace_state: str(n)?,
+                flags: n.u32()?,
+                name: str(n)?,
+                kind: n.u32()? as i32,
+                start_time_unix_nano: n.u64()?,
+                end_time_unix_nano: n.u64()?,
+                attrs: n.rows(attrs)?,
+                dropped_attributes_count: n.u32()?,
+                events: n.rows(events)?,
+                dropped_events_count: n.u32()?,
+                links: n.rows(links)?,
+                dropped_links_count: n.u32()?,
+                status: {
+                    let present = n.u8()? != 0;
+                    let st = Status {
+                        code: n.u32()? as i32,
+                        message: str(n)?,
+                    };
+                    present.then_some(st)
+                },
+            })
+        })?;
+        let events = n.table(events, NATIVE_EVENT, |n| {
+            Ok(Event {
+                time_unix_nano: n.u64()?,
+                name: str(n)?,
+                attrs: n.rows(attrs)?,
+                dropped_attributes_count: n.u32()?,
+            })
+        })?;
+        let links = n.table(links, NATIVE_LINK, |n| {
+            Ok(Link {
+                trace_id: raw(n)?,
+                span_id: raw(n)?,
+                trace_state: str(n)?,
+                flags: n.u32()?,
+                attrs: n.rows(attrs)?,
+                dropped_attributes_count: n.u32()?,
+            })
+        })?;
+        let attrs = n.table(attrs, NATIVE_ATTR, |n| {
+            let a = Attr {
+                key_off: n.u32()?,
+                key_len: n.u32()?,
+                payload: n.u64()?,
+            };
+            if !in_text(a.key_off as usize, a.key().len as usize) {
+                return err("an attribute's key lies outside the text");
+            }
+            let (off, len) = (a.payload as u32 as usize, (a.payload >> 32) as usize);
+            match a.value() {
+                Value::Str(_) if !in_text(off, len) => {
+                    err("an attribute's value lies outside the text")
+                }
+                Value::Bytes(_) | Value::Nested(_) if off + len > store.len() => {
+                    err("an attribute's value lies outside the byte store")
+                }
+                _ => Ok(a),
+            }
+        })?;
+        let follow = |ranges: &mut dyn Iterator<Item = Rows>, total: usize| {
+            let mut next = 0;
+            for r in ranges {
+                if r.start as usize != next {
+                    return false;
+                }
+                next = r.end as usize;
+            }
+            next == total
+        };
+        if !follow(&mut resources.iter().map(|r| r.scopes), scopes.len())
+            || !follow(&mut scopes.iter().map(|s| s.spans), spans.len())
+        {
+            return err("the resources' scopes or the scopes' spans do not follow one another");
+        }
+        let block = SpanBlock {
+            text: text.to_string(),
+            unchecked: Vec::new(),
+            bytes: store.to_vec(),
+            resources,
+            scopes,
+            spans,
+            events,
+            links,
+            attrs,
+        };
+        Ok((block, n.pos))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2231,6 +2616,120 @@ mod tests {
                 "case {case}: same bytes as prost"
             );
         }
+    }
+
+    #[test]
+    fn the_logs_own_encoding_round_trips_every_request() {
+        let mut g = Gen(0x51ab_c0de_1234_5678);
+        let mut scratch = SpanBlock::default();
+        for case in 0..2000 {
+            let body = encode_prost(&g.request());
+            let (block, _) = SpanBlock::decode(&body, false).expect("decodes");
+            // Two blocks into one record: the second's places move past the first's.
+            let blocks = [block.clone(), block.clone()];
+            let mut out = vec![0xAA];
+            SpanBlock::encode_native(&blocks, &mut scratch, &mut out);
+            let (back, used) =
+                SpanBlock::decode_native(&out[1..]).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert_eq!(used, out.len() - 1, "case {case}");
+            let mut expected = block.to_prost();
+            expected.extend(block.to_prost());
+            assert_eq!(back.to_prost(), expected, "case {case}");
+        }
+    }
+
+    #[test]
+    fn damaged_spans_in_the_logs_own_encoding_are_refused_or_read_whole() {
+        let mut g = Gen(0x0dd_ba11_cafe_f00d);
+        let mut scratch = SpanBlock::default();
+        let (mut refused, mut read) = (0, 0);
+        for _ in 0..3000 {
+            let body = encode_prost(&g.request());
+            let (block, _) = SpanBlock::decode(&body, false).expect("decodes");
+            let mut out = Vec::new();
+            SpanBlock::encode_native(&[block], &mut scratch, &mut out);
+            match g.below(3) {
+                0 => {
+                    let i = g.below(out.len() as u64) as usize;
+                    out[i] = g.next() as u8;
+                }
+                1 => out.truncate(g.below(out.len() as u64) as usize),
+                _ => {
+                    let i = 4 + g.below(out.len() as u64 - 4) as usize;
+                    out[i..].iter_mut().for_each(|b| *b = b.wrapping_add(1));
+                }
+            }
+            match SpanBlock::decode_native(&out) {
+                // Whatever reads back is a block every accessor can walk.
+                Ok((b, _)) => {
+                    let _ = b.to_prost();
+                    let mut again = Vec::new();
+                    b.encode(&mut again);
+                    read += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            refused > 1000 && read > 100,
+            "refused {refused}, read {read}"
+        );
+    }
+
+    #[test]
+    fn the_logs_own_encoding_writes_a_shared_value_once_and_no_replaced_text() {
+        let long = "v".repeat(5000);
+        let groups = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..10u8)
+                    .map(|i| PSpan {
+                        trace_id: vec![7; 16],
+                        span_id: vec![i + 1; 8],
+                        name: "GET /cart".into(),
+                        attributes: vec![
+                            KeyValue {
+                                key: "payload".into(),
+                                value: Some(AnyValue {
+                                    value: Some(PValue::StringValue(long.clone())),
+                                }),
+                                ..Default::default()
+                            },
+                            KeyValue {
+                                key: "password".into(),
+                                value: Some(AnyValue {
+                                    value: Some(PValue::StringValue(format!("hunter{i}-secret"))),
+                                }),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let (mut block, _) = SpanBlock::decode(&encode_prost(&groups), false).expect("decodes");
+        // A processor replaces each secret: the old text stays in the block, unreferenced.
+        let mask = block.push_str("[REDACTED]");
+        for a in block.attrs.iter_mut() {
+            if matches!(a.value(), Value::Str(s) if s.len < 100) {
+                a.set_value(Value::Str(mask));
+            }
+        }
+        let mut out = Vec::new();
+        SpanBlock::encode_native(&[block.clone()], &mut SpanBlock::default(), &mut out);
+        assert!(
+            out.len() < 2 * long.len(),
+            "{} bytes for ten spans sharing one value of {}",
+            out.len(),
+            long.len()
+        );
+        let written = String::from_utf8_lossy(&out);
+        assert!(!written.contains("hunter"), "replaced text is not written");
+        let (back, _) = SpanBlock::decode_native(&out).expect("reads back");
+        assert_eq!(back.to_prost(), block.to_prost());
+        assert_eq!(back.len(), 10);
     }
 
     #[test]

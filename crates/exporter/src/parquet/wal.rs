@@ -7,16 +7,23 @@
 //! ```text
 //! u32 LE  payload length
 //! u32 LE  CRC-32 of the payload
-//! payload i64 LE ingest time (Unix ns), then a protobuf message whose field 1 is
-//!         OTLP ResourceSpans (as in ExportTraceServiceRequest) and field 2 OTLP ResourceLogs
-//!         — or that message as one zstd frame (it starts with zstd's magic number, 28 B5 2F
-//!         FD, which no record's protobuf starts with: its first byte is field 1's or 2's tag)
+//! payload i64 LE ingest time (Unix ns), then the body: a protobuf message whose field 1 is
+//!         OTLP ResourceSpans (as in ExportTraceServiceRequest) and field 2 OTLP
+//!         ResourceLogs — or, for large spans, the spans in the log's own encoding (they
+//!         start with "SLB1": the block's tables as they are, see
+//!         `SpanBlock::encode_native`) followed by that message's log records
+//!         — or either body as one zstd frame (it starts with zstd's magic, 28 B5 2F FD)
 //! ```
 //!
+//! Spans whose attributes take ≥ 2 KiB on average go in the own encoding: a long value that
+//! decoding shared between a request's spans (the collector testbed sends the same 20 values
+//! of 5 KB on every span) is written once where protobuf repeats it on every span, and the
+//! tables are copied where protobuf encodes every field. Ordinary spans stay protobuf, which
+//! is smaller for them. Builds before the own encoding cannot replay such records.
+//!
 //! Records of large spans or log records (≥ 2 KiB each on average, ≥ 64 KiB in all) are
-//! compressed when that makes them at least half smaller: the same long attribute values on
-//! every span of a request, as the collector testbed sends, write ~10× less. When a record does
-//! not compress well enough, the next 16 large records are not tried.
+//! compressed when that makes them at least half smaller. When a record does not compress
+//! well enough, the next 16 large records are not tried.
 //!
 //! Records hold spans after every processor ran (redaction included: no secret reaches the
 //! disk). Writes go to the current segment; fsyncs are grouped by the exporter (one fsync
@@ -38,6 +45,7 @@ use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use prost::Message;
 use serde::Deserialize;
 use spanlake_core::SpanBlock;
+use spanlake_core::spans::NATIVE_MAGIC;
 
 const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
 
@@ -58,9 +66,16 @@ struct LogsOfRecord {
 impl Record {
     /// A record's payload after its ingest time: spans as field 1 (the layout of an OTLP
     /// `ExportTraceServiceRequest`), log records as field 2.
+    /// Spans in the log's own encoding come first when the body starts with its magic
+    /// ([`SpanBlock::encode_native`]); records of earlier builds hold them as field 1.
     fn decode(payload: &[u8]) -> Option<Record> {
-        let (spans, _) = SpanBlock::decode(payload, false).ok()?;
-        let logs = LogsOfRecord::decode(payload).ok()?;
+        let (spans, logs) = if payload.starts_with(&NATIVE_MAGIC) {
+            let (spans, used) = SpanBlock::decode_native(payload).ok()?;
+            (spans, &payload[used..])
+        } else {
+            (SpanBlock::decode(payload, false).ok()?.0, payload)
+        };
+        let logs = LogsOfRecord::decode(logs).ok()?;
         Some(Record {
             spans,
             resource_logs: logs.resource_logs,
@@ -79,6 +94,13 @@ const COMPRESS_SPAN_BYTES: usize = 2048;
 const COMPRESS_MIN_BYTES: usize = 64 << 10;
 /// Large records not tried after one that did not shrink by half.
 const COMPRESS_BACKOFF: u32 = 16;
+/// Spans whose attributes take at least this much on average are written in the log's own
+/// encoding (`SpanBlock::encode_native`), which writes a long value shared between a request's
+/// spans once; smaller spans as protobuf, which is smaller for them (the testbed's 10k spans/s:
+/// 337 bytes a span as protobuf, 403 in the own encoding's fixed-size records).
+const NATIVE_SPAN_BYTES: usize = 2048;
+/// Room the block a record's spans are copied into keeps between records.
+const SCRATCH_KEEP: usize = 1 << 20;
 /// The largest record a replay decompresses (a damaged frame must not ask for more).
 const DECOMPRESSED_MAX: usize = 1 << 30;
 
@@ -219,6 +241,9 @@ pub struct Wal {
     next_id: u64,
     total: u64,
     buf: Vec<u8>,
+    /// The spans of the record being written, copied into one block (their stores keep their
+    /// room up to [`SCRATCH_KEEP`]).
+    scratch: SpanBlock,
     /// A compressed record's body, and the compressor (made at the first large record).
     packed: Vec<u8>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -264,6 +289,7 @@ impl Wal {
             next_id: ids.last().map_or(1, |id| id + 1),
             total: 0,
             buf: Vec::new(),
+            scratch: SpanBlock::default(),
             packed: Vec::new(),
             compressor: None,
             skip_compress: 0,
@@ -357,14 +383,22 @@ impl Wal {
         self.buf.clear();
         self.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
         self.buf.extend_from_slice(&ingest_ns.to_le_bytes());
-        for b in spans {
-            b.encode(&mut self.buf);
+        let n_spans = spans.iter().map(SpanBlock::len).sum::<usize>();
+        let attr_bytes = || spans.iter().map(SpanBlock::attr_bytes).sum::<usize>();
+        if n_spans > 0 && attr_bytes() >= n_spans.saturating_mul(NATIVE_SPAN_BYTES) {
+            SpanBlock::encode_native(spans, &mut self.scratch, &mut self.buf);
+            if self.scratch.heap_bytes() > SCRATCH_KEEP {
+                self.scratch = SpanBlock::default();
+            }
+        } else {
+            for b in spans {
+                b.encode(&mut self.buf);
+            }
         }
         for g in logs {
             prost::encoding::message::encode(2, g, &mut self.buf);
         }
-        let items = spans.iter().map(SpanBlock::len).sum::<usize>()
-            + spanlake_core::batch::count_logs(logs);
+        let items = n_spans + spanlake_core::batch::count_logs(logs);
         self.compress_body(items);
         let payload_len = self.buf.len() - RECORD_HEADER;
         let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
@@ -670,25 +704,48 @@ mod tests {
         }])]
     }
 
+    /// Spans in the log's own encoding, as a record holds them.
+    fn native(spans: &[SpanBlock]) -> Vec<u8> {
+        let mut out = Vec::new();
+        SpanBlock::encode_native(spans, &mut SpanBlock::default(), &mut out);
+        out
+    }
+
+    /// Blocks as the receivers decode them: a long value repeated at the same place of the
+    /// next span points at the same text.
+    fn as_received(blocks: Vec<SpanBlock>) -> (Vec<SpanBlock>, Vec<u8>) {
+        let mut body = Vec::new();
+        for b in &blocks {
+            b.encode(&mut body);
+        }
+        let (block, _) = SpanBlock::decode(&body, false).expect("decodes");
+        (vec![block], body)
+    }
+
     #[test]
-    fn records_of_large_repeated_spans_are_compressed_and_come_back_whole() {
-        let dir = tempdir("compressed");
+    fn records_of_large_repeated_spans_write_each_value_once_and_come_back_whole() {
+        let dir = tempdir("repeated");
         let config = WalConfig::default();
         let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
-        let same = large(10, 1, false);
-        let mut raw = Vec::new();
-        for b in &same {
-            b.encode(&mut raw);
-        }
+        let (same, raw) = as_received(large(10, 1, false));
         assert!(raw.len() > 1_000_000);
-        let w = wal.append(7, &same, &[]).expect("append");
+        // Log records ride along after the spans.
+        let logs = vec![ResourceLogs {
+            schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+            ..Default::default()
+        }];
+        let w = wal.append(7, &same, &logs).expect("append");
         assert!(
-            w.bytes < raw.len() / 10,
-            "the same values on every span: {} bytes written for {} encoded",
+            w.bytes < raw.len() / 5,
+            "the same values on every span: {} bytes written for {} of OTLP",
             w.bytes,
             raw.len()
         );
-        // Small spans are written as they are encoded.
+        // In the log's own encoding (not protobuf, compressed, which would be as small).
+        let seg = fs::read(seg_path(&dir, w.segment)).expect("segment");
+        let body = MAGIC.len() + RECORD_HEADER + 8;
+        assert_eq!(seg[body..body + 4], NATIVE_MAGIC);
+        // Small spans are written as protobuf, as they are encoded.
         let small = groups(3);
         let mut small_raw = Vec::new();
         small[0].encode(&mut small_raw);
@@ -701,16 +758,39 @@ mod tests {
         assert_eq!(report.records, 2);
         assert!(report.set_aside.is_empty());
         assert_eq!(got[0].0, 7);
-        let encoded = |b: &SpanBlock| {
-            let mut v = Vec::new();
-            b.encode(&mut v);
-            v
-        };
         assert!(
-            encoded(&got[0].1.spans) == raw,
+            got[0].1.spans.to_prost() == same[0].to_prost(),
             "every span and value comes back"
         );
-        assert!(encoded(&got[1].1.spans) == small_raw);
+        assert_eq!(got[0].1.resource_logs, logs);
+        assert_eq!(got[1].1.spans.to_prost(), small[0].to_prost());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn records_of_earlier_builds_with_spans_as_protobuf_are_replayed() {
+        let dir = tempdir("protobuf");
+        let spans = groups(4);
+        let logs = vec![ResourceLogs::default()];
+        let mut payload = 42i64.to_le_bytes().to_vec();
+        spans[0].encode(&mut payload);
+        for g in &logs {
+            prost::encoding::message::encode(2, g, &mut payload);
+        }
+        let mut seg = MAGIC.to_vec();
+        seg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        seg.extend_from_slice(&payload);
+        fs::write(seg_path(&dir, 1), &seg).expect("write");
+        let mut got = Vec::new();
+        let (_, report) = Wal::open(&dir, WalConfig::default(), |_, ingest, rec| {
+            got.push((ingest, rec))
+        })
+        .expect("replay");
+        assert_eq!((report.records, report.spans), (1, 4));
+        assert_eq!(got[0].0, 42);
+        assert_eq!(got[0].1.spans.to_prost(), spans[0].to_prost());
+        assert_eq!(got[0].1.resource_logs, logs);
         fs::remove_dir_all(&dir).ok();
     }
 
@@ -758,10 +838,8 @@ mod tests {
         let mut sizes = Vec::new();
         for seed in 1..=3 {
             let spans = large(4, seed, true);
-            let mut raw = Vec::new();
-            spans[0].encode(&mut raw);
             let w = wal.append(seed as i64, &spans, &[]).expect("append");
-            sizes.push((w.bytes, RECORD_HEADER + 8 + raw.len()));
+            sizes.push((w.bytes, RECORD_HEADER + 8 + native(&spans).len()));
         }
         assert!(sizes.iter().all(|(got, raw)| got == raw), "{sizes:?}");
         assert_eq!(wal.skip_compress, COMPRESS_BACKOFF - 2);
