@@ -5,7 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Full, Limited};
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
@@ -158,29 +163,94 @@ where
         let max = self.max_body;
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let bytes = match Limited::new(body, max).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) => {
-                    let status = if e.is::<http_body_util::LengthLimitError>() {
-                        Status::resource_exhausted(format!(
-                            "the request is larger than max_recv_msg_size_mib ({} bytes)",
-                            max - 5
-                        ))
-                    } else {
-                        Status::invalid_argument(format!("the request could not be read: {e}"))
-                    };
-                    return Ok(status.into_http());
-                }
+            let too_large = || {
+                Status::resource_exhausted(format!(
+                    "the request is larger than max_recv_msg_size_mib ({} bytes)",
+                    max - 5
+                ))
+                .into_http()
             };
-            match intake.reserve(bytes.len()) {
+            // Read up to the gRPC prefix (a compression flag and the message's length), reserve
+            // room for the message, and pass the body on as it comes: tonic gathers it into
+            // one buffer, so it is not gathered here first (a copy of every request).
+            let mut body = Limited::new(body, max);
+            let mut head = VecDeque::new();
+            let mut prefix = [0u8; 5];
+            let mut have = 0;
+            while have < prefix.len() {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let n = data.len().min(prefix.len() - have);
+                            prefix[have..have + n].copy_from_slice(&data[..n]);
+                            have += data.len();
+                        }
+                        let trailers = frame.is_trailers();
+                        head.push_back(frame);
+                        if trailers {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                        return Ok(too_large());
+                    }
+                    Some(Err(e)) => {
+                        return Ok(Status::invalid_argument(format!(
+                            "the request could not be read: {e}"
+                        ))
+                        .into_http());
+                    }
+                    None => break,
+                }
+            }
+            let size = if have >= prefix.len() {
+                let declared = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+                let size = (declared as usize).saturating_add(prefix.len());
+                if size > max {
+                    return Ok(too_large());
+                }
+                size
+            } else {
+                have
+            };
+            match intake.reserve(size) {
                 Ok(r) => {
                     parts.extensions.insert(Admitted(Arc::new(r)));
                 }
                 Err(e) => return Ok(status_of(e).into_http()),
             }
-            let req = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
-            inner.call(req).await
+            let body = Body::new(Replayed { head, rest: body });
+            inner.call(http::Request::from_parts(parts, body)).await
         })
+    }
+}
+
+/// A request body whose first frames were read already (to learn the message's size from its
+/// gRPC prefix): they come first, then the rest as it arrives.
+struct Replayed<B> {
+    head: VecDeque<Frame<Bytes>>,
+    rest: B,
+}
+
+impl<B> http_body::Body for Replayed<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(f) = self.head.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.rest.is_end_stream()
     }
 }
 
@@ -364,6 +434,26 @@ mod tests {
             .to_str()
             .expect("ascii")
             .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_body_read_up_to_its_prefix_comes_back_whole_with_its_trailers() {
+        use http_body_util::StreamBody;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let rest = StreamBody::new(futures::stream::iter(vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"defgh"))),
+            Ok(Frame::data(Bytes::from_static(b"ij"))),
+            Ok(Frame::trailers(trailers.clone())),
+        ]));
+        let head = VecDeque::from([
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"c")),
+        ]);
+        let body = Replayed { head, rest };
+        let got = body.collect().await.expect("collects");
+        assert_eq!(got.trailers(), Some(&trailers));
+        assert_eq!(got.to_bytes(), Bytes::from_static(b"abcdefghij"));
     }
 
     #[test]
