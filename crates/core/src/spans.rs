@@ -291,6 +291,21 @@ pub struct SpanBlock {
     pub attrs: Vec<Attr>,
 }
 
+/// Key and value bytes of `attrs`, a value counted wherever it is used (8 for a number).
+fn attr_bytes_in(attrs: &[Attr]) -> usize {
+    attrs
+        .iter()
+        .map(|a| {
+            a.key().len as usize
+                + match a.value() {
+                    Value::Str(s) => s.len as usize,
+                    Value::Bytes(r) | Value::Nested(r) => r.len as usize,
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
 /// Long strings already copied out of one block, by their place in it: decoding points a
 /// value equal to the previous span's at the same place at the same bytes, and a copy keeps
 /// one of them (the testbed's 20 values of 5 KB on every span of a request stay 100 KB, not
@@ -400,17 +415,12 @@ impl SpanBlock {
     /// decoding shared between spans (the same long value on every span of a request) counts
     /// once per span, as it takes once every span's attributes are copied out (Arrow rows).
     pub fn attr_bytes(&self) -> usize {
-        self.attrs
-            .iter()
-            .map(|a| {
-                a.key().len as usize
-                    + match a.value() {
-                        Value::Str(s) => s.len as usize,
-                        Value::Bytes(r) | Value::Nested(r) => r.len as usize,
-                        _ => 8,
-                    }
-            })
-            .sum()
+        attr_bytes_in(&self.attrs)
+    }
+
+    /// [`SpanBlock::attr_bytes`] of the attributes in `rows` alone (one span's, say).
+    pub fn attr_bytes_of(&self, rows: Rows) -> usize {
+        attr_bytes_in(self.attrs(rows))
     }
 
     #[inline]

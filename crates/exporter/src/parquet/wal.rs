@@ -15,10 +15,10 @@
 //!         — or either body as one zstd frame (it starts with zstd's magic, 28 B5 2F FD)
 //! ```
 //!
-//! Spans whose attributes take ≥ 2 KiB on average go in the own encoding: a long value that
-//! decoding shared between a request's spans (the collector testbed sends the same 20 values
-//! of 5 KB on every span) is written once where protobuf repeats it on every span, and the
-//! tables are copied where protobuf encodes every field. Ordinary spans stay protobuf, which
+//! Spans whose attributes take ≥ 2 KiB (judged by each block's first span) go in the own
+//! encoding: a long value that decoding shared between a request's spans (the collector
+//! testbed sends the same 20 values of 5 KB on every span) is written once where protobuf
+//! repeats it on every span, and the tables are copied where protobuf encodes every field. Ordinary spans stay protobuf, which
 //! is smaller for them. Builds before the own encoding cannot replay such records.
 //!
 //! Records of large spans or log records (≥ 2 KiB each on average, ≥ 64 KiB in all) are
@@ -94,11 +94,24 @@ const COMPRESS_SPAN_BYTES: usize = 2048;
 const COMPRESS_MIN_BYTES: usize = 64 << 10;
 /// Large records not tried after one that did not shrink by half.
 const COMPRESS_BACKOFF: u32 = 16;
-/// Spans whose attributes take at least this much on average are written in the log's own
+/// Spans whose attributes take at least this much are written in the log's own
 /// encoding (`SpanBlock::encode_native`), which writes a long value shared between a request's
 /// spans once; smaller spans as protobuf, which is smaller for them (the testbed's 10k spans/s:
 /// 337 bytes a span as protobuf, 403 in the own encoding's fixed-size records).
 const NATIVE_SPAN_BYTES: usize = 2048;
+/// Whether a record's spans go in the log's own encoding: the first span of each block stands
+/// for the block (a request's spans are alike), so choosing costs nothing per span.
+fn large_spans(spans: &[SpanBlock]) -> bool {
+    let (mut n, mut bytes) = (0usize, 0usize);
+    for b in spans {
+        if let Some(first) = b.spans.first() {
+            n += 1;
+            bytes += b.attr_bytes_of(first.attrs);
+        }
+    }
+    n > 0 && bytes >= n.saturating_mul(NATIVE_SPAN_BYTES)
+}
+
 /// Room the block a record's spans are copied into keeps between records.
 const SCRATCH_KEEP: usize = 1 << 20;
 /// The largest record a replay decompresses (a damaged frame must not ask for more).
@@ -384,8 +397,7 @@ impl Wal {
         self.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
         self.buf.extend_from_slice(&ingest_ns.to_le_bytes());
         let n_spans = spans.iter().map(SpanBlock::len).sum::<usize>();
-        let attr_bytes = || spans.iter().map(SpanBlock::attr_bytes).sum::<usize>();
-        if n_spans > 0 && attr_bytes() >= n_spans.saturating_mul(NATIVE_SPAN_BYTES) {
+        if large_spans(spans) {
             SpanBlock::encode_native(spans, &mut self.scratch, &mut self.buf);
             if self.scratch.heap_bytes() > SCRATCH_KEEP {
                 self.scratch = SpanBlock::default();
