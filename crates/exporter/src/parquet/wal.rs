@@ -18,8 +18,9 @@
 //! Spans whose attributes take ≥ 2 KiB (judged by each block's first span) go in the own
 //! encoding: a long value that decoding shared between a request's spans (the collector
 //! testbed sends the same 20 values of 5 KB on every span) is written once where protobuf
-//! repeats it on every span, and the tables are copied where protobuf encodes every field. Ordinary spans stay protobuf, which
-//! is smaller for them. Builds before the own encoding cannot replay such records.
+//! repeats it on every span, and the tables are copied where protobuf encodes every field.
+//! Ordinary spans stay protobuf, which is smaller for them. Builds before the own encoding
+//! cannot replay such records.
 //!
 //! Records of large spans or log records (≥ 2 KiB each on average, ≥ 64 KiB in all) are
 //! compressed when that makes them at least half smaller. When a record does not compress
@@ -65,9 +66,9 @@ struct LogsOfRecord {
 
 impl Record {
     /// A record's payload after its ingest time: spans as field 1 (the layout of an OTLP
-    /// `ExportTraceServiceRequest`), log records as field 2.
-    /// Spans in the log's own encoding come first when the body starts with its magic
-    /// ([`SpanBlock::encode_native`]); records of earlier builds hold them as field 1.
+    /// `ExportTraceServiceRequest`), log records as field 2 — or, when the body starts with
+    /// [`NATIVE_MAGIC`], the spans in the log's own encoding ([`SpanBlock::encode_native`])
+    /// and then the log records.
     fn decode(payload: &[u8]) -> Option<Record> {
         let (spans, logs) = if payload.starts_with(&NATIVE_MAGIC) {
             let (spans, used) = SpanBlock::decode_native(payload).ok()?;
