@@ -112,9 +112,10 @@ pub(crate) fn status_of(e: IntakeError) -> Status {
 #[derive(Clone)]
 pub(crate) struct Admitted(Arc<Reservation>);
 
-/// Admission before decoding: reads a request's body (bounded by the message size limit),
-/// asks [`Intake::reserve`] for room from its size, and refuses it with a retryable status
-/// before tonic decodes anything. The reservation travels with the request to its batch.
+/// Admission before decoding: reads a request's gRPC prefix, refuses a message over the size
+/// limit, asks [`Intake::reserve`] for room from the declared size, and refuses it with a
+/// retryable status before tonic reads the rest or decodes anything (the body stays bounded
+/// by the limit). The reservation travels with the request to its batch.
 #[derive(Clone)]
 pub(crate) struct Admission<S> {
     inner: S,
