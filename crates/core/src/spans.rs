@@ -318,10 +318,6 @@ struct Seen {
 impl Seen {
     const MIN_LEN: u32 = 256;
 
-    fn new() -> Seen {
-        Seen::default()
-    }
-
     #[inline]
     fn key(s: Str) -> u64 {
         u64::from(s.off) | u64::from(s.len) << 32
@@ -534,14 +530,14 @@ impl SpanBlock {
     /// Append the spans whose position `keep` accepts to `out` (their resources and scopes
     /// as records of their own).
     fn copy_into(&self, out: &mut SpanBlock, keep: impl Fn(usize) -> bool) {
-        let seen = &mut Seen::new();
+        let seen = &mut Seen::default();
         for r in &self.resources {
             let scopes_start = out.scopes.len();
             for sc in &self.scopes[r.scopes.range()] {
                 let spans_start = out.spans.len();
                 for i in sc.spans.range() {
                     if keep(i) {
-                        let copied = out.copy_span_with(self, &self.spans[i], seen);
+                        let copied = out.copy_span(self, &self.spans[i], seen);
                         out.spans.push(copied);
                     }
                 }
@@ -603,11 +599,7 @@ impl SpanBlock {
 
     /// Copy one span of `from` (its attributes, events and links too) into this block's
     /// tables; the span record itself is returned for the caller to place.
-    pub fn copy_span(&mut self, from: &SpanBlock, sp: &Span) -> Span {
-        self.copy_span_with(from, sp, &mut Seen::new())
-    }
-
-    fn copy_span_with(&mut self, from: &SpanBlock, sp: &Span, seen: &mut Seen) -> Span {
+    fn copy_span(&mut self, from: &SpanBlock, sp: &Span, seen: &mut Seen) -> Span {
         let attrs = self.copy_attrs(from, sp.attrs, seen);
         let events_start = self.events.len();
         for e in &from.events[sp.events.range()] {
@@ -2072,13 +2064,11 @@ struct Native<'a> {
 
 impl<'a> Native<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        match self.buf.get(self.pos..self.pos.saturating_add(n)) {
-            Some(b) if self.pos.checked_add(n).is_some() => {
-                self.pos += n;
-                Ok(b)
-            }
-            _ => err("the spans end early"),
-        }
+        let Some(b) = self.buf.get(self.pos..).and_then(|rest| rest.get(..n)) else {
+            return err("the spans end early");
+        };
+        self.pos += n;
+        Ok(b)
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
