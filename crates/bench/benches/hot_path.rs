@@ -206,5 +206,82 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages);
+/// The collector testbed's large spans: 10 spans a request, each with the same 20 string
+/// values of 5,000 random letters (one value per attribute, as the testbed generates them).
+fn large_request(seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let values: Vec<String> = (0..20)
+        .map(|_| {
+            (0..5000)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    char::from(b'a' + ((x >> 33) % 26) as u8)
+                })
+                .collect()
+        })
+        .collect();
+    let spans = (0..10u64)
+        .map(|i| Span {
+            trace_id: [seed.to_be_bytes(), 1u64.to_be_bytes()].concat(),
+            span_id: (seed << 8 | (i + 1)).to_be_bytes().to_vec(),
+            name: "GET /api/items".into(),
+            kind: 2,
+            start_time_unix_nano: 1_767_225_600_000_000_000 + i,
+            end_time_unix_nano: 1_767_225_600_000_500_000 + i,
+            attributes: values
+                .iter()
+                .enumerate()
+                .map(|(a, v)| kv(&format!("attribute.{a}"), Value::StringValue(v.clone())))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: resource_groups(vec![spans], "host-1"),
+    }
+    .encode_to_vec()
+}
+
+/// The write-ahead log's append (durable acknowledgements; the fsync is left out: it is the
+/// disk's): a request of the testbed's large spans, as the receiver decoded it, encoded and
+/// written to the page cache.
+fn log(c: &mut Criterion) {
+    use spanlake_exporter::parquet::wal::{Wal, WalConfig};
+    let dir = std::env::temp_dir().join(format!("spanlake-bench-wal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = WalConfig {
+        max_size: 1 << 40,
+        ..WalConfig::default()
+    };
+    let (mut wal, _) = Wal::open(&dir, config, |_, _, _| {}).expect("open the log");
+    let blocks: Vec<Vec<SpanBlock>> = (1..=8)
+        .map(|seed| {
+            vec![
+                SpanBlock::decode(&large_request(seed), true)
+                    .expect("valid")
+                    .0,
+            ]
+        })
+        .collect();
+    let mut g = c.benchmark_group("write_ahead_log");
+    g.throughput(Throughput::Elements(10));
+    let mut n = 0;
+    g.bench_function("append 10 spans of 20 × 5 KB values", |b| {
+        b.iter(|| {
+            n += 1;
+            let w = wal
+                .append(n, black_box(&blocks[n as usize % blocks.len()]), &[])
+                .expect("append");
+            wal.trim(w.segment);
+            w.bytes
+        })
+    });
+    g.finish();
+    drop(wal);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, stages, log);
 criterion_main!(benches);

@@ -2030,10 +2030,14 @@ impl SpanBlock {
 // ---------------------------------------------------------------------------------------------
 // The write-ahead log's own encoding
 
-/// The first bytes of spans in the log's own encoding ([`SpanBlock::encode_native`]). No
-/// protobuf message the log held before starts with them (`S` would be field 10 as a group
-/// start), nor does a zstd frame.
-pub const NATIVE_MAGIC: [u8; 4] = *b"SLB1";
+/// The first bytes of spans in the log's own encoding ([`SpanBlock::encode_native`]) as
+/// builds of session 12 wrote it: the text as it is. No protobuf message the log held before
+/// starts with them (`S` would be field 10 as a group start), nor does a zstd frame.
+pub const NATIVE_MAGIC_V1: [u8; 4] = *b"SLB1";
+/// The first bytes of spans in the log's own encoding as written now: the text in pieces, a
+/// long value an earlier record of the segment wrote referred to by its number
+/// ([`SegmentValues`]).
+pub const NATIVE_MAGIC: [u8; 4] = *b"SLB2";
 
 /// Bytes of each record in the native encoding.
 const NATIVE_RESOURCE: usize = 29;
@@ -2042,6 +2046,104 @@ const NATIVE_SPAN: usize = 113;
 const NATIVE_EVENT: usize = 28;
 const NATIVE_LINK: usize = 40;
 const NATIVE_ATTR: usize = 16;
+
+/// Pieces of the text in the own encoding (`SLB2`).
+const PIECE_LITERAL: u8 = 0;
+const PIECE_DEFINE: u8 = 1;
+const PIECE_REFER: u8 = 2;
+
+/// The long values one segment of the write-ahead log holds, numbered in the order records
+/// defined them: a record refers to a value an earlier record of the same segment wrote
+/// instead of writing it again (the collector testbed sends the same 20 values of 5 KB on
+/// every span: 100 KB a request, or ~100 bytes once the segment has them). The writer keeps
+/// one table per segment and looks values up by hash, comparing the bytes on a match; replay
+/// keeps one per segment read, defining values as their records come.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentValues {
+    arena: Vec<u8>,
+    /// Each value's place in `arena`, by number.
+    places: Vec<(u32, u32)>,
+    /// The writer's index: hash of a value → its number.
+    by_hash: std::collections::HashMap<u64, u32>,
+    /// Values of records already written (the rest belong to the record being written).
+    committed: usize,
+    /// Records still to write without looking their values up (the table is full and values
+    /// stopped repeating).
+    skip: u32,
+}
+
+impl SegmentValues {
+    /// Values shorter than this are written where they are used.
+    pub const MIN_LEN: usize = 256;
+    /// Bytes of values the writer keeps per segment: values that never repeat fill it once,
+    /// then are written where they are used.
+    pub const MAX_BYTES: usize = 1 << 20;
+    /// Records written without lookups after one that found nothing in a full table.
+    const BACKOFF: u32 = 16;
+
+    /// Start a new segment: no value is known.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.places.clear();
+        self.by_hash.clear();
+        self.committed = 0;
+        self.skip = 0;
+    }
+
+    /// The record last encoded was not written: forget the values it defined.
+    pub fn rollback(&mut self) {
+        if self.places.len() == self.committed {
+            return;
+        }
+        self.places.truncate(self.committed);
+        self.arena.truncate(
+            self.places
+                .last()
+                .map_or(0, |&(off, len)| (off + len) as usize),
+        );
+        let n = self.committed as u32;
+        self.by_hash.retain(|_, id| *id < n);
+    }
+
+    /// How many values the table holds.
+    pub fn len(&self) -> usize {
+        self.places.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+    }
+
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        let &(off, len) = self.places.get(id as usize)?;
+        self.arena.get(off as usize..(off + len) as usize)
+    }
+
+    fn define(&mut self, value: &[u8]) -> u32 {
+        let id = self.places.len() as u32;
+        self.places
+            .push((self.arena.len() as u32, value.len() as u32));
+        self.arena.extend_from_slice(value);
+        id
+    }
+
+    /// The writer's choice for one long value: `Some((id, true))` to refer to value `id`,
+    /// `Some((id, false))` when it is defined here as `id`, `None` to write it in place.
+    fn share(&mut self, value: &[u8]) -> Option<(u32, bool)> {
+        let h = twox_hash::XxHash3_64::oneshot(value);
+        if let Some(&id) = self.by_hash.get(&h)
+            && self.get(id) == Some(value)
+        {
+            return Some((id, true));
+        }
+        if self.arena.len() + value.len() > Self::MAX_BYTES {
+            return None;
+        }
+        let id = self.define(value);
+        self.by_hash.insert(h, id);
+        Some((id, false))
+    }
+}
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -2091,6 +2193,42 @@ impl<'a> Native<'a> {
         }
         Ok(r)
     }
+    /// A text of `len` bytes in pieces ([`SpanBlock::encode_native`]); the values it defines
+    /// are added to `values`.
+    fn text_pieces(
+        &mut self,
+        len: usize,
+        values: &mut SegmentValues,
+    ) -> Result<Vec<u8>, DecodeError> {
+        let count = self.u32()?;
+        let mut text = Vec::with_capacity(len.min(self.buf.len()));
+        for _ in 0..count {
+            let kind = self.u8()?;
+            let n = self.u32()?;
+            let piece = match kind {
+                PIECE_LITERAL => self.take(n as usize)?,
+                PIECE_DEFINE => {
+                    let value = self.take(n as usize)?;
+                    values.define(value);
+                    value
+                }
+                PIECE_REFER => match values.get(n) {
+                    Some(v) => v,
+                    None => return err("a value of the segment that no record defined"),
+                },
+                _ => return err("an unknown piece of text"),
+            };
+            if text.len() + piece.len() > len {
+                return err("the text's pieces are longer than the text");
+            }
+            text.extend_from_slice(piece);
+        }
+        if text.len() != len {
+            return err("the text's pieces are shorter than the text");
+        }
+        Ok(text)
+    }
+
     /// `n` records of `size` bytes each, checked to be there before any is read.
     fn table<T>(
         &mut self,
@@ -2114,21 +2252,95 @@ impl SpanBlock {
     /// log) — and a string a block shares between spans once: the same long values on every
     /// span of a request are written once, not once a span as protobuf repeats them.
     ///
+    /// A string value of ≥ [`SegmentValues::MIN_LEN`] bytes that `values` (the segment's
+    /// table) already holds is referred to by its number; one it does not is defined, for the
+    /// next records to refer to.
+    ///
     /// ```text
-    /// "SLB1", then u32 LE counts: text bytes, bytes, resources, scopes, spans, events,
-    /// links, attributes; the text (UTF-8), the bytes, then each table's records, fields in
+    /// "SLB2", then u32 LE counts: text bytes, bytes, resources, scopes, spans, events,
+    /// links, attributes; the text in pieces (u32 count, then each a kind byte: 0 bytes
+    /// written here, or 1 a value defined here — u32 length and the bytes —, or 2 a value
+    /// of the segment — u32 its number); the bytes, then each table's records, fields in
     /// order, little-endian: a Str, Raw or Rows as two u32 (offset and length, or start and
     /// end), a bool or an option's presence as one byte.
     /// ```
-    pub fn encode_native(blocks: &[SpanBlock], scratch: &mut SpanBlock, out: &mut Vec<u8>) {
+    ///
+    /// (`SLB1`, written by session 12's builds, has the text as it is instead of pieces.)
+    pub fn encode_native(
+        blocks: &[SpanBlock],
+        scratch: &mut SpanBlock,
+        values: &mut SegmentValues,
+        out: &mut Vec<u8>,
+    ) {
         scratch.clear();
         for b in blocks {
             b.copy_into(scratch, |_| true);
         }
-        scratch.put_native(out);
+        scratch.put_native(values, out);
     }
 
-    fn put_native(&self, out: &mut Vec<u8>) {
+    /// The text in pieces: long string values shared through `values`, the rest as it is.
+    fn put_text(&self, values: &mut SegmentValues, out: &mut Vec<u8>) {
+        values.committed = values.places.len();
+        let text = self.text.as_bytes();
+        let mut long: Vec<(u32, u32)> = Vec::new();
+        if values.skip > 0 {
+            values.skip -= 1;
+        } else {
+            for a in &self.attrs {
+                if let Value::Str(v) = a.value()
+                    && v.len as usize >= SegmentValues::MIN_LEN
+                {
+                    long.push((v.off, v.len));
+                }
+            }
+            long.sort_unstable();
+            long.dedup();
+        }
+        let count_at = out.len();
+        put_u32(out, 0);
+        let mut pieces = 0u32;
+        let literal = |out: &mut Vec<u8>, bytes: &[u8]| {
+            if bytes.is_empty() {
+                return 0;
+            }
+            out.push(PIECE_LITERAL);
+            put_u32(out, bytes.len() as u32);
+            out.extend_from_slice(bytes);
+            1
+        };
+        let (mut written, mut found, mut full) = (0usize, false, false);
+        for (off, len) in long {
+            let (off, end) = (off as usize, off as usize + len as usize);
+            if off < written {
+                continue;
+            }
+            let value = &text[off..end];
+            let Some((id, refer)) = values.share(value) else {
+                full = true;
+                continue;
+            };
+            pieces += literal(out, &text[written..off]);
+            if refer {
+                found = true;
+                out.push(PIECE_REFER);
+                put_u32(out, id);
+            } else {
+                out.push(PIECE_DEFINE);
+                put_u32(out, len);
+                out.extend_from_slice(value);
+            }
+            pieces += 1;
+            written = end;
+        }
+        pieces += literal(out, &text[written..]);
+        if full && !found {
+            values.skip = SegmentValues::BACKOFF;
+        }
+        out[count_at..count_at + 4].copy_from_slice(&pieces.to_le_bytes());
+    }
+
+    fn put_native(&self, values: &mut SegmentValues, out: &mut Vec<u8>) {
         out.reserve(
             4 + 32
                 + self.text.len()
@@ -2153,7 +2365,7 @@ impl SpanBlock {
         ] {
             put_u32(out, n as u32);
         }
-        out.extend_from_slice(self.text.as_bytes());
+        self.put_text(values, out);
         out.extend_from_slice(&self.bytes);
         let str = |out: &mut Vec<u8>, s: Str| put_place(out, s.off, s.len);
         let raw = |out: &mut Vec<u8>, r: Raw| put_place(out, r.off, r.len);
@@ -2221,17 +2433,30 @@ impl SpanBlock {
     /// never a panic later): strings lie in the text on character boundaries, bytes in the
     /// byte store, ranges in their tables, and the resources' scopes and the scopes' spans
     /// follow one another and cover their tables.
-    pub fn decode_native(buf: &[u8]) -> Result<(SpanBlock, usize), DecodeError> {
+    ///
+    /// `values` is the segment's table: the values earlier records of the segment defined
+    /// (those this one defines are added to it).
+    pub fn decode_native(
+        buf: &[u8],
+        values: &mut SegmentValues,
+    ) -> Result<(SpanBlock, usize), DecodeError> {
         let mut n = Native { buf, pos: 0 };
-        if n.take(4)? != NATIVE_MAGIC {
-            return err("not spans in the log's own encoding");
-        }
+        let pieces = match n.take(4)? {
+            m if m == NATIVE_MAGIC => true,
+            m if m == NATIVE_MAGIC_V1 => false,
+            _ => return err("not spans in the log's own encoding"),
+        };
         let mut counts = [0usize; 8];
         for c in &mut counts {
             *c = n.u32()? as usize;
         }
         let [text, bytes, resources, scopes, spans, events, links, attrs] = counts;
-        let Ok(text) = std::str::from_utf8(n.take(text)?) else {
+        let text = if pieces {
+            n.text_pieces(text, values)?
+        } else {
+            n.take(text)?.to_vec()
+        };
+        let Ok(text) = String::from_utf8(text) else {
             return err("the text is not UTF-8");
         };
         let store = n.take(bytes)?;
@@ -2355,7 +2580,7 @@ impl SpanBlock {
             return err("the resources' scopes or the scopes' spans do not follow one another");
         }
         let block = SpanBlock {
-            text: text.to_string(),
+            text,
             unchecked: Vec::new(),
             bytes: store.to_vec(),
             resources,
@@ -2451,7 +2676,13 @@ mod tests {
             let v = match self.below(if depth > 1 { 7 } else { 10 }) {
                 0 => return None,
                 1 => None,
-                2 | 3 => Some(PValue::StringValue(self.text())),
+                2 => Some(PValue::StringValue(self.text())),
+                // Long values from a few, so that records repeat them (the log shares them).
+                3 => Some(PValue::StringValue(match self.below(4) {
+                    0 => self.text(),
+                    k => ["é".repeat(150), "x".repeat(300), "日本🙂 ".repeat(40)][k as usize - 1]
+                        .clone(),
+                })),
                 4 => Some(PValue::BoolValue(self.below(2) == 1)),
                 5 => Some(PValue::IntValue(self.next() as i64 >> self.below(64))),
                 6 => Some(PValue::DoubleValue(self.next() as f64 / 7.0)),
@@ -2622,32 +2853,173 @@ mod tests {
     fn the_logs_own_encoding_round_trips_every_request() {
         let mut g = Gen(0x51ab_c0de_1234_5678);
         let mut scratch = SpanBlock::default();
+        // One segment's tables, the writer's and replay's; a new segment every 50 records.
+        let (mut written, mut read) = (SegmentValues::default(), SegmentValues::default());
+        let mut referring = 0;
         for case in 0..2000 {
+            if case % 50 == 0 {
+                written.clear();
+                read.clear();
+            }
             let body = encode_prost(&g.request());
             let (block, _) = SpanBlock::decode(&body, false).expect("decodes");
             // Two blocks into one record: the second's places move past the first's.
             let blocks = [block.clone(), block.clone()];
             let mut out = vec![0xAA];
-            SpanBlock::encode_native(&blocks, &mut scratch, &mut out);
-            let (back, used) =
-                SpanBlock::decode_native(&out[1..]).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            SpanBlock::encode_native(&blocks, &mut scratch, &mut written, &mut out);
+            if SpanBlock::decode_native(&out[1..], &mut SegmentValues::default()).is_err() {
+                referring += 1; // it needs values of earlier records
+            }
+            let (back, used) = SpanBlock::decode_native(&out[1..], &mut read)
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
             assert_eq!(used, out.len() - 1, "case {case}");
+            assert_eq!(read.len(), written.len(), "case {case}");
             let mut expected = block.to_prost();
             expected.extend(block.to_prost());
             assert_eq!(back.to_prost(), expected, "case {case}");
         }
+        assert!(
+            referring > 500,
+            "{referring} records referred to earlier ones"
+        );
+    }
+
+    #[test]
+    fn spans_in_the_own_encoding_of_session_12_builds_read_back() {
+        let mut g = Gen(0x5e55_1012_abcd_0001);
+        let mut n = 0;
+        while n < 200 {
+            let (block, _) =
+                SpanBlock::decode(&encode_prost(&g.request()), false).expect("decodes");
+            let mut out = Vec::new();
+            SpanBlock::encode_native(
+                std::slice::from_ref(&block),
+                &mut SpanBlock::default(),
+                &mut SegmentValues::default(),
+                &mut out,
+            );
+            // `SLB1` had the text as it is: the same record without the pieces' framing.
+            let pieces = u32::from_le_bytes([out[36], out[37], out[38], out[39]]);
+            if pieces > 1 {
+                continue; // long values: defined in pieces, which SLB1 had not
+            }
+            let mut v1 = NATIVE_MAGIC_V1.to_vec();
+            v1.extend_from_slice(&out[4..36]);
+            v1.extend_from_slice(&out[if pieces == 0 { 40 } else { 45 }..]);
+            let (back, used) =
+                SpanBlock::decode_native(&v1, &mut SegmentValues::default()).expect("reads back");
+            assert_eq!((used, back.to_prost()), (v1.len(), block.to_prost()));
+            n += 1;
+        }
+    }
+
+    #[test]
+    fn records_of_the_log_refer_to_values_earlier_records_of_the_segment_wrote() {
+        let big = |k: usize| (b'a' + k as u8) as char;
+        let request = |seed: u8| {
+            vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..10u8)
+                        .map(|i| PSpan {
+                            trace_id: vec![seed; 16],
+                            span_id: vec![i + 1; 8],
+                            name: "GET /cart".into(),
+                            attributes: (0..20)
+                                .map(|k| KeyValue {
+                                    key: format!("attr.{k}"),
+                                    value: Some(AnyValue {
+                                        value: Some(PValue::StringValue(
+                                            big(k).to_string().repeat(5000),
+                                        )),
+                                    }),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]
+        };
+        let block = |seed| {
+            SpanBlock::decode(&encode_prost(&request(seed)), false)
+                .expect("decodes")
+                .0
+        };
+        let (mut written, mut read) = (SegmentValues::default(), SegmentValues::default());
+        let mut scratch = SpanBlock::default();
+        let encode = |b: &SpanBlock, written: &mut SegmentValues, scratch: &mut SpanBlock| {
+            let mut out = Vec::new();
+            SpanBlock::encode_native(std::slice::from_ref(b), scratch, written, &mut out);
+            out
+        };
+        let first = encode(&block(1), &mut written, &mut scratch);
+        let second = encode(&block(2), &mut written, &mut scratch);
+        assert!(first.len() > 100_000, "the first defines the 20 values");
+        assert!(
+            second.len() < 10_000,
+            "the second refers to them: {} bytes",
+            second.len()
+        );
+        for (out, seed) in [(&first, 1), (&second, 2)] {
+            let (back, _) = SpanBlock::decode_native(out, &mut read).expect("replays");
+            assert_eq!(back.to_prost(), block(seed).to_prost());
+        }
+        assert!(
+            SpanBlock::decode_native(&second, &mut SegmentValues::default()).is_err(),
+            "alone, the second refers to values no record defined"
+        );
+
+        // A record that was not written takes its values back: the next one defines them.
+        written.clear();
+        let _unwritten = encode(&block(1), &mut written, &mut scratch);
+        written.rollback();
+        assert!(written.is_empty());
+        let again = encode(&block(2), &mut written, &mut scratch);
+        let (back, _) =
+            SpanBlock::decode_native(&again, &mut SegmentValues::default()).expect("stands alone");
+        assert_eq!(back.to_prost(), block(2).to_prost());
+
+        // Values that never repeat fill the table once, then are written where they are.
+        written.clear();
+        let mut sizes = Vec::new();
+        for seed in 0..20u8 {
+            let mut b = request(seed);
+            for sp in &mut b[0].scope_spans[0].spans {
+                for (k, kv) in sp.attributes.iter_mut().enumerate() {
+                    kv.value = Some(AnyValue {
+                        value: Some(PValue::StringValue(format!("{seed:03}{k:02}").repeat(1000))),
+                    });
+                }
+            }
+            let b = SpanBlock::decode(&encode_prost(&b), false)
+                .expect("decodes")
+                .0;
+            sizes.push(encode(&b, &mut written, &mut scratch).len());
+        }
+        assert!(written.arena.len() <= SegmentValues::MAX_BYTES);
+        assert!(written.skip > 0, "it stopped looking values up");
+        assert!(
+            sizes.iter().all(|&n| n > 100_000),
+            "every record writes its values: {sizes:?}"
+        );
     }
 
     #[test]
     fn damaged_spans_in_the_logs_own_encoding_are_refused_or_read_whole() {
         let mut g = Gen(0x0dd_ba11_cafe_f00d);
         let mut scratch = SpanBlock::default();
-        let (mut refused, mut read) = (0, 0);
+        let (mut written, mut read) = (SegmentValues::default(), SegmentValues::default());
+        let (mut refused, mut whole) = (0, 0);
         for _ in 0..3000 {
             let body = encode_prost(&g.request());
             let (block, _) = SpanBlock::decode(&body, false).expect("decodes");
             let mut out = Vec::new();
-            SpanBlock::encode_native(&[block], &mut scratch, &mut out);
+            SpanBlock::encode_native(&[block], &mut scratch, &mut written, &mut out);
+            let mut before = read.clone();
+            SpanBlock::decode_native(&out, &mut read).expect("the record as written reads back");
             match g.below(3) {
                 0 => {
                     let i = g.below(out.len() as u64) as usize;
@@ -2659,20 +3031,20 @@ mod tests {
                     out[i..].iter_mut().for_each(|b| *b = b.wrapping_add(1));
                 }
             }
-            match SpanBlock::decode_native(&out) {
+            match SpanBlock::decode_native(&out, &mut before) {
                 // Whatever reads back is a block every accessor can walk.
                 Ok((b, _)) => {
                     let _ = b.to_prost();
                     let mut again = Vec::new();
                     b.encode(&mut again);
-                    read += 1;
+                    whole += 1;
                 }
                 Err(_) => refused += 1,
             }
         }
         assert!(
-            refused > 1000 && read > 100,
-            "refused {refused}, read {read}"
+            refused > 1000 && whole > 100,
+            "refused {refused}, read {whole}"
         );
     }
 
@@ -2718,7 +3090,13 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        SpanBlock::encode_native(&[block.clone()], &mut SpanBlock::default(), &mut out);
+        let values = &mut SegmentValues::default();
+        SpanBlock::encode_native(
+            &[block.clone()],
+            &mut SpanBlock::default(),
+            values,
+            &mut out,
+        );
         assert!(
             out.len() < 2 * long.len(),
             "{} bytes for ten spans sharing one value of {}",
@@ -2727,7 +3105,8 @@ mod tests {
         );
         let written = String::from_utf8_lossy(&out);
         assert!(!written.contains("hunter"), "replaced text is not written");
-        let (back, _) = SpanBlock::decode_native(&out).expect("reads back");
+        let (back, _) =
+            SpanBlock::decode_native(&out, &mut SegmentValues::default()).expect("reads back");
         assert_eq!(back.to_prost(), block.to_prost());
         assert_eq!(back.len(), 10);
     }
@@ -2765,7 +3144,7 @@ mod tests {
             }
         }
         assert!(
-            accepted > 300,
+            accepted > 200,
             "the damage left too few valid requests ({accepted})"
         );
     }

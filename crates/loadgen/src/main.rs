@@ -84,7 +84,8 @@ struct Load {
     #[arg(long, default_value_t = 16)]
     attribute_size: usize,
     /// Distinct values of each string attribute, drawn at random per span (0: every value
-    /// differs). The default, 1, sends the same value span after span.
+    /// differs). The default, 1, sends each attribute's one value span after span, as the
+    /// collector testbed does (random letters, a different value for each attribute and run).
     #[arg(long, default_value_t = 1)]
     distinct_values: u64,
     /// Spans per trace (a root and children).
@@ -143,7 +144,10 @@ fn encode_requests(l: &Load) -> Vec<Bytes> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let now = run;
-    let value: String = "v".repeat(l.attribute_size);
+    // `--distinct-values 1`: one value per attribute for the whole run.
+    let fixed: Vec<String> = (0..l.attributes)
+        .map(|a| value_text(l.attribute_size, mix(run ^ a as u64)))
+        .collect();
     (0..l.distinct)
         .map(|r| {
             let spans = (0..l.spans_per_request)
@@ -174,7 +178,7 @@ fn encode_requests(l: &Load) -> Vec<Bytes> {
                                     kv(format!("attr.{a}"), Value::IntValue(a as i64))
                                 } else {
                                     let v = match l.distinct_values {
-                                        1 => value.clone(),
+                                        1 => fixed[a].clone(),
                                         d => {
                                             let x = mix(n * 1000 + a as u64 + run);
                                             value_text(
@@ -760,6 +764,15 @@ mod tests {
     #[test]
     fn values_are_as_distinct_as_asked() {
         assert_eq!(values(1).1.len(), 1, "the default: one value");
+        let mut l = Load::parse_from(["load", "--distinct", "2", "--attribute-size", "12"]);
+        l.attributes = 3;
+        let req =
+            ExportTraceServiceRequest::decode(encode_requests(&l)[0].clone()).expect("decodes");
+        let sp = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_ne!(
+            sp.attributes[0].value, sp.attributes[1].value,
+            "each attribute has its own value"
+        );
         let (n, seen) = values(5);
         assert_eq!((n, seen.len()), (800, 5));
         let (n, seen) = values(0);

@@ -46,7 +46,7 @@ use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use prost::Message;
 use serde::Deserialize;
 use spanlake_core::SpanBlock;
-use spanlake_core::spans::NATIVE_MAGIC;
+use spanlake_core::spans::{NATIVE_MAGIC, NATIVE_MAGIC_V1, SegmentValues};
 
 const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
 
@@ -69,13 +69,15 @@ impl Record {
     /// `ExportTraceServiceRequest`), log records as field 2 — or, when the body starts with
     /// [`NATIVE_MAGIC`], the spans in the log's own encoding ([`SpanBlock::encode_native`])
     /// and then the log records.
-    fn decode(payload: &[u8]) -> Option<Record> {
-        let (spans, logs) = if payload.starts_with(&NATIVE_MAGIC) {
-            let (spans, used) = SpanBlock::decode_native(payload).ok()?;
-            (spans, &payload[used..])
-        } else {
-            (SpanBlock::decode(payload, false).ok()?.0, payload)
-        };
+    /// `values`: the long values earlier records of the segment defined.
+    fn decode(payload: &[u8], values: &mut SegmentValues) -> Option<Record> {
+        let (spans, logs) =
+            if payload.starts_with(&NATIVE_MAGIC) || payload.starts_with(&NATIVE_MAGIC_V1) {
+                let (spans, used) = SpanBlock::decode_native(payload, values).ok()?;
+                (spans, &payload[used..])
+            } else {
+                (SpanBlock::decode(payload, false).ok()?.0, payload)
+            };
         let logs = LogsOfRecord::decode(logs).ok()?;
         Some(Record {
             spans,
@@ -258,6 +260,10 @@ pub struct Wal {
     /// The spans of the record being written, copied into one block (their stores keep their
     /// room up to [`SCRATCH_KEEP`]).
     scratch: SpanBlock,
+    /// The long values records of the segment `values_segment` defined (large spans refer to
+    /// them instead of writing them again).
+    values: SegmentValues,
+    values_segment: u64,
     /// A compressed record's body, and the compressor (made at the first large record).
     packed: Vec<u8>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -304,6 +310,8 @@ impl Wal {
             total: 0,
             buf: Vec::new(),
             scratch: SpanBlock::default(),
+            values: SegmentValues::default(),
+            values_segment: 0,
             packed: Vec::new(),
             compressor: None,
             skip_compress: 0,
@@ -394,41 +402,40 @@ impl Wal {
         spans: &[SpanBlock],
         logs: &[ResourceLogs],
     ) -> Result<Written, WalError> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
-        self.buf.extend_from_slice(&ingest_ns.to_le_bytes());
-        let n_spans = spans.iter().map(SpanBlock::len).sum::<usize>();
-        if large_spans(spans) {
-            SpanBlock::encode_native(spans, &mut self.scratch, &mut self.buf);
-            if self.scratch.heap_bytes() > SCRATCH_KEEP {
-                self.scratch = SpanBlock::default();
-            }
-        } else {
-            for b in spans {
-                b.encode(&mut self.buf);
-            }
+        let written = self.append_record(ingest_ns, spans, logs);
+        if written.is_err() {
+            // Not in the segment: later records must not refer to values it defined.
+            self.values.rollback();
         }
-        for g in logs {
-            prost::encoding::message::encode(2, g, &mut self.buf);
-        }
-        let items = n_spans + spanlake_core::batch::count_logs(logs);
-        self.compress_body(items);
-        let payload_len = self.buf.len() - RECORD_HEADER;
-        let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
-        self.buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        written
+    }
+
+    fn append_record(
+        &mut self,
+        ingest_ns: i64,
+        spans: &[SpanBlock],
+        logs: &[ResourceLogs],
+    ) -> Result<Written, WalError> {
+        let segment = self.current_segment();
+        let native = self.encode(ingest_ns, spans, logs, segment);
         let len = self.buf.len() as u64;
+        let needs_new = match &self.current {
+            None => true,
+            Some(c) => c.len + len > self.config.segment_size && c.len > MAGIC.len() as u64,
+        };
+        if needs_new && native && self.current.is_some() {
+            // The record goes to the next segment: it may refer only to values defined there.
+            self.values.rollback();
+            self.encode(ingest_ns, spans, logs, self.next_id);
+        }
+        let len = self.buf.len() as u64;
+        let payload_len = self.buf.len() - RECORD_HEADER;
         if payload_len > u32::MAX as usize {
             return Err(WalError::Io {
                 path: self.dir.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"),
             });
         }
-
-        let needs_new = match &self.current {
-            None => true,
-            Some(c) => c.len + len > self.config.segment_size && c.len > MAGIC.len() as u64,
-        };
         let header = if needs_new { MAGIC.len() as u64 } else { 0 };
         if self.total + len + header > self.config.max_size {
             return Err(WalError::Full {
@@ -461,6 +468,46 @@ impl Wal {
             bytes: len as usize,
             file: Arc::clone(&cur.file),
         })
+    }
+
+    /// Encode one record into `buf` (header, checksum and all) for `segment`; whether its
+    /// spans are in the own encoding (which refers to the segment's values).
+    fn encode(
+        &mut self,
+        ingest_ns: i64,
+        spans: &[SpanBlock],
+        logs: &[ResourceLogs],
+        segment: u64,
+    ) -> bool {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; RECORD_HEADER]);
+        self.buf.extend_from_slice(&ingest_ns.to_le_bytes());
+        let n_spans = spans.iter().map(SpanBlock::len).sum::<usize>();
+        let native = large_spans(spans);
+        if native {
+            if self.values_segment != segment {
+                self.values.clear();
+                self.values_segment = segment;
+            }
+            SpanBlock::encode_native(spans, &mut self.scratch, &mut self.values, &mut self.buf);
+            if self.scratch.heap_bytes() > SCRATCH_KEEP {
+                self.scratch = SpanBlock::default();
+            }
+        } else {
+            for b in spans {
+                b.encode(&mut self.buf);
+            }
+        }
+        for g in logs {
+            prost::encoding::message::encode(2, g, &mut self.buf);
+        }
+        let items = n_spans + spanlake_core::batch::count_logs(logs);
+        self.compress_body(items);
+        let payload_len = self.buf.len() - RECORD_HEADER;
+        let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
+        self.buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        native
     }
 
     /// Compress the encoded record in `buf` (after its header and ingest time) when its
@@ -595,6 +642,7 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Da
         });
     }
     let mut at = MAGIC.len();
+    let mut values = SegmentValues::default();
     while at < data.len() {
         let rest = &data[at..];
         if rest.len() < RECORD_HEADER {
@@ -619,7 +667,9 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Da
         }
         let mut ingest = [0u8; 8];
         ingest.copy_from_slice(&payload[..8]);
-        let Some(rec) = record_body(&payload[8..]).and_then(|body| Record::decode(&body)) else {
+        let Some(rec) =
+            record_body(&payload[8..]).and_then(|body| Record::decode(&body, &mut values))
+        else {
             return Err(Damage {
                 at,
                 why: "record does not decode",
@@ -720,7 +770,12 @@ mod tests {
     /// Spans in the log's own encoding, as a record holds them.
     fn native(spans: &[SpanBlock]) -> Vec<u8> {
         let mut out = Vec::new();
-        SpanBlock::encode_native(spans, &mut SpanBlock::default(), &mut out);
+        SpanBlock::encode_native(
+            spans,
+            &mut SpanBlock::default(),
+            &mut SegmentValues::default(),
+            &mut out,
+        );
         out
     }
 
@@ -733,6 +788,77 @@ mod tests {
         }
         let (block, _) = SpanBlock::decode(&body, false).expect("decodes");
         (vec![block], body)
+    }
+
+    #[test]
+    fn records_of_a_segment_refer_to_the_values_earlier_ones_wrote_and_replay_whole() {
+        let dir = tempdir("shared");
+        // A segment holds a record that writes the values (~107 KB) and two that refer to
+        // them (~6 KB each).
+        let config = WalConfig {
+            segment_size: 120_000,
+            max_size: 10_000_000,
+            ..WalConfig::default()
+        };
+        let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
+        let (same, _) = as_received(large(10, 1, false));
+        let mut sizes = Vec::new();
+        let mut segments = Vec::new();
+        for i in 0..12 {
+            let w = wal.append(i, &same, &[]).expect("append");
+            sizes.push(w.bytes);
+            segments.push(w.segment);
+        }
+        // The first record of each segment writes the 20 values, the next ones refer to them.
+        for i in 1..12 {
+            let first = segments[i] != segments[i - 1];
+            assert_eq!(
+                sizes[i] > 100_000,
+                first,
+                "record {i}: {sizes:?} in {segments:?}"
+            );
+        }
+        assert!(segments[11] > segments[0], "{segments:?}");
+        // A refused record (the log is full) takes back the values it defined.
+        let before = wal.size();
+        let big = wal.config.max_size;
+        wal.config.max_size = before + 1000;
+        let (fresh, _) = as_received(large(10, 2, false));
+        assert!(matches!(
+            wal.append(99, &fresh, &[]),
+            Err(WalError::Full { .. })
+        ));
+        wal.config.max_size = big;
+        let w = wal.append(12, &fresh, &[]).expect("append");
+        assert!(w.bytes > 100_000, "the values are written again");
+        drop(wal);
+        let mut got = Vec::new();
+        let (mut wal, report) = Wal::open(&dir, config.clone(), |seg, ingest, rec| {
+            got.push((seg, ingest, rec))
+        })
+        .expect("replay");
+        assert!(report.set_aside.is_empty());
+        assert_eq!(got.len(), 13);
+        for (i, (_, ingest, rec)) in got.iter().enumerate() {
+            assert_eq!(*ingest, i as i64);
+            let expected = if i < 12 { &same } else { &fresh };
+            assert!(rec.spans.to_prost() == expected[0].to_prost(), "record {i}");
+        }
+        // Once earlier segments are gone, a later one replays alone.
+        let last = got[12].0;
+        wal.trim(last);
+        drop(wal);
+        let mut n = 0;
+        let (_, report) = Wal::open(&dir, config, |_, _, rec| {
+            assert!(
+                rec.spans.to_prost() == fresh[0].to_prost()
+                    || rec.spans.to_prost() == same[0].to_prost()
+            );
+            n += 1;
+        })
+        .expect("replay");
+        assert!(report.set_aside.is_empty() && n >= 1, "{report:?}");
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -854,7 +980,14 @@ mod tests {
             let w = wal.append(seed as i64, &spans, &[]).expect("append");
             sizes.push((w.bytes, RECORD_HEADER + 8 + native(&spans).len()));
         }
-        assert!(sizes.iter().all(|(got, raw)| got == raw), "{sizes:?}");
+        // (A value the segment's table has no room for is written in place, a few bytes
+        // smaller than one defined for later records.)
+        assert!(
+            sizes
+                .iter()
+                .all(|&(got, raw)| got <= raw && raw - got < raw / 100),
+            "{sizes:?}"
+        );
         assert_eq!(wal.skip_compress, COMPRESS_BACKOFF - 2);
         drop(wal);
         let mut n = 0;
