@@ -10,17 +10,22 @@
 //! payload i64 LE ingest time (Unix ns), then the body: a protobuf message whose field 1 is
 //!         OTLP ResourceSpans (as in ExportTraceServiceRequest) and field 2 OTLP
 //!         ResourceLogs — or, for large spans, the spans in the log's own encoding (they
-//!         start with "SLB1": the block's tables as they are, see
-//!         `SpanBlock::encode_native`) followed by that message's log records
-//!         — or either body as one zstd frame (it starts with zstd's magic, 28 B5 2F FD)
+//!         start with "SLB2", or "SLB1" as session 12's builds wrote it: the block's tables
+//!         as they are, see `SpanBlock::encode_native`) followed by that message's log
+//!         records — or either body as one zstd frame (it starts with zstd's magic, 28 B5
+//!         2F FD)
 //! ```
 //!
 //! Spans whose attributes take ≥ 2 KiB (judged by each block's first span) go in the own
-//! encoding: a long value that decoding shared between a request's spans (the collector
-//! testbed sends the same 20 values of 5 KB on every span) is written once where protobuf
-//! repeats it on every span, and the tables are copied where protobuf encodes every field.
-//! Ordinary spans stay protobuf, which is smaller for them. Builds before the own encoding
-//! cannot replay such records.
+//! encoding: a long value is written once per segment — the first record that holds it
+//! defines it, later records of the same segment refer to it by number (`SegmentValues`;
+//! the collector testbed sends the same 20 values of 5 KB on every span: 100 KB a request
+//! for the first, ~6 KB for the next) — where protobuf repeats it on every span, and the
+//! tables are copied where protobuf encodes every field. Replay therefore reads a segment's
+//! records in order from its start, as it always did; a record is encoded again when it
+//! has to start a new segment, and a record that is not written takes back the values it
+//! defined. Ordinary spans stay protobuf, which is smaller for them. Builds before the own
+//! encoding cannot replay such records (session 12's builds read `SLB1` only).
 //!
 //! Records of large spans or log records (≥ 2 KiB each on average, ≥ 64 KiB in all) are
 //! compressed when that makes them at least half smaller. When a record does not compress
