@@ -265,6 +265,25 @@ fn log(c: &mut Criterion) {
             ]
         })
         .collect();
+    let redactor = Redactor::new(&RedactionConfig {
+        builtin_rules: true,
+        ..Default::default()
+    })
+    .expect("rules");
+    let mut g = c.benchmark_group("large_spans");
+    g.throughput(Throughput::Elements(10));
+    g.bench_function(
+        "redaction (built-in rules) of 10 spans of 20 × 5 KB values",
+        |b| {
+            b.iter_batched_ref(
+                || blocks[0].clone(),
+                |bs| redactor.redact(bs),
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    g.finish();
+
     let mut g = c.benchmark_group("write_ahead_log");
     g.throughput(Throughput::Elements(10));
     let mut n = 0;
