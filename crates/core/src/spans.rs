@@ -2090,7 +2090,13 @@ impl SegmentValues {
         self.skip = 0;
     }
 
-    /// The record last encoded was not written: forget the values it defined.
+    /// The record last encoded is written: the values it defined stay.
+    pub fn commit(&mut self) {
+        self.committed = self.places.len();
+    }
+
+    /// The record last encoded was not written: forget the values it defined since the last
+    /// [`commit`](Self::commit).
     pub fn rollback(&mut self) {
         if self.places.len() == self.committed {
             return;
@@ -2281,7 +2287,6 @@ impl SpanBlock {
 
     /// The text in pieces: long string values shared through `values`, the rest as it is.
     fn put_text(&self, values: &mut SegmentValues, out: &mut Vec<u8>) {
-        values.committed = values.places.len();
         let text = self.text.as_bytes();
         let mut long: Vec<(u32, u32)> = Vec::new();
         if values.skip > 0 {
@@ -2950,9 +2955,11 @@ mod tests {
         };
         let (mut written, mut read) = (SegmentValues::default(), SegmentValues::default());
         let mut scratch = SpanBlock::default();
+        // Each record is written: the log commits its values.
         let encode = |b: &SpanBlock, written: &mut SegmentValues, scratch: &mut SpanBlock| {
             let mut out = Vec::new();
             SpanBlock::encode_native(std::slice::from_ref(b), scratch, written, &mut out);
+            written.commit();
             out
         };
         let first = encode(&block(1), &mut written, &mut scratch);
@@ -2974,7 +2981,8 @@ mod tests {
 
         // A record that was not written takes its values back: the next one defines them.
         written.clear();
-        let _unwritten = encode(&block(1), &mut written, &mut scratch);
+        let mut unwritten = Vec::new();
+        SpanBlock::encode_native(&[block(1)], &mut scratch, &mut written, &mut unwritten);
         written.rollback();
         assert!(written.is_empty());
         let again = encode(&block(2), &mut written, &mut scratch);

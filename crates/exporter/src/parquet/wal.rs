@@ -429,8 +429,8 @@ impl Wal {
             Some(c) => c.len + len > self.config.segment_size && c.len > MAGIC.len() as u64,
         };
         if needs_new && native && self.current.is_some() {
-            // The record goes to the next segment: it may refer only to values defined there.
-            self.values.rollback();
+            // The record goes to the next segment: it may refer only to values defined there
+            // (encoding for another segment starts its table anew).
             self.encode(ingest_ns, spans, logs, self.next_id);
         }
         let len = self.buf.len() as u64;
@@ -468,6 +468,7 @@ impl Wal {
         cur.len += len;
         self.total += len;
         self.segments.insert(cur.id, cur.len);
+        self.values.commit();
         Ok(Written {
             segment: cur.id,
             bytes: len as usize,
@@ -836,6 +837,19 @@ mod tests {
         wal.config.max_size = big;
         let w = wal.append(12, &fresh, &[]).expect("append");
         assert!(w.bytes > 100_000, "the values are written again");
+        // A refused record of ordinary spans takes back nothing of the written ones.
+        wal.config.max_size = wal.size() + 10;
+        assert!(matches!(
+            wal.append(98, &groups(3), &[]),
+            Err(WalError::Full { .. })
+        ));
+        wal.config.max_size = big;
+        let w = wal.append(13, &fresh, &[]).expect("append");
+        assert!(
+            w.bytes < 10_000,
+            "it refers to the values written before: {}",
+            w.bytes
+        );
         drop(wal);
         let mut got = Vec::new();
         let (mut wal, report) = Wal::open(&dir, config.clone(), |seg, ingest, rec| {
@@ -843,7 +857,7 @@ mod tests {
         })
         .expect("replay");
         assert!(report.set_aside.is_empty());
-        assert_eq!(got.len(), 13);
+        assert_eq!(got.len(), 14);
         for (i, (_, ingest, rec)) in got.iter().enumerate() {
             assert_eq!(*ingest, i as i64);
             let expected = if i < 12 { &same } else { &fresh };
