@@ -36,21 +36,13 @@
 //! serves every batch written since the last one). A segment is deleted once every span in it
 //! is in a committed Parquet file.
 //!
-//! A segment is written with zeros ahead of its records (`ZEROS_AHEAD`, up to its size):
-//! records overwrite blocks the file already has, so the fsync after each batch writes the
-//! records alone, where a file that grows has its size and new blocks committed to the
-//! filesystem's journal on every fsync as well (on ext4, measured: ~80 → ~50 µs of CPU and
-//! ~230 → ~120 µs of waiting per 3.4 KB write and fdatasync). A header of zeros ends a
-//! segment's records; a segment is cut to its records when the next one starts.
-//!
 //! On start the log is replayed: every record that checks out is handed back. A torn last
 //! record (a crash mid-write) is expected and ignored; damage anywhere else sets the segment
 //! aside as `<id>.wal.corrupt`, with an error in the log, after its good records are replayed.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,9 +54,6 @@ use spanlake_core::SpanBlock;
 use spanlake_core::spans::{NATIVE_MAGIC, NATIVE_MAGIC_V1, SegmentValues};
 
 const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
-
-/// Zeros written ahead of the records of the current segment (at most to its size).
-const ZEROS_AHEAD: u64 = 1 << 20;
 
 /// The body of a record: spans and log records.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,8 +156,7 @@ pub struct WalConfig {
     /// …or as soon as this many bytes wait. Default `4194304` (4 MiB).
     #[serde(default = "default_sync_bytes")]
     pub sync_bytes: usize,
-    /// The log never grows past this many bytes of records (the segment being written also
-    /// holds up to 1 MiB of zeros ahead of them); once full, requests are refused (retryable)
+    /// The log never grows past this many bytes; once full, requests are refused (retryable)
     /// until committed files let segments go. Default `1073741824` (1 GiB).
     #[serde(default = "default_max_size")]
     pub max_size: u64,
@@ -246,22 +234,7 @@ pub struct Written {
 struct Current {
     id: u64,
     file: Arc<File>,
-    /// Bytes of records (and the magic): where the next record goes.
     len: u64,
-    /// The file's length: zeros from `len` on.
-    zeroed: u64,
-}
-
-/// Write zeros to `file` from `from` to `to`.
-fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(ZEROS.len() as u64);
-        file.write_all_at(&ZEROS[..n as usize], at)?;
-        at += n;
-    }
-    Ok(())
 }
 
 /// What replay found.
@@ -365,17 +338,7 @@ impl Wal {
             });
             // The bytes of the segment that stay on disk.
             let kept = match scan {
-                Ok(end) => {
-                    if end < data.len() {
-                        // The zeros ahead of a segment being written at a crash: cut them
-                        // off, as rotation would have.
-                        let _ = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .and_then(|f| f.set_len(end as u64));
-                    }
-                    end
-                }
+                Ok(()) => data.len(),
                 Err(Damage { at: 0, .. }) if data.is_empty() => {
                     // Created, then the crash came before its header: nothing in it.
                     let _ = fs::remove_file(&path);
@@ -433,10 +396,7 @@ impl Wal {
     /// Every record written so far is in committed files: close the current segment, so that
     /// `trim` can remove it, and start the next record in a new one.
     pub fn seal(&mut self) {
-        if let Some(cur) = self.current.take() {
-            // Cut to its records (the zeros ahead are for the segment written to).
-            let _ = cur.file.set_len(cur.len);
-        }
+        self.current = None;
     }
 
     /// Append one record. It is written (in the page cache) when this returns; it is durable
@@ -498,26 +458,13 @@ impl Wal {
             });
         };
         let path = seg_path(&self.dir, cur.id);
-        let end = cur.len + len;
-        if end > cur.zeroed {
-            let ahead = (end + ZEROS_AHEAD).min(end.max(self.config.segment_size));
-            match write_zeros(&cur.file, end.max(cur.zeroed), ahead) {
-                Ok(()) => cur.zeroed = ahead,
-                // A disk too full for the zeros may still take the record.
-                Err(_) => {
-                    let _ = cur.file.set_len(cur.zeroed);
-                }
-            }
-        }
-        if let Err(source) = cur.file.write_all_at(&self.buf, cur.len) {
+        if let Err(source) = (&*cur.file).write_all(&self.buf) {
             // Leave no partial record behind: later records must stay readable.
-            cur.zeroed = cur.len;
             if cur.file.set_len(cur.len).is_err() {
                 self.current = None;
             }
             return Err(WalError::Io { path, source });
         }
-        cur.zeroed = cur.zeroed.max(end);
         cur.len += len;
         self.total += len;
         self.segments.insert(cur.id, cur.len);
@@ -606,14 +553,10 @@ impl Wal {
     /// record) and start the next.
     fn rotate(&mut self) -> Result<(), WalError> {
         if let Some(cur) = self.current.take() {
-            // Cut to its records: the zeros ahead are for the segment written to.
-            cur.file
-                .set_len(cur.len)
-                .and_then(|()| cur.file.sync_data())
-                .map_err(|source| WalError::Io {
-                    path: seg_path(&self.dir, cur.id),
-                    source,
-                })?;
+            cur.file.sync_data().map_err(|source| WalError::Io {
+                path: seg_path(&self.dir, cur.id),
+                source,
+            })?;
         }
         let id = self.next_id;
         let path = seg_path(&self.dir, id);
@@ -621,19 +564,12 @@ impl Wal {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create_new(true)
-            .write(true)
+            .append(true)
             .open(&path)
             .map_err(io)?;
-        let magic = MAGIC.len() as u64;
-        let mut zeroed = (magic + ZEROS_AHEAD).min(self.config.segment_size.max(magic));
-        if write_zeros(&file, magic, zeroed).is_err() {
-            // A disk too full for the zeros may still take records.
-            zeroed = magic;
-            let _ = file.set_len(magic);
-        }
-        if let Err(e) = file.write_all_at(MAGIC, 0).and_then(|()| file.sync_data()) {
+        if let Err(e) = file.write_all(MAGIC).and_then(|_| file.sync_data()) {
             let _ = fs::remove_file(&path);
             return Err(io(e));
         }
@@ -647,8 +583,7 @@ impl Wal {
         self.current = Some(Current {
             id,
             file: Arc::new(file),
-            len: magic,
-            zeroed,
+            len: MAGIC.len() as u64,
         });
         Ok(())
     }
@@ -698,9 +633,8 @@ struct Damage {
     why: &'static str,
 }
 
-/// Walk a segment's records, handing each good one to `each`, up to the zeros ahead of them
-/// (or the file's end), whose offset it returns; stop at the first damage.
-fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<usize, Damage> {
+/// Walk a segment's records, handing each good one to `each`; stop at the first damage.
+fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Damage> {
     if data.len() < MAGIC.len() {
         return Err(Damage {
             at: 0,
@@ -717,19 +651,6 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<usize,
     let mut values = SegmentValues::default();
     while at < data.len() {
         let rest = &data[at..];
-        // No record starts with a zero length: the zeros written ahead of the records.
-        if rest[..rest.len().min(RECORD_HEADER)]
-            .iter()
-            .all(|&b| b == 0)
-        {
-            if rest.iter().all(|&b| b == 0) {
-                return Ok(at);
-            }
-            return Err(Damage {
-                at,
-                why: "zeros amid records",
-            });
-        }
         if rest.len() < RECORD_HEADER {
             return Err(Damage {
                 at,
@@ -763,7 +684,7 @@ fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<usize,
         each(i64::from_le_bytes(ingest), rec);
         at += RECORD_HEADER + len;
     }
-    Ok(at)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1153,69 +1074,6 @@ mod tests {
     }
 
     #[test]
-    fn records_overwrite_zeros_written_ahead_and_replay_stops_at_them() {
-        let dir = tempdir("zeros");
-        let config = WalConfig {
-            segment_size: 3 * ZEROS_AHEAD,
-            ..Default::default()
-        };
-        let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
-        let first = wal.current_segment();
-        let mut records = 0;
-        // ~2.5 MB of records: the zeros are written further ahead twice, then the next
-        // record starts a new segment.
-        while wal.current_segment() == first {
-            records += 1;
-            wal.append(records, &groups(200), &[]).expect("append");
-        }
-        let second = wal.current_segment();
-        let written = wal.segments[&second];
-        let data = fs::read(seg_path(&dir, second)).expect("read");
-        assert_eq!(
-            data.len() as u64,
-            MAGIC.len() as u64 + ZEROS_AHEAD,
-            "a new segment starts with zeros ahead of its first record"
-        );
-        assert!(written > MAGIC.len() as u64);
-        assert!(data[written as usize..].iter().all(|&b| b == 0));
-        // The segment before was cut to its records when the next one started.
-        let len = fs::metadata(seg_path(&dir, first)).expect("meta").len();
-        assert_eq!(len, wal.segments[&first]);
-        assert!(len > 2 * ZEROS_AHEAD && len <= 3 * ZEROS_AHEAD, "{len}");
-        drop(wal);
-        let (got, report, wal) = replayed(&dir);
-        assert_eq!(got.len() as i64, records);
-        assert_eq!((report.torn_bytes, report.set_aside.len()), (0, 0));
-        // Sizes count the records, not the zeros, which replay cut off.
-        assert_eq!(wal.size(), len + written);
-        let cut = fs::metadata(seg_path(&dir, second)).expect("meta").len();
-        assert_eq!(cut, written);
-        drop(wal);
-
-        // A record torn by a crash: its end never reached the disk (zeros there), the zeros
-        // ahead follow. It is dropped and cut off; the records before it come back.
-        let mut data = fs::read(seg_path(&dir, second)).expect("read");
-        let w = written as usize;
-        data[w - 10..w].fill(0);
-        data.resize(w + 4096, 0);
-        fs::write(seg_path(&dir, second), &data).expect("write");
-        let (got, report, _) = replayed(&dir);
-        assert_eq!(got.len() as i64, records - 1);
-        assert!(report.torn_bytes > 0);
-        assert!(report.set_aside.is_empty());
-        let len = fs::metadata(seg_path(&dir, second)).expect("meta").len();
-        assert!(len < written, "cut at the torn record: {len}");
-
-        // Zeros amid the records of an older segment are damage.
-        let mut data = fs::read(seg_path(&dir, first)).expect("read");
-        data[MAGIC.len()..MAGIC.len() + RECORD_HEADER].fill(0);
-        fs::write(seg_path(&dir, first), &data).expect("write");
-        let (_, report, _) = replayed(&dir);
-        assert_eq!(report.set_aside.len(), 1);
-        fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
     fn a_torn_tail_is_ignored_and_damage_elsewhere_is_set_aside() {
         let dir = tempdir("torn");
         let config = WalConfig {
@@ -1229,10 +1087,10 @@ mod tests {
                 .expect("append");
         }
         let last = wal.current_segment();
-        let len = wal.segments[&last];
         drop(wal);
-        // Tear the last record of the last segment (and the zeros ahead of it).
+        // Tear the last record of the last segment.
         let last_path = seg_path(&dir, last);
+        let len = fs::metadata(&last_path).expect("meta").len();
         OpenOptions::new()
             .write(true)
             .open(&last_path)
