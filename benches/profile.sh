@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Profile a collector build under load: the sidecar pipeline (benches/sidecar.json), driven by
-# spanlake-loadgen at a fixed rate, sampled by perf for 8 seconds, then the samples grouped by
-# stage (benches/phases.py).
+# spanlake-loadgen at a fixed rate, sampled by perf for 8 seconds into OUT. Read OUT with
+# benches/phases.py (samples by stage, or a function's callers).
+#
+#   benches/profile.sh BIN ACKS RATE OUT [loadgen options...]
 #
 #   apt-get install linux-perf
 #   cargo build --release -p spanlake -p spanlake-loadgen; cp target/release/spanlake /tmp/b1
