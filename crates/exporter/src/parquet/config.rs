@@ -77,8 +77,11 @@ fn default_max_row_group_bytes() -> usize {
     64 << 20
 }
 
+/// zstd's level unless the configuration sets one.
+pub(crate) const DEFAULT_LEVEL: i32 = 3;
+
 fn default_level() -> i32 {
-    3
+    DEFAULT_LEVEL
 }
 
 impl ParquetConfig {
