@@ -833,6 +833,34 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    /// A finished builder hands over exactly what was appended and is left empty, with the
+    /// room the finished rows took (types, timezone and all).
+    #[test]
+    fn finished_builders_keep_their_room_and_nothing_else() {
+        let mut s = StringBuilder::new();
+        for v in ["alpha", "", "gamma"] {
+            s.append_value(v);
+        }
+        s.append_null();
+        let a = s.finish_keeping_room();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.null_count(), 1);
+        assert_eq!(a.as_string::<i32>().value(2), "gamma");
+        assert_eq!(s.len(), 0);
+        assert!(s.values_capacity() >= 10 && s.offsets_capacity() >= 5);
+        s.append_value("next");
+        assert_eq!(s.finish_keeping_room().as_string::<i32>().value(0), "next");
+
+        let mut t = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        t.append_value(7);
+        let first = t.finish_keeping_room();
+        t.append_value(8);
+        let second = t.finish_keeping_room();
+        assert_eq!(second.data_type(), first.data_type());
+        assert_eq!(second.data_type(), &crate::parquet::schema::ts());
+        assert!(t.capacity() >= 1);
+    }
+
     #[test]
     fn partitions_are_utc_dates_and_hours() {
         assert_eq!(partition_of(0), ("1970-01-01".into(), "00".into()));

@@ -227,6 +227,10 @@ impl LogRows {
         columns.extend(self.origin.finish());
         columns.push(Arc::new(self.record_id.finish()));
         columns.push(Arc::new(self.ingest.finish()));
+        // The writer keeps these builders from one batch of logs to the next, maybe for
+        // hours: they keep no room sized by the last batch (`FinishKeepingRoom`).
+        self.attrs = AttrMaps::new();
+        self.origin = Origin::new();
         let batch = super::convert::aligned_batch(log_schema(), columns)?;
         Ok((batch, std::mem::take(&mut self.hours)))
     }
