@@ -6,14 +6,17 @@
 #
 #   benches/instructions.sh BIN...                 # sidecar pipeline, durable, 2,000 spans/s for 10 s
 #   ACKS=memory benches/instructions.sh BIN...
-#   RATE=200 LOAD="--attributes 20 --attribute-size 5000 --spans-per-request 10" \
+#   RATE=100 LOAD="--attributes 20 --attribute-size 5000 --spans-per-request 10" \
 #     benches/instructions.sh BIN...               # the testbed's large spans
 #   TOP=15 benches/instructions.sh BIN...          # and each build's 15 costliest functions (self)
 #   KEEP=/tmp/counts benches/instructions.sh BIN... # keep each profile for callgrind_annotate
 #
 # Start-up is not counted (counting starts once the collector listens). Each run ends with
 # the collector's shutdown, which writes out every row group: the seal and the commit of every
-# span are in the count, so the count per span covers the whole path. Needs valgrind.
+# span are in the count, so the count per span covers the whole path. Run it on a quiet machine
+# and compare builds only where each accepted the same number of spans (a loaded machine makes
+# the load generator fall short of its rate under valgrind, and other batches count otherwise).
+# Needs valgrind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "benches/instructions.sh: valgrind is needed" >&2; exit 1; }
