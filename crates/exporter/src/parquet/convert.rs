@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use spanlake_core::SpanBlock;
-use spanlake_core::ids::push_id;
+use spanlake_core::ids::{id_in, push_hex};
 use spanlake_core::spans::{Resource as BResource, Rows, Scope, Span, Value as BValue};
 
 use super::schema::{event_fields, kind_name, link_fields, span_schema, status_name};
@@ -435,12 +435,13 @@ pub(crate) fn opt_str(b: &mut StringBuilder, s: &str) {
 }
 
 fn hex_into(b: &mut StringBuilder, scratch: &mut String, id: &[u8]) {
-    if let Some(text) = spanlake_core::ids::id_in(id, &mut [0u8; 64]) {
+    if let Some(text) = id_in(id, &mut [0u8; 64]) {
         b.append_value(text);
         return;
     }
+    // Not a native text id, and longer than `id_in` writes on the stack.
     scratch.clear();
-    push_id(scratch, id);
+    push_hex(scratch, id);
     b.append_value(scratch.as_str());
 }
 
