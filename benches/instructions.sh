@@ -9,14 +9,14 @@
 #   RATE=100 LOAD="--attributes 20 --attribute-size 5000 --spans-per-request 10" \
 #     benches/instructions.sh BIN...               # the testbed's large spans
 #   TOP=15 benches/instructions.sh BIN...          # and each build's 15 costliest functions (self)
-#   KEEP=/tmp/counts benches/instructions.sh BIN... # keep each profile for callgrind_annotate
+#   KEEP=/tmp/counts benches/instructions.sh BIN... # keep each profile (and lake)
 #
 # Start-up is not counted (counting starts once the collector listens). Each run ends with
 # the collector's shutdown, which writes out every row group: the seal and the commit of every
 # span are in the count, so the count per span covers the whole path. Run it on a quiet machine
 # and compare builds only where each accepted the same number of spans (a loaded machine makes
 # the load generator fall short of its rate under valgrind, and other batches count otherwise).
-# Needs valgrind.
+# Also prints the lake's Parquet bytes per span (the files the run wrote). Needs valgrind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "benches/instructions.sh: valgrind is needed" >&2; exit 1; }
@@ -45,9 +45,11 @@ for bin in "$@"; do
   wait "$collector" || true
   spans=$(echo "$out" | grep -oE 'accepted [0-9]+' | grep -oE '[0-9]+')
   total=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  python3 -c "print(f'$(basename "$bin"): {$total:,} instructions for $spans spans: {$total / $spans:,.0f} per span')"
+  lake=$(find "$work/data" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+  python3 -c "print(f'$(basename "$bin"): {$total:,} instructions for $spans spans: {$total / $spans:,.0f} per span; lake {$lake / $spans:.2f} bytes per span')"
   if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP" && cp "$work/callgrind.out" "$KEEP/$(basename "$bin").callgrind"
+    rm -rf "$KEEP/$(basename "$bin").lake" && cp -r "$work/data" "$KEEP/$(basename "$bin").lake"
   fi
   if [ -n "${TOP:-}" ]; then
     callgrind_annotate --inclusive=no "$work/callgrind.out" 2>/dev/null |

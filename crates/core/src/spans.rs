@@ -40,6 +40,14 @@ impl Str {
     pub fn is_empty(self) -> bool {
         self.len == 0
     }
+
+    /// Where the string lies in its block's text: offset and length. Two strings of one
+    /// block at the same place are the same text (a block stores a string repeated from the
+    /// previous span once, at one place).
+    #[inline]
+    pub fn place(self) -> (u32, u32) {
+        (self.off, self.len)
+    }
 }
 
 /// Bytes of a block (an id, a bytes value, a nested value's protobuf): where they lie in the

@@ -106,6 +106,9 @@ pub(crate) struct Origin {
     scope_dropped: Int64Builder,
     scope_schema_url: StringBuilder,
     text: String,
+    /// Whether the resource and scope attribute maps are left to the caller (the seal encodes
+    /// them itself: `maps.rs`).
+    own_maps: bool,
 }
 
 /// A block's resources and scopes, converted once for every span of the block.
@@ -143,6 +146,7 @@ impl Origin {
             scope_dropped: Int64Builder::new(),
             scope_schema_url: StringBuilder::new(),
             text: String::new(),
+            own_maps: false,
         }
     }
 
@@ -186,7 +190,11 @@ impl Origin {
     pub(crate) fn block_group<'a>(&mut self, b: &'a SpanBlock, r: &BResource) -> GroupOrigin<'a> {
         GroupOrigin {
             service: b.resource_str(r, "service.name"),
-            resource: convert_block(b, r.attrs, &mut self.text),
+            resource: if self.own_maps {
+                Vec::new()
+            } else {
+                convert_block(b, r.attrs, &mut self.text)
+            },
             resource_dropped: r.dropped_attributes_count,
             resource_schema_url: b.str(r.schema_url),
         }
@@ -198,7 +206,11 @@ impl Origin {
             scope: s
                 .present
                 .then(|| (b.str(s.name), b.str(s.version), s.dropped_attributes_count)),
-            attributes: convert_block(b, s.attrs, &mut self.text),
+            attributes: if self.own_maps {
+                Vec::new()
+            } else {
+                convert_block(b, s.attrs, &mut self.text)
+            },
             schema_url: b.str(s.schema_url),
         }
     }
@@ -217,7 +229,9 @@ impl Origin {
         g: &GroupOrigin<'_>,
         s: &ScopeOrigin<'_>,
     ) -> Result<(), ArrowError> {
-        self.resource_attrs.append_converted(&g.resource)?;
+        if !self.own_maps {
+            self.resource_attrs.append_converted(&g.resource)?;
+        }
         self.resource_dropped
             .append_value(g.resource_dropped as i64);
         opt_str(&mut self.resource_schema_url, g.resource_schema_url);
@@ -233,7 +247,9 @@ impl Origin {
                 self.scope_dropped.append_value(0);
             }
         }
-        self.scope_attrs.append_converted(&s.attributes)?;
+        if !self.own_maps {
+            self.scope_attrs.append_converted(&s.attributes)?;
+        }
         opt_str(&mut self.scope_schema_url, s.schema_url);
         Ok(())
     }
@@ -244,19 +260,32 @@ impl Origin {
 
     /// The columns of [`origin_fields`](super::schema::origin_fields), in order.
     pub(crate) fn finish(&mut self) -> Vec<ArrayRef> {
-        let [ra, rat] = self.resource_attrs.finish();
-        let [sa, sat] = self.scope_attrs.finish();
+        self.finish_columns().into_iter().flatten().collect()
+    }
+
+    /// The columns of [`origin_fields`](super::schema::origin_fields), in order; the attribute
+    /// maps `None` when they are the caller's.
+    fn finish_columns(&mut self) -> Vec<Option<ArrayRef>> {
+        let maps = |m: &mut AttrMaps, own: bool| {
+            if own {
+                [None, None]
+            } else {
+                m.finish().map(Some)
+            }
+        };
+        let [ra, rat] = maps(&mut self.resource_attrs, self.own_maps);
+        let [sa, sat] = maps(&mut self.scope_attrs, self.own_maps);
         vec![
             ra,
             rat,
-            self.resource_dropped.finish_keeping_room(),
-            self.resource_schema_url.finish_keeping_room(),
-            self.scope_name.finish_keeping_room(),
-            self.scope_version.finish_keeping_room(),
+            Some(self.resource_dropped.finish_keeping_room()),
+            Some(self.resource_schema_url.finish_keeping_room()),
+            Some(self.scope_name.finish_keeping_room()),
+            Some(self.scope_version.finish_keeping_room()),
             sa,
             sat,
-            self.scope_dropped.finish_keeping_room(),
-            self.scope_schema_url.finish_keeping_room(),
+            Some(self.scope_dropped.finish_keeping_room()),
+            Some(self.scope_schema_url.finish_keeping_room()),
         ]
     }
 }
@@ -501,6 +530,9 @@ pub struct SpanRows {
     ingest: Int64Builder,
     text: String,
     ids: String,
+    /// Whether the attribute maps (the span's, the resource's, the scope's) are left to the
+    /// caller: [`SpanRows::without_maps`].
+    own_maps: bool,
 }
 
 impl Default for SpanRows {
@@ -544,7 +576,18 @@ impl SpanRows {
             ingest: Int64Builder::new(),
             text: String::new(),
             ids: String::new(),
+            own_maps: false,
         }
+    }
+
+    /// Rows without the attribute maps of spans, resources and scopes (those of events and
+    /// links stay): the seal encodes those itself (`maps.rs`). [`SpanRows::finish_columns`]
+    /// gives the other columns.
+    pub(crate) fn without_maps() -> Self {
+        let mut rows = Self::new();
+        rows.own_maps = true;
+        rows.origin.own_maps = true;
+        rows
     }
 
     /// Append every span of `blocks`, received at `ingest_ns`.
@@ -632,7 +675,9 @@ impl SpanRows {
             None => self.status_code.append_value(code.to_string()),
         }
         opt_str(&mut self.status_message, message);
-        self.attrs.append_block(b, span.attrs, &mut self.text)?;
+        if !self.own_maps {
+            self.attrs.append_block(b, span.attrs, &mut self.text)?;
+        }
         self.dropped_attrs
             .append_value(span.dropped_attributes_count as i64);
 
@@ -670,7 +715,24 @@ impl SpanRows {
 
     /// The rows as a record batch of [`span_schema`]; the builders are left empty for reuse.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        let [a, at] = self.attrs.finish();
+        let columns = self
+            .finish_columns()?
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ArrowError::InvalidArgumentError("rows kept without their attribute maps".into())
+            })?;
+        aligned_batch(span_schema(), columns)
+    }
+
+    /// The columns of [`span_schema`], in order, each `None` that is left to the caller
+    /// ([`SpanRows::without_maps`]); the builders are left empty for reuse.
+    pub(crate) fn finish_columns(&mut self) -> Result<Vec<Option<ArrayRef>>, ArrowError> {
+        let [a, at] = if self.own_maps {
+            [None, None]
+        } else {
+            self.attrs.finish().map(Some)
+        };
         let events = {
             let e = &mut self.events;
             let [ea, eat] = e.attrs.as_mut().expect("builders").finish();
@@ -719,33 +781,33 @@ impl SpanRows {
             ));
             Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
         };
-        let mut columns: Vec<ArrayRef> = vec![
-            self.trace_id.finish_keeping_room(),
-            self.span_id.finish_keeping_room(),
-            self.parent_span_id.finish_keeping_room(),
-            self.trace_state.finish_keeping_room(),
-            self.flags.finish_keeping_room(),
-            self.name.finish_keeping_room(),
-            self.kind.finish_keeping_room(),
-            self.start.finish_keeping_room(),
-            self.end.finish_keeping_room(),
-            self.duration.finish_keeping_room(),
-            self.start_ts.finish_keeping_room(),
-            self.end_ts.finish_keeping_room(),
-            self.status_code.finish_keeping_room(),
-            self.status_message.finish_keeping_room(),
-            self.origin.finish_service(),
+        let mut columns: Vec<Option<ArrayRef>> = vec![
+            Some(self.trace_id.finish_keeping_room()),
+            Some(self.span_id.finish_keeping_room()),
+            Some(self.parent_span_id.finish_keeping_room()),
+            Some(self.trace_state.finish_keeping_room()),
+            Some(self.flags.finish_keeping_room()),
+            Some(self.name.finish_keeping_room()),
+            Some(self.kind.finish_keeping_room()),
+            Some(self.start.finish_keeping_room()),
+            Some(self.end.finish_keeping_room()),
+            Some(self.duration.finish_keeping_room()),
+            Some(self.start_ts.finish_keeping_room()),
+            Some(self.end_ts.finish_keeping_room()),
+            Some(self.status_code.finish_keeping_room()),
+            Some(self.status_message.finish_keeping_room()),
+            Some(self.origin.finish_service()),
             a,
             at,
-            self.dropped_attrs.finish_keeping_room(),
-            events,
-            self.dropped_events.finish_keeping_room(),
-            links,
-            self.dropped_links.finish_keeping_room(),
+            Some(self.dropped_attrs.finish_keeping_room()),
+            Some(events),
+            Some(self.dropped_events.finish_keeping_room()),
+            Some(links),
+            Some(self.dropped_links.finish_keeping_room()),
         ];
-        columns.extend(self.origin.finish());
-        columns.push(self.ingest.finish_keeping_room());
-        aligned_batch(span_schema(), columns)
+        columns.extend(self.origin.finish_columns());
+        columns.push(Some(self.ingest.finish_keeping_room()));
+        Ok(columns)
     }
 }
 

@@ -3,6 +3,7 @@
 mod config;
 pub mod convert;
 pub mod logs;
+mod maps;
 pub mod schema;
 mod sealed;
 mod tail;

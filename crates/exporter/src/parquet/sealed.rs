@@ -19,6 +19,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::Compression;
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
@@ -31,6 +32,7 @@ use spanlake_core::SpanBlock;
 use spanlake_core::ids::push_id;
 
 use super::convert::{SpanRows, clamp_nanos};
+use super::maps::{AttrColumns, BlockIds, GroupEntries, append_map};
 use super::schema::Table;
 
 /// Spans waiting for their row group: a block as it was taken, and when.
@@ -133,10 +135,41 @@ impl Sealed {
 
     /// Sort the spans of `held` by trace id, then start time, and encode them as one row group
     /// of the spans table with `props`: converted to Arrow in that order, a chunk at a time, so
-    /// no unsorted copy of the rows is ever made.
+    /// no unsorted copy of the rows is ever made. The attribute maps of spans, resources and
+    /// scopes are not converted: they are encoded straight from the blocks (`maps.rs`).
     pub fn seal_spans(held: &[HeldSpans], props: &WriterProperties) -> Result<Sealed, SealError> {
         let table = Table::Spans;
-        let [by_trace, by_time] = table.sort_columns();
+        let schema = table.schema();
+        let (order, traces) = span_order(held);
+        let unfilled = unfilled_columns(held);
+        let mut props = row_group_props(props, table.sort_columns(), order.len(), traces, unfilled);
+        parquet::arrow::add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let props = Arc::new(props);
+        let parquet_schema = parquet::arrow::ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)?;
+        let mut file = SerializedFileWriter::new(
+            Vec::new(),
+            parquet_schema.root_schema_ptr(),
+            Arc::clone(&props),
+        )?;
+        if order.is_empty() {
+            return Ok(Sealed::from_buf(file.into_inner()?, 0));
+        }
+        // Each top-level column's leaves.
+        let mut leaves_of: Vec<std::ops::Range<usize>> = vec![0..0; schema.fields().len()];
+        for leaf in 0..parquet_schema.num_columns() {
+            let f = parquet_schema.get_column_root_idx(leaf);
+            let r = &mut leaves_of[f];
+            if r.start == r.end {
+                *r = leaf..leaf + 1;
+            } else {
+                r.end = leaf + 1;
+            }
+        }
+        let mut writers =
+            ArrowRowGroupWriterFactory::new(&file, Arc::clone(&schema)).create_column_writers(0)?;
+
         // Each span's resource and scope in its block.
         let origin_of: Vec<Vec<(u32, u32)>> = held
             .iter()
@@ -148,12 +181,28 @@ impl Sealed {
                 origins
             })
             .collect();
-        let (order, traces) = span_order(held);
-        let sort = [by_trace, by_time];
-        let unfilled = unfilled_columns(held);
-        let mut w = row_group_writer(table.schema(), props, sort, order.len(), traces, unfilled)?;
-        let mut rows = SpanRows::new();
+        let mut rows = SpanRows::without_maps();
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
+        let mut text = String::new();
+        let [mut span_maps, mut resource_maps, mut scope_maps] =
+            [(); 3].map(|_| AttrColumns::default());
+        let groups: Vec<(Vec<GroupEntries>, Vec<GroupEntries>)> = held
+            .iter()
+            .map(|h| {
+                let b = &h.block;
+                (
+                    b.resources
+                        .iter()
+                        .map(|r| resource_maps.group(b, r.attrs, &mut text))
+                        .collect(),
+                    b.scopes
+                        .iter()
+                        .map(|s| scope_maps.group(b, s.attrs, &mut text))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut ids: Vec<BlockIds> = held.iter().map(|_| BlockIds::default()).collect();
         // What a span of each block takes, on average, as it arrived and as rows.
         let span_bytes: Vec<usize> = held
             .iter()
@@ -164,21 +213,67 @@ impl Sealed {
                 let (hi, i) = (hi as usize, i as usize);
                 let (r, s) = origin_of[hi][i];
                 let place = (r as usize, s as usize, i);
-                rows.append_one(&held[hi].block, &origins[hi], place, held[hi].ingest)?;
+                let b = &held[hi].block;
+                rows.append_one(b, &origins[hi], place, held[hi].ingest)?;
+                span_maps.push_row(b, b.spans[i].attrs, &mut ids[hi], &mut text);
+                resource_maps.push_group(&groups[hi].0[r as usize]);
+                scope_maps.push_group(&groups[hi].1[s as usize]);
             }
-            w.write(&rows.finish()?)?;
+            for (f, column) in rows.finish_columns()?.iter().enumerate() {
+                let Some(array) = column else { continue };
+                let leaves = compute_leaves(schema.field(f), array)?;
+                for (w, leaf) in writers[leaves_of[f].clone()].iter_mut().zip(&leaves) {
+                    w.write(leaf)?;
+                }
+            }
         }
-        Sealed::finish(w, order.len())
+
+        let mut out = file.next_row_group()?;
+        let mut writers = writers.into_iter();
+        for (f, field) in schema.fields().iter().enumerate() {
+            let leaves = leaves_of[f].clone();
+            let map = match field.name().as_str() {
+                "attributes" => Some(&span_maps.values),
+                "attribute_types" => Some(&span_maps.types),
+                "resource_attributes" => Some(&resource_maps.values),
+                "resource_attribute_types" => Some(&resource_maps.types),
+                "scope_attributes" => Some(&scope_maps.values),
+                "scope_attribute_types" => Some(&scope_maps.types),
+                _ => None,
+            };
+            match map {
+                Some(m) => {
+                    debug_assert_eq!(m.rows(), order.len());
+                    let key = parquet_schema.column(leaves.start);
+                    let value = parquet_schema.column(leaves.start + 1);
+                    append_map(&mut out, m, [&key, &value], &props)?;
+                    writers.nth(leaves.len() - 1);
+                }
+                None => {
+                    for _ in leaves {
+                        let w = writers
+                            .next()
+                            .ok_or_else(|| ParquetError::General("a column writer short".into()))?;
+                        w.close()?.append_to_row_group(&mut out)?;
+                    }
+                }
+            }
+        }
+        out.close()?;
+        Ok(Sealed::from_buf(file.into_inner()?, order.len()))
     }
 
     /// The row group a writer encoded, held in as little memory as it takes.
     fn finish(w: ArrowWriter<Vec<u8>>, rows: usize) -> Result<Sealed, SealError> {
-        let mut buf = w.into_inner()?;
+        Ok(Sealed::from_buf(w.into_inner()?, rows))
+    }
+
+    fn from_buf(mut buf: Vec<u8>, rows: usize) -> Sealed {
         buf.shrink_to_fit();
-        Ok(Sealed {
+        Sealed {
             bytes: Bytes::from(buf),
             rows,
-        })
+        }
     }
 
     /// The rows, decoded (for queries of the live tail).
@@ -292,6 +387,19 @@ fn row_group_writer(
     traces: usize,
     uncompressed: Vec<ColumnPath>,
 ) -> Result<ArrowWriter<Vec<u8>>, SealError> {
+    let props = row_group_props(props, sort, rows, traces, uncompressed);
+    Ok(ArrowWriter::try_new(Vec::new(), schema, Some(props))?)
+}
+
+/// The properties of one row group of `rows` rows sorted by `sort`: `props`, a bloom filter on
+/// `trace_id` sized for `traces` distinct ids, the columns `uncompressed` not compressed.
+fn row_group_props(
+    props: &WriterProperties,
+    sort: [usize; 2],
+    rows: usize,
+    traces: usize,
+    uncompressed: Vec<ColumnPath>,
+) -> WriterProperties {
     let mut props = props
         .clone()
         .into_builder()
@@ -302,11 +410,7 @@ fn row_group_writer(
     for path in uncompressed {
         props = props.set_column_compression(path, Compression::UNCOMPRESSED);
     }
-    Ok(ArrowWriter::try_new(
-        Vec::new(),
-        schema,
-        Some(props.build()),
-    )?)
+    props.build()
 }
 
 /// The spans table's leaf columns that no span of `held` fills (every value null or every list
@@ -1067,6 +1171,200 @@ mod tests {
             .expect("trace_state")
             .as_string::<i32>();
         assert_eq!(state.iter().flatten().collect::<Vec<_>>(), ["vendor=1"]);
+    }
+
+    /// Spans of random attributes (keys and values repeated from span to span or not, every
+    /// kind of value, empty maps), as blocks decoded from a request (strings shared between
+    /// spans) or built from messages (nothing shared).
+    fn attribute_blocks() -> impl proptest::strategy::Strategy<Value = Vec<HeldSpans>> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            4 => "[a-c]{0,3}".prop_map(|s| Some(Value::StringValue(s))),
+            1 => "[a-z]{20,40}".prop_map(|s| Some(Value::StringValue(s))),
+            1 => (-3i64..3).prop_map(|i| Some(Value::IntValue(i))),
+            1 => any::<bool>().prop_map(|b| Some(Value::BoolValue(b))),
+            1 => (0..3u8).prop_map(|d| Some(Value::DoubleValue(f64::from(d) / 4.0))),
+            1 => Just(None),
+            1 => Just(Some(Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue { value: Some(Value::IntValue(1)) }],
+            }))),
+        ];
+        let kv = ("[k-n]{1,2}", value).prop_map(|(key, value)| KeyValue {
+            key,
+            value: Some(AnyValue { value }),
+            ..Default::default()
+        });
+        let attrs = |n: usize| proptest::collection::vec(kv.clone(), 0..n);
+        let span = (any::<u8>(), 0u64..4, attrs(7)).prop_map(|(t, start, attributes)| Span {
+            trace_id: vec![t % 5; 16],
+            span_id: vec![t; 8],
+            name: "op".into(),
+            start_time_unix_nano: start,
+            attributes,
+            ..Default::default()
+        });
+        let scope =
+            (proptest::collection::vec(span, 1..12), attrs(3)).prop_map(|(spans, a)| ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    attributes: a,
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            });
+        let group =
+            (proptest::collection::vec(scope, 1..3), attrs(4)).prop_map(|(s, a)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: a,
+                    ..Default::default()
+                }),
+                scope_spans: s,
+                ..Default::default()
+            });
+        let block = (proptest::collection::vec(group, 1..3), any::<bool>()).prop_map(
+            |(groups, decoded)| {
+                let block = if decoded {
+                    let body = prost::Message::encode_to_vec(&ExportTraceServiceRequest {
+                        resource_spans: groups,
+                    });
+                    SpanBlock::decode(&body, false).expect("decodes").0
+                } else {
+                    SpanBlock::from_prost(&groups)
+                };
+                HeldSpans {
+                    ingest: 7,
+                    block: Arc::new(block),
+                }
+            },
+        );
+        proptest::collection::vec(block, 1..4)
+    }
+
+    /// What the seal wrote, decoded, and the same rows converted to Arrow as they arrived.
+    fn sealed_and_converted(held: &[HeldSpans], props: &WriterProperties) -> (Sealed, RecordBatch) {
+        let sealed = Sealed::seal_spans(held, props).expect("sealed");
+        let (order, _) = span_order(held);
+        let mut rows = crate::parquet::convert::SpanRows::new();
+        for &(hi, i) in &order {
+            let b = &held[hi as usize].block;
+            let origins = rows.origins(b);
+            let (r, s, _) = b
+                .indices()
+                .find(|&(_, _, at)| at == i as usize)
+                .expect("span");
+            rows.append_one(b, &origins, (r, s, i as usize), 7)
+                .expect("append");
+        }
+        (sealed, rows.finish().expect("rows"))
+    }
+
+    /// Thousands of rows of attributes with distinct values (indices wider than a byte, level
+    /// runs longer than one header byte counts), empty values, integers and rows without
+    /// attributes read back as the rows hold them.
+    #[test]
+    fn wide_dictionaries_and_long_runs_read_back() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let kv = |key: &str, value: Option<Value>| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value }),
+            ..Default::default()
+        };
+        let spans = (0..6_000u32)
+            .map(|i| Span {
+                trace_id: [i.to_be_bytes(), [1; 4], [2; 4], [3; 4]].concat(),
+                span_id: [i.to_be_bytes(), [4; 4]].concat(),
+                name: "op".into(),
+                start_time_unix_nano: 1,
+                attributes: if i % 11 == 0 {
+                    Vec::new()
+                } else {
+                    vec![
+                        kv("id", Some(Value::StringValue(format!("value-{i}")))),
+                        kv("n", Some(Value::IntValue(i64::from(i % 7)))),
+                        kv("e", (i % 3 == 0).then_some(Value::BoolValue(true))),
+                    ]
+                },
+                ..Default::default()
+            })
+            .collect();
+        let groups = [ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let held = [HeldSpans {
+            ingest: 7,
+            block: Arc::new(SpanBlock::from_prost(&groups)),
+        }];
+        for props in [
+            writer_properties(3, 1 << 20),
+            writer_properties(3, 1 << 20)
+                .into_builder()
+                .set_dictionary_page_size_limit(1 << 30)
+                .set_data_page_size_limit(1 << 30)
+                .set_data_page_row_count_limit(1 << 30)
+                .build(),
+        ] {
+            let (sealed, want) = sealed_and_converted(&held, &props);
+            let got = sealed.decode().expect("decode");
+            let got = arrow::compute::concat_batches(&want.schema(), &got).expect("concat");
+            assert!(got == want, "rows differ");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The attribute maps the seal encodes itself read back as the rows hold them, in
+        /// every reader path: whole, and by pages picked through the offset index; with the
+        /// lake's properties, and with pages of 3 rows and dictionaries that fall back to
+        /// PLAIN past 40 bytes.
+        #[test]
+        fn attribute_maps_read_back_as_the_rows_hold_them(held in attribute_blocks()) {
+            use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+            let tight = writer_properties(3, 1 << 20)
+                .into_builder()
+                .set_data_page_row_count_limit(3)
+                .set_dictionary_page_size_limit(40)
+                .build();
+            for props in [writer_properties(3, 1 << 20), tight] {
+                let (sealed, want) = sealed_and_converted(&held, &props);
+                let got = sealed.decode().expect("decode");
+                let got = arrow::compute::concat_batches(&want.schema(), &got).expect("concat");
+                proptest::prop_assert_eq!(&got, &want);
+                // Every other row, through the page index.
+                let n = want.num_rows();
+                let selectors: Vec<RowSelector> = (0..n)
+                    .map(|r| if r % 2 == 0 { RowSelector::select(1) } else { RowSelector::skip(1) })
+                    .collect();
+                let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                    sealed.bytes.clone(),
+                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+                )
+                .expect("open")
+                .with_row_selection(RowSelection::from(selectors))
+                .build()
+                .expect("reader");
+                let picked: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
+                let picked = arrow::compute::concat_batches(&want.schema(), &picked).expect("concat");
+                let every_other: Vec<u32> = (0..n as u32).step_by(2).collect();
+                let want_picked = arrow::compute::take_record_batch(
+                    &want,
+                    &arrow::array::UInt32Array::from(every_other),
+                )
+                .expect("take");
+                proptest::prop_assert_eq!(&picked, &want_picked);
+            }
+        }
     }
 
     proptest::proptest! {
