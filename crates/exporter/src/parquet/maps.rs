@@ -19,7 +19,6 @@
 //! whole chunk is then PLAIN.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
@@ -36,8 +35,12 @@ use spanlake_core::spans::{Rows, Str, Value};
 
 use super::convert::block_value_text;
 
-/// A null value's index in [`MapColumn::values`].
+/// A null value's index.
 const NULL: u32 = u32::MAX;
+
+/// Indices from here on are of strings of the open page alone: a leaf whose dictionary is
+/// closed writes its later pages PLAIN, and keeps only the open page's strings.
+const SPILLED: u32 = 1 << 31;
 
 fn hasher() -> foldhash::fast::FixedState {
     foldhash::fast::FixedState::with_seed(0x5eed_5a1e)
@@ -89,36 +92,194 @@ impl Dict {
         let (start, len) = self.places[i as usize];
         &self.plain[start as usize..(start + len) as usize]
     }
+
+    fn clear(&mut self) {
+        self.table.clear();
+        self.plain.clear();
+        self.places.clear();
+    }
 }
 
-/// One map column's rows: entries per row, each entry's key and value as indices into the
-/// leaves' dictionaries.
-#[derive(Default)]
+/// A data page of a leaf, encoded and compressed, waiting for the chunk to be written (its
+/// dictionary page goes first, and is complete only at the end).
+struct DataPage {
+    buf: Bytes,
+    uncompressed: usize,
+    levels: u32,
+    rows: u32,
+    encoding: Encoding,
+}
+
+/// One leaf column of a map being written: its dictionary and the data pages encoded so far.
+struct LeafWriter {
+    descr: ColumnDescPtr,
+    codec: Compression,
+    /// Whether the leaf is optional (a map's value) rather than required (its key).
+    nullable: bool,
+    dict: Dict,
+    dict_limit: usize,
+    /// Whether the dictionary is closed (it outgrew `dict_limit`, or the properties ask for
+    /// none): pages from then on are PLAIN, their new strings in `spill`.
+    closed: bool,
+    spill: Dict,
+    pages: Vec<DataPage>,
+}
+
+impl LeafWriter {
+    fn new(descr: ColumnDescPtr, nullable: bool, props: &WriterProperties) -> LeafWriter {
+        let path = descr.path();
+        LeafWriter {
+            codec: props.compression(path),
+            dict_limit: props.column_dictionary_page_size_limit(path),
+            closed: !props.dictionary_enabled(path),
+            descr,
+            nullable,
+            dict: Dict::default(),
+            spill: Dict::default(),
+            pages: Vec::new(),
+        }
+    }
+
+    /// The index of `s`: in the dictionary, or (closed) among the open page's strings.
+    #[inline]
+    fn id(&mut self, s: &[u8]) -> u32 {
+        if self.closed {
+            SPILLED + self.spill.id(s)
+        } else {
+            self.dict.id(s)
+        }
+    }
+
+    fn string(&self, id: u32) -> &[u8] {
+        if id >= SPILLED {
+            self.spill.get(id - SPILLED)
+        } else {
+            self.dict.get(id)
+        }
+    }
+
+    /// Bytes the value `id` takes in a PLAIN page.
+    fn plain_len(&self, id: u32) -> usize {
+        match id {
+            NULL => 0,
+            i if i >= SPILLED => 4 + self.spill.places[(i - SPILLED) as usize].1 as usize,
+            i => 4 + self.dict.places[i as usize].1 as usize,
+        }
+    }
+
+    fn over_limit(&self) -> bool {
+        !self.closed && self.dict.plain.len() > self.dict_limit
+    }
+
+    /// Encode and compress the page of `counts` rows whose entries are `ids`; close the
+    /// dictionary if it outgrew its limit.
+    fn page(&mut self, counts: &[u32], ids: &[u32]) -> Result<(), ParquetError> {
+        let (buf, levels) = encode_page(counts, ids, self);
+        let uncompressed = buf.len();
+        self.pages.push(DataPage {
+            buf: Bytes::from(compress(self.codec, buf)?),
+            uncompressed,
+            levels: levels as u32,
+            rows: counts.len() as u32,
+            encoding: if self.closed {
+                Encoding::PLAIN
+            } else {
+                Encoding::RLE_DICTIONARY
+            },
+        });
+        if self.over_limit() {
+            self.closed = true;
+        }
+        self.spill.clear();
+        Ok(())
+    }
+}
+
+/// One map column (`attributes`, say) being written: the open page's rows (entries per row,
+/// each entry's key and value index) and the two leaves.
 pub(crate) struct MapColumn {
     counts: Vec<u32>,
     keys: Vec<u32>,
     values: Vec<u32>,
-    key_dict: Dict,
-    value_dict: Dict,
+    /// PLAIN bytes of the open page's entries in closed leaves.
+    plain_bytes: usize,
+    key: LeafWriter,
+    value: LeafWriter,
+    rows: usize,
+    row_limit: usize,
+    byte_limit: usize,
 }
 
 impl MapColumn {
+    /// A map column of the leaves `[key, value]`, written as `props` say.
+    fn new([key, value]: [ColumnDescPtr; 2], props: &WriterProperties) -> MapColumn {
+        MapColumn {
+            counts: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            plain_bytes: 0,
+            row_limit: props.data_page_row_count_limit().max(1),
+            byte_limit: props.column_data_page_size_limit(value.path()).max(1),
+            key: LeafWriter::new(key, false, props),
+            value: LeafWriter::new(value, true, props),
+            rows: 0,
+        }
+    }
+
+    #[inline]
     fn push(&mut self, key: u32, value: u32) {
         self.keys.push(key);
         self.values.push(value);
+        if self.key.closed {
+            self.plain_bytes += self.key.plain_len(key);
+        }
+        if self.value.closed {
+            self.plain_bytes += self.value.plain_len(value);
+        }
     }
 
-    fn end_row(&mut self, start: usize) {
+    /// End the row whose first entry was at `start`; write the page out once it is full.
+    fn end_row(&mut self, start: usize) -> Result<(), ParquetError> {
         self.counts.push((self.keys.len() - start) as u32);
+        self.rows += 1;
+        let entries = self.keys.len();
+        let indices = |leaf: &LeafWriter| {
+            if leaf.closed {
+                0
+            } else {
+                entries * (width_of(leaf.dict.len() as u64) as usize + 3) / 8
+            }
+        };
+        let bytes = self.plain_bytes + indices(&self.key) + indices(&self.value);
+        if self.counts.len() >= self.row_limit
+            || bytes >= self.byte_limit
+            || self.key.over_limit()
+            || self.value.over_limit()
+        {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    fn flush_page(&mut self) -> Result<(), ParquetError> {
+        if self.counts.is_empty() {
+            return Ok(());
+        }
+        self.key.page(&self.counts, &self.keys)?;
+        self.value.page(&self.counts, &self.values)?;
+        self.counts.clear();
+        self.keys.clear();
+        self.values.clear();
+        self.plain_bytes = 0;
+        Ok(())
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.counts.len()
+        self.rows
     }
 }
 
 /// An attribute map and its type map (`attributes` and `attribute_types`).
-#[derive(Default)]
 pub(crate) struct AttrColumns {
     pub(crate) values: MapColumn,
     pub(crate) types: MapColumn,
@@ -133,15 +294,37 @@ pub(crate) struct GroupEntries {
     types: Vec<(u32, u32)>,
 }
 
-/// Indices already found for one block's strings, by their place in the block.
+/// What one block's attributes at one position of a row (the j-th attribute of a span) were
+/// last found to be. Spans of one instrumentation carry their keys in the same order, often
+/// with the same values, and a block stores such a key or value once: the next span of the
+/// block with the same place at that position needs no lookup.
+#[derive(Clone, Copy)]
+struct Slot {
+    key: u64,
+    key_id: u32,
+    /// The key's index in the type map (`NULL`: not yet found).
+    type_key_id: u32,
+    /// The value: a string's place (kind 1) or an integer (kind 2); kind 0: none yet.
+    value_kind: u8,
+    value: u64,
+    value_id: u32,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        key: u64::MAX,
+        key_id: NULL,
+        type_key_id: NULL,
+        value_kind: 0,
+        value: 0,
+        value_id: NULL,
+    };
+}
+
+/// One block's [`Slot`]s, by position (a few per block, however many spans it holds).
 #[derive(Default)]
 pub(crate) struct BlockIds {
-    keys: HashMap<u64, u32, foldhash::fast::FixedState>,
-    values: HashMap<u64, u32, foldhash::fast::FixedState>,
-    /// Keys in the type map.
-    type_keys: HashMap<u64, u32, foldhash::fast::FixedState>,
-    /// Integer values (status codes, sizes, counts: they repeat) by value.
-    ints: HashMap<i64, u32, foldhash::fast::FixedState>,
+    slots: Vec<Slot>,
 }
 
 fn place(s: Str) -> u64 {
@@ -150,34 +333,68 @@ fn place(s: Str) -> u64 {
 }
 
 impl AttrColumns {
-    /// Append one row: the attributes `rows` of block `b`. `ids` remembers the block's strings
-    /// already looked up (only for this map: each map has its own dictionaries).
+    /// The map `values` and its type map `types` (each `[key, value]` leaves), written as
+    /// `props` say.
+    pub(crate) fn new(
+        values: [ColumnDescPtr; 2],
+        types: [ColumnDescPtr; 2],
+        props: &WriterProperties,
+    ) -> AttrColumns {
+        AttrColumns {
+            values: MapColumn::new(values, props),
+            types: MapColumn::new(types, props),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Append one row: the attributes `rows` of block `b`. `ids` remembers what the block's
+    /// attributes at each position were found to be (for this map alone: each map has its
+    /// own dictionaries).
     pub(crate) fn push_row(
         &mut self,
         b: &SpanBlock,
         rows: Rows,
         ids: &mut BlockIds,
         text: &mut String,
-    ) {
+    ) -> Result<(), ParquetError> {
         let (start, types_start) = (self.values.keys.len(), self.types.keys.len());
-        for a in b.attrs(rows) {
+        for (j, a) in b.attrs(rows).iter().enumerate() {
+            if ids.slots.len() <= j {
+                ids.slots.push(Slot::EMPTY);
+            }
+            let slot = &mut ids.slots[j];
             let k = a.key();
-            let values = &mut self.values;
-            let key = *ids
-                .keys
-                .entry(place(k))
-                .or_insert_with(|| values.key_dict.id(b.str(k).as_bytes()));
+            let kp = place(k);
+            let key = if slot.key == kp {
+                slot.key_id
+            } else {
+                let id = self.values.key.id(b.str(k).as_bytes());
+                *slot = Slot {
+                    key: if id < SPILLED { kp } else { u64::MAX },
+                    key_id: id,
+                    ..Slot::EMPTY
+                };
+                id
+            };
             let value = match a.value() {
-                Value::Str(s) => *ids
-                    .values
-                    .entry(place(s))
-                    .or_insert_with(|| values.value_dict.id(b.str(s).as_bytes())),
-                v => self.typed(b, k, v, ids, text),
+                Value::Str(s) => {
+                    let sp = place(s);
+                    if slot.value_kind == 1 && slot.value == sp {
+                        slot.value_id
+                    } else {
+                        let id = self.values.value.id(b.str(s).as_bytes());
+                        if id < SPILLED {
+                            (slot.value_kind, slot.value, slot.value_id) = (1, sp, id);
+                        }
+                        id
+                    }
+                }
+                v => self.typed(b, k, v, slot, text),
             };
             self.values.push(key, value);
         }
-        self.values.end_row(start);
-        self.types.end_row(types_start);
+        self.values.end_row(start)?;
+        self.types.end_row(types_start)
     }
 
     /// A value other than a string: its text's index (or [`NULL`]), its type entered in the
@@ -187,17 +404,21 @@ impl AttrColumns {
         b: &SpanBlock,
         key: Str,
         v: Value,
-        ids: &mut BlockIds,
+        slot: &mut Slot,
         text: &mut String,
     ) -> u32 {
         let (value, tag) = match v {
+            Value::Int(i) if slot.value_kind == 2 && slot.value == i as u64 => {
+                (slot.value_id, Some("int"))
+            }
             Value::Int(i) => {
-                let values = &mut self.values;
-                let id = *ids.ints.entry(i).or_insert_with(|| {
-                    values
-                        .value_dict
-                        .id(itoa::Buffer::new().format(i).as_bytes())
-                });
+                let id = self
+                    .values
+                    .value
+                    .id(itoa::Buffer::new().format(i).as_bytes());
+                if id < SPILLED {
+                    (slot.value_kind, slot.value, slot.value_id) = (2, i as u64, id);
+                }
                 (id, Some("int"))
             }
             _ => {
@@ -205,22 +426,28 @@ impl AttrColumns {
                 let id = if tag == Some("empty") {
                     NULL
                 } else {
-                    self.values.value_dict.id(text.as_bytes())
+                    self.values.value.id(text.as_bytes())
                 };
                 (id, tag)
             }
         };
         if let Some(tag) = tag {
-            let types = &mut self.types;
-            let k = *ids
-                .type_keys
-                .entry(place(key))
-                .or_insert_with(|| types.key_dict.id(b.str(key).as_bytes()));
+            let k = if slot.type_key_id != NULL {
+                slot.type_key_id
+            } else {
+                let id = self.types.key.id(b.str(key).as_bytes());
+                if id < SPILLED && slot.key == place(key) {
+                    slot.type_key_id = id;
+                }
+                id
+            };
             let t = match self.tags.iter().find(|(name, _)| *name == tag) {
                 Some(&(_, t)) => t,
                 None => {
-                    let t = self.types.value_dict.id(tag.as_bytes());
-                    self.tags.push((tag, t));
+                    let t = self.types.value.id(tag.as_bytes());
+                    if t < SPILLED {
+                        self.tags.push((tag, t));
+                    }
                     t
                 }
             };
@@ -232,14 +459,13 @@ impl AttrColumns {
     /// A group's attributes (`rows` of block `b`) looked up once, for [`AttrColumns::push_group`].
     pub(crate) fn group(&mut self, b: &SpanBlock, rows: Rows, text: &mut String) -> GroupEntries {
         let mut g = GroupEntries::default();
-        let mut ids = BlockIds::default();
-        let (start, types_start) = (self.values.keys.len(), self.types.keys.len());
+        let types_start = self.types.keys.len();
         for a in b.attrs(rows) {
             let k = a.key();
-            let key = self.values.key_dict.id(b.str(k).as_bytes());
+            let key = self.values.key.id(b.str(k).as_bytes());
             let value = match a.value() {
-                Value::Str(s) => self.values.value_dict.id(b.str(s).as_bytes()),
-                v => self.typed(b, k, v, &mut ids, text),
+                Value::Str(s) => self.values.value.id(b.str(s).as_bytes()),
+                v => self.typed(b, k, v, &mut Slot { ..Slot::EMPTY }, text),
             };
             g.values.push((key, value));
         }
@@ -252,17 +478,19 @@ impl AttrColumns {
         );
         self.types.keys.truncate(types_start);
         self.types.values.truncate(types_start);
-        debug_assert_eq!(self.values.keys.len(), start);
         g
     }
 
     /// Append one row of a group's attributes.
-    pub(crate) fn push_group(&mut self, g: &GroupEntries) {
+    pub(crate) fn push_group(&mut self, g: &GroupEntries) -> Result<(), ParquetError> {
         for (m, entries) in [(&mut self.values, &g.values), (&mut self.types, &g.types)] {
-            m.keys.extend(entries.iter().map(|e| e.0));
-            m.values.extend(entries.iter().map(|e| e.1));
-            m.counts.push(entries.len() as u32);
+            let start = m.keys.len();
+            for &(k, v) in entries {
+                m.push(k, v);
+            }
+            m.end_row(start)?;
         }
+        Ok(())
     }
 }
 
@@ -391,84 +619,49 @@ fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, ParquetError> 
     .map_err(|e: std::io::Error| ParquetError::External(Box::new(e)))
 }
 
-/// One leaf of a map: its rows' entry counts, each entry's index (or [`NULL`]) and the
-/// dictionary the indices point into.
-struct Leaf<'a> {
-    counts: &'a [u32],
-    ids: &'a [u32],
-    dict: &'a Dict,
-    /// Whether the leaf is optional (a map's value) rather than required (its key).
-    nullable: bool,
-}
-
 /// Write a map column (its key and value leaves, in order) to the row group `out`.
 pub(crate) fn append_map<W: std::io::Write + Send>(
     out: &mut SerializedRowGroupWriter<'_, W>,
-    m: &MapColumn,
-    [key, value]: [&ColumnDescPtr; 2],
+    m: &mut MapColumn,
     props: &WriterProperties,
 ) -> Result<(), ParquetError> {
-    for (descr, leaf) in [
-        (
-            key,
-            Leaf {
-                counts: &m.counts,
-                ids: &m.keys,
-                dict: &m.key_dict,
-                nullable: false,
-            },
-        ),
-        (
-            value,
-            Leaf {
-                counts: &m.counts,
-                ids: &m.values,
-                dict: &m.value_dict,
-                nullable: true,
-            },
-        ),
-    ] {
-        let (bytes, close) = encode_leaf(&leaf, descr, props)?;
+    m.flush_page()?;
+    let rows = m.rows as u64;
+    for leaf in [&mut m.key, &mut m.value] {
+        let (bytes, close) = write_chunk(leaf, rows, props)?;
         out.append_column(&bytes, close)?;
     }
     Ok(())
 }
 
 /// A leaf's column chunk, as bytes starting at offset 0, and what parquet records of it.
-fn encode_leaf(
-    leaf: &Leaf<'_>,
-    descr: &ColumnDescPtr,
+fn write_chunk(
+    leaf: &mut LeafWriter,
+    rows: u64,
     props: &WriterProperties,
 ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
-    let path = descr.path();
-    let codec = props.compression(path);
-    let dictionary = props.dictionary_enabled(path)
-        && leaf.dict.plain.len() <= props.column_dictionary_page_size_limit(path);
-    let width = width_of(leaf.dict.len().saturating_sub(1) as u64);
-    let (row_limit, byte_limit) = (
-        props.data_page_row_count_limit().max(1),
-        props.column_data_page_size_limit(path).max(1),
-    );
-    let value_def = if leaf.nullable { 2 } else { 1 };
-    let def_width = width_of(value_def);
-
     let mut sink = TrackedWrite::new(Vec::new());
     let mut pages = SerializedPageWriter::new(&mut sink);
     let mut offsets = OffsetIndexBuilder::new();
     let mut stats: Vec<PageEncodingStats> = Vec::new();
-    let (mut compressed, mut uncompressed, mut written, mut levels_total) =
-        (0i64, 0i64, 0u64, 0i64);
+    let (mut compressed, mut uncompressed, mut written, mut levels) = (0i64, 0i64, 0u64, 0i64);
     let mut data_offset = None;
     let mut dictionary_offset = None;
-    if dictionary {
-        let buf = compress(codec, leaf.dict.plain.clone())?;
+    let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
+    if leaf
+        .pages
+        .iter()
+        .any(|p| p.encoding == Encoding::RLE_DICTIONARY)
+    {
+        let plain = std::mem::take(&mut leaf.dict.plain);
+        let size = plain.len();
         let page = Page::DictionaryPage {
-            buf: Bytes::from(buf),
+            buf: Bytes::from(compress(leaf.codec, plain)?),
             num_values: leaf.dict.len() as u32,
             encoding: Encoding::PLAIN,
             is_sorted: false,
         };
-        let spec = pages.write_page(CompressedPage::new(page, leaf.dict.plain.len()))?;
+        let spec = pages.write_page(CompressedPage::new(page, size))?;
         dictionary_offset = Some(spec.offset as i64);
         compressed += spec.compressed_size as i64;
         uncompressed += spec.uncompressed_size as i64;
@@ -478,90 +671,50 @@ fn encode_leaf(
             encoding: Encoding::PLAIN,
             count: 1,
         });
+        encodings.push(Encoding::RLE_DICTIONARY);
     }
-    let encoding = if dictionary {
-        Encoding::RLE_DICTIONARY
-    } else {
-        Encoding::PLAIN
-    };
-
-    // Pages: whole rows, at most `row_limit` of them and about `byte_limit` bytes.
-    let (mut row, mut entry) = (0usize, 0usize);
-    while row < leaf.counts.len() {
-        let (first_row, first_entry) = (row, entry);
-        let mut bytes = 0usize;
-        while row < leaf.counts.len() && row - first_row < row_limit {
-            let n = leaf.counts[row] as usize;
-            let row_bytes = if dictionary {
-                (n.max(1) * (width as usize + 2 + def_width as usize)).div_ceil(8)
-            } else {
-                leaf.ids[entry..entry + n]
-                    .iter()
-                    .map(|&i| {
-                        if i == NULL {
-                            0
-                        } else {
-                            4 + leaf.dict.places[i as usize].1 as usize
-                        }
-                    })
-                    .sum::<usize>()
-                    + n.max(1).div_ceil(2)
-            };
-            if row > first_row && bytes + row_bytes > byte_limit {
-                break;
-            }
-            bytes += row_bytes;
-            entry += n;
-            row += 1;
-        }
-        let counts = &leaf.counts[first_row..row];
-        let ids = &leaf.ids[first_entry..entry];
-        let (buf, levels) = encode_page(counts, ids, leaf, dictionary, width, def_width);
-        let size = buf.len();
+    for p in std::mem::take(&mut leaf.pages) {
         let page = Page::DataPage {
-            buf: Bytes::from(compress(codec, buf)?),
-            num_values: levels as u32,
-            encoding,
+            buf: p.buf,
+            num_values: p.levels,
+            encoding: p.encoding,
             def_level_encoding: Encoding::RLE,
             rep_level_encoding: Encoding::RLE,
             statistics: None,
         };
-        let spec = pages.write_page(CompressedPage::new(page, size))?;
+        let spec = pages.write_page(CompressedPage::new(page, p.uncompressed))?;
         data_offset.get_or_insert(spec.offset as i64);
         offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-        offsets.append_row_count((row - first_row) as i64);
+        offsets.append_row_count(i64::from(p.rows));
         compressed += spec.compressed_size as i64;
         uncompressed += spec.uncompressed_size as i64;
         written += spec.bytes_written;
-        levels_total += levels as i64;
+        levels += i64::from(p.levels);
         match stats.last_mut() {
-            Some(s) if s.page_type == PageType::DATA_PAGE => s.count += 1,
+            Some(s) if s.page_type == PageType::DATA_PAGE && s.encoding == p.encoding => {
+                s.count += 1
+            }
             _ => stats.push(PageEncodingStats {
                 page_type: PageType::DATA_PAGE,
-                encoding,
+                encoding: p.encoding,
                 count: 1,
             }),
         }
     }
     pages.close()?;
-    let encodings: Vec<Encoding> = if dictionary {
-        vec![Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY]
-    } else {
-        vec![Encoding::PLAIN, Encoding::RLE]
-    };
-    let metadata = ColumnChunkMetaData::builder(descr.clone())
-        .set_compression(codec)
+    let metadata = ColumnChunkMetaData::builder(leaf.descr.clone())
+        .set_compression(leaf.codec)
         .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
         .set_page_encoding_stats(stats)
         .set_total_compressed_size(compressed)
         .set_total_uncompressed_size(uncompressed)
-        .set_num_values(levels_total)
+        .set_num_values(levels)
         .set_data_page_offset(data_offset.unwrap_or(0))
         .set_dictionary_page_offset(dictionary_offset)
         .build()?;
     let close = ColumnCloseResult {
         bytes_written: written,
-        rows_written: leaf.counts.len() as u64,
+        rows_written: rows,
         metadata,
         bloom_filter: None,
         column_index: None,
@@ -583,14 +736,10 @@ fn with_length(mut out: Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 
 /// One data page (v1, uncompressed) of `counts` rows whose entries are `ids`: repetition
 /// levels, definition levels, then the values. Returns it and its number of levels.
-fn encode_page(
-    counts: &[u32],
-    ids: &[u32],
-    leaf: &Leaf<'_>,
-    dictionary: bool,
-    width: u32,
-    def_width: u32,
-) -> (Vec<u8>, usize) {
+fn encode_page(counts: &[u32], ids: &[u32], leaf: &LeafWriter) -> (Vec<u8>, usize) {
+    let dictionary = !leaf.closed;
+    let width = width_of(leaf.dict.len().saturating_sub(1) as u64);
+    let def_width = width_of(if leaf.nullable { 2 } else { 1 });
     let empty_rows = counts.iter().filter(|&&n| n == 0).count();
     let levels = ids.len() + empty_rows;
     let nulls = if leaf.nullable {
@@ -658,7 +807,7 @@ fn encode_page(
         }
     } else {
         for i in present {
-            let s = leaf.dict.get(i);
+            let s = leaf.string(i);
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s);
         }

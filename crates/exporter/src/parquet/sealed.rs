@@ -184,8 +184,21 @@ impl Sealed {
         let mut rows = SpanRows::without_maps();
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
         let mut text = String::new();
-        let [mut span_maps, mut resource_maps, mut scope_maps] =
-            [(); 3].map(|_| AttrColumns::default());
+        // The maps' leaves, `[key, value]`, by the map's name.
+        let map_leaves = |name: &str| {
+            let f = schema.index_of(name).map_err(SealError::from)?;
+            let first = leaves_of[f].start;
+            Ok::<_, SealError>([first, first + 1].map(|l| parquet_schema.column(l)))
+        };
+        let maps = |prefix: &str| -> Result<AttrColumns, SealError> {
+            Ok(AttrColumns::new(
+                map_leaves(&format!("{prefix}attributes"))?,
+                map_leaves(&format!("{prefix}attribute_types"))?,
+                &props,
+            ))
+        };
+        let (mut span_maps, mut resource_maps, mut scope_maps) =
+            (maps("")?, maps("resource_")?, maps("scope_")?);
         let groups: Vec<(Vec<GroupEntries>, Vec<GroupEntries>)> = held
             .iter()
             .map(|h| {
@@ -215,9 +228,9 @@ impl Sealed {
                 let place = (r as usize, s as usize, i);
                 let b = &held[hi].block;
                 rows.append_one(b, &origins[hi], place, held[hi].ingest)?;
-                span_maps.push_row(b, b.spans[i].attrs, &mut ids[hi], &mut text);
-                resource_maps.push_group(&groups[hi].0[r as usize]);
-                scope_maps.push_group(&groups[hi].1[s as usize]);
+                span_maps.push_row(b, b.spans[i].attrs, &mut ids[hi], &mut text)?;
+                resource_maps.push_group(&groups[hi].0[r as usize])?;
+                scope_maps.push_group(&groups[hi].1[s as usize])?;
             }
             for (f, column) in rows.finish_columns()?.iter().enumerate() {
                 let Some(array) = column else { continue };
@@ -233,20 +246,18 @@ impl Sealed {
         for (f, field) in schema.fields().iter().enumerate() {
             let leaves = leaves_of[f].clone();
             let map = match field.name().as_str() {
-                "attributes" => Some(&span_maps.values),
-                "attribute_types" => Some(&span_maps.types),
-                "resource_attributes" => Some(&resource_maps.values),
-                "resource_attribute_types" => Some(&resource_maps.types),
-                "scope_attributes" => Some(&scope_maps.values),
-                "scope_attribute_types" => Some(&scope_maps.types),
+                "attributes" => Some(&mut span_maps.values),
+                "attribute_types" => Some(&mut span_maps.types),
+                "resource_attributes" => Some(&mut resource_maps.values),
+                "resource_attribute_types" => Some(&mut resource_maps.types),
+                "scope_attributes" => Some(&mut scope_maps.values),
+                "scope_attribute_types" => Some(&mut scope_maps.types),
                 _ => None,
             };
             match map {
                 Some(m) => {
                     debug_assert_eq!(m.rows(), order.len());
-                    let key = parquet_schema.column(leaves.start);
-                    let value = parquet_schema.column(leaves.start + 1);
-                    append_map(&mut out, m, [&key, &value], &props)?;
+                    append_map(&mut out, m, &props)?;
                     writers.nth(leaves.len() - 1);
                 }
                 None => {
@@ -1314,11 +1325,39 @@ mod tests {
                 .set_data_page_size_limit(1 << 30)
                 .set_data_page_row_count_limit(1 << 30)
                 .build(),
+            // The dictionary closes at 4 KiB: the first pages index it, the rest are PLAIN.
+            writer_properties(3, 1 << 20)
+                .into_builder()
+                .set_dictionary_page_size_limit(4 << 10)
+                .build(),
         ] {
             let (sealed, want) = sealed_and_converted(&held, &props);
             let got = sealed.decode().expect("decode");
             let got = arrow::compute::concat_batches(&want.schema(), &got).expect("concat");
             assert!(got == want, "rows differ");
+            use parquet::basic::Encoding;
+            use parquet::column::page::Page;
+            let reader = SerializedFileReader::new(sealed.bytes.clone()).expect("file");
+            let rg = reader.get_row_group(0).expect("row group");
+            let values = (0..rg.num_columns())
+                .find(|&c| {
+                    rg.metadata().column(c).column_path().string() == "attributes.key_value.value"
+                })
+                .expect("column");
+            let encodings: Vec<Encoding> = rg
+                .get_column_page_reader(values)
+                .expect("pages")
+                .filter_map(|p| match p.expect("page") {
+                    Page::DataPage { encoding, .. } => Some(encoding),
+                    _ => None,
+                })
+                .collect();
+            let small = props.dictionary_page_size_limit() < 64 << 10;
+            assert!(
+                encodings.contains(&Encoding::RLE_DICTIONARY),
+                "{encodings:?}"
+            );
+            assert_eq!(encodings.contains(&Encoding::PLAIN), small, "{encodings:?}");
         }
     }
 
