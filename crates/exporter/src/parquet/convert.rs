@@ -106,15 +106,15 @@ pub(crate) struct Origin {
     scope_dropped: Int64Builder,
     scope_schema_url: StringBuilder,
     text: String,
-    /// Whether the resource and scope attribute maps are left to the caller (the seal encodes
-    /// them itself: `maps.rs`).
-    own_maps: bool,
+    /// Whether the resource and scope attribute maps and string columns are left to the
+    /// caller (the seal encodes them itself: `maps.rs`).
+    by_seal: bool,
 }
 
 /// A block's resources and scopes, converted once for every span of the block.
 pub(crate) struct BlockOrigins<'a> {
-    resources: Vec<GroupOrigin<'a>>,
-    scopes: Vec<ScopeOrigin<'a>>,
+    pub(crate) resources: Vec<GroupOrigin<'a>>,
+    pub(crate) scopes: Vec<ScopeOrigin<'a>>,
 }
 
 /// One group's origin, converted once: the resource, then (per scope group) the scope.
@@ -146,7 +146,7 @@ impl Origin {
             scope_dropped: Int64Builder::new(),
             scope_schema_url: StringBuilder::new(),
             text: String::new(),
-            own_maps: false,
+            by_seal: false,
         }
     }
 
@@ -190,7 +190,7 @@ impl Origin {
     pub(crate) fn block_group<'a>(&mut self, b: &'a SpanBlock, r: &BResource) -> GroupOrigin<'a> {
         GroupOrigin {
             service: b.resource_str(r, "service.name"),
-            resource: if self.own_maps {
+            resource: if self.by_seal {
                 Vec::new()
             } else {
                 convert_block(b, r.attrs, &mut self.text)
@@ -206,7 +206,7 @@ impl Origin {
             scope: s
                 .present
                 .then(|| (b.str(s.name), b.str(s.version), s.dropped_attributes_count)),
-            attributes: if self.own_maps {
+            attributes: if self.by_seal {
                 Vec::new()
             } else {
                 convert_block(b, s.attrs, &mut self.text)
@@ -217,6 +217,9 @@ impl Origin {
 
     /// The service name of one row (its column comes early in every table).
     pub(crate) fn append_service(&mut self, g: &GroupOrigin<'_>) {
+        if self.by_seal {
+            return;
+        }
         match g.service {
             Some(s) => self.service_name.append_value(s),
             None => self.service_name.append_null(),
@@ -229,33 +232,39 @@ impl Origin {
         g: &GroupOrigin<'_>,
         s: &ScopeOrigin<'_>,
     ) -> Result<(), ArrowError> {
-        if !self.own_maps {
+        if !self.by_seal {
             self.resource_attrs.append_converted(&g.resource)?;
         }
         self.resource_dropped
             .append_value(g.resource_dropped as i64);
+        self.scope_dropped
+            .append_value(s.scope.map_or(0, |(_, _, dropped)| dropped as i64));
+        if self.by_seal {
+            return Ok(());
+        }
         opt_str(&mut self.resource_schema_url, g.resource_schema_url);
         match s.scope {
-            Some((name, version, dropped)) => {
+            Some((name, version, _)) => {
                 opt_str(&mut self.scope_name, name);
                 opt_str(&mut self.scope_version, version);
-                self.scope_dropped.append_value(dropped as i64);
             }
             None => {
                 self.scope_name.append_null();
                 self.scope_version.append_null();
-                self.scope_dropped.append_value(0);
             }
         }
-        if !self.own_maps {
-            self.scope_attrs.append_converted(&s.attributes)?;
-        }
+        self.scope_attrs.append_converted(&s.attributes)?;
         opt_str(&mut self.scope_schema_url, s.schema_url);
         Ok(())
     }
 
     pub(crate) fn finish_service(&mut self) -> ArrayRef {
         self.service_name.finish_keeping_room()
+    }
+
+    /// The service column, `None` when it is the caller's.
+    fn finish_service_column(&mut self) -> Option<ArrayRef> {
+        (!self.by_seal).then(|| self.service_name.finish_keeping_room())
     }
 
     /// The columns of [`origin_fields`](super::schema::origin_fields), in order.
@@ -273,19 +282,20 @@ impl Origin {
                 m.finish().map(Some)
             }
         };
-        let [ra, rat] = maps(&mut self.resource_attrs, self.own_maps);
-        let [sa, sat] = maps(&mut self.scope_attrs, self.own_maps);
+        let [ra, rat] = maps(&mut self.resource_attrs, self.by_seal);
+        let [sa, sat] = maps(&mut self.scope_attrs, self.by_seal);
+        let ours = !self.by_seal;
         vec![
             ra,
             rat,
             Some(self.resource_dropped.finish_keeping_room()),
-            Some(self.resource_schema_url.finish_keeping_room()),
-            Some(self.scope_name.finish_keeping_room()),
-            Some(self.scope_version.finish_keeping_room()),
+            ours.then(|| self.resource_schema_url.finish_keeping_room()),
+            ours.then(|| self.scope_name.finish_keeping_room()),
+            ours.then(|| self.scope_version.finish_keeping_room()),
             sa,
             sat,
             Some(self.scope_dropped.finish_keeping_room()),
-            Some(self.scope_schema_url.finish_keeping_room()),
+            ours.then(|| self.scope_schema_url.finish_keeping_room()),
         ]
     }
 }
@@ -532,7 +542,7 @@ pub struct SpanRows {
     ids: String,
     /// Whether the attribute maps (the span's, the resource's, the scope's) are left to the
     /// caller: [`SpanRows::without_maps`].
-    own_maps: bool,
+    by_seal: bool,
 }
 
 impl Default for SpanRows {
@@ -576,17 +586,18 @@ impl SpanRows {
             ingest: Int64Builder::new(),
             text: String::new(),
             ids: String::new(),
-            own_maps: false,
+            by_seal: false,
         }
     }
 
     /// Rows without the attribute maps of spans, resources and scopes (those of events and
-    /// links stay): the seal encodes those itself (`maps.rs`). [`SpanRows::finish_columns`]
-    /// gives the other columns.
-    pub(crate) fn without_maps() -> Self {
+    /// links stay) and without the top-level string columns other than ids (name, kind,
+    /// status, trace state, service, scope, schema URLs): the seal encodes those itself
+    /// (`maps.rs`). [`SpanRows::finish_columns`] gives the other columns.
+    pub(crate) fn for_seal() -> Self {
         let mut rows = Self::new();
-        rows.own_maps = true;
-        rows.origin.own_maps = true;
+        rows.by_seal = true;
+        rows.origin.by_seal = true;
         rows
     }
 
@@ -646,12 +657,14 @@ impl SpanRows {
             b.raw(span.parent_span_id),
             true,
         );
-        opt_str(&mut self.trace_state, b.str(span.trace_state));
         self.flags.append_value(span.flags as i64);
-        self.name.append_value(b.str(span.name));
-        match kind_name(span.kind) {
-            Some(k) => self.kind.append_value(k),
-            None => self.kind.append_value(span.kind.to_string()),
+        if !self.by_seal {
+            opt_str(&mut self.trace_state, b.str(span.trace_state));
+            self.name.append_value(b.str(span.name));
+            match kind_name(span.kind) {
+                Some(k) => self.kind.append_value(k),
+                None => self.kind.append_value(span.kind.to_string()),
+            }
         }
         let start = clamp_nanos(span.start_time_unix_nano);
         self.start.append_value(start);
@@ -666,16 +679,16 @@ impl SpanRows {
             self.end_ts.append_value(end / 1000);
             self.duration.append_value(end.saturating_sub(start));
         }
-        let (code, message) = span
-            .status
-            .map(|s| (s.code, b.str(s.message)))
-            .unwrap_or((0, ""));
-        match status_name(code) {
-            Some(c) => self.status_code.append_value(c),
-            None => self.status_code.append_value(code.to_string()),
-        }
-        opt_str(&mut self.status_message, message);
-        if !self.own_maps {
+        if !self.by_seal {
+            let (code, message) = span
+                .status
+                .map(|s| (s.code, b.str(s.message)))
+                .unwrap_or((0, ""));
+            match status_name(code) {
+                Some(c) => self.status_code.append_value(c),
+                None => self.status_code.append_value(code.to_string()),
+            }
+            opt_str(&mut self.status_message, message);
             self.attrs.append_block(b, span.attrs, &mut self.text)?;
         }
         self.dropped_attrs
@@ -726,9 +739,9 @@ impl SpanRows {
     }
 
     /// The columns of [`span_schema`], in order, each `None` that is left to the caller
-    /// ([`SpanRows::without_maps`]); the builders are left empty for reuse.
+    /// ([`SpanRows::for_seal`]); the builders are left empty for reuse.
     pub(crate) fn finish_columns(&mut self) -> Result<Vec<Option<ArrayRef>>, ArrowError> {
-        let [a, at] = if self.own_maps {
+        let [a, at] = if self.by_seal {
             [None, None]
         } else {
             self.attrs.finish().map(Some)
@@ -781,22 +794,23 @@ impl SpanRows {
             ));
             Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
         };
+        let ours = !self.by_seal;
         let mut columns: Vec<Option<ArrayRef>> = vec![
             Some(self.trace_id.finish_keeping_room()),
             Some(self.span_id.finish_keeping_room()),
             Some(self.parent_span_id.finish_keeping_room()),
-            Some(self.trace_state.finish_keeping_room()),
+            ours.then(|| self.trace_state.finish_keeping_room()),
             Some(self.flags.finish_keeping_room()),
-            Some(self.name.finish_keeping_room()),
-            Some(self.kind.finish_keeping_room()),
+            ours.then(|| self.name.finish_keeping_room()),
+            ours.then(|| self.kind.finish_keeping_room()),
             Some(self.start.finish_keeping_room()),
             Some(self.end.finish_keeping_room()),
             Some(self.duration.finish_keeping_room()),
             Some(self.start_ts.finish_keeping_room()),
             Some(self.end_ts.finish_keeping_room()),
-            Some(self.status_code.finish_keeping_room()),
-            Some(self.status_message.finish_keeping_room()),
-            Some(self.origin.finish_service()),
+            ours.then(|| self.status_code.finish_keeping_room()),
+            ours.then(|| self.status_message.finish_keeping_room()),
+            self.origin.finish_service_column(),
             a,
             at,
             Some(self.dropped_attrs.finish_keeping_room()),

@@ -22,12 +22,17 @@ use std::cell::RefCell;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
-use parquet::basic::{Compression, Encoding, EncodingMask, PageType};
+use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::ByteArray;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder, PageEncodingStats,
+};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, SerializedRowGroupWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 use spanlake_core::SpanBlock;
@@ -36,7 +41,7 @@ use spanlake_core::spans::{Rows, Str, Value};
 use super::convert::block_value_text;
 
 /// A null value's index.
-const NULL: u32 = u32::MAX;
+pub(crate) const NULL: u32 = u32::MAX;
 
 /// Indices from here on are of strings of the open page alone: a leaf whose dictionary is
 /// closed writes its later pages PLAIN, and keeps only the open page's strings.
@@ -114,8 +119,11 @@ struct DataPage {
 struct LeafWriter {
     descr: ColumnDescPtr,
     codec: Compression,
-    /// Whether the leaf is optional (a map's value) rather than required (its key).
+    /// Whether the leaf is optional (a map's value, a nullable column) rather than required (a
+    /// map's key, a required column).
     nullable: bool,
+    /// Statistics, for the top-level columns (none are kept inside maps).
+    stats: Option<Box<Stats>>,
     dict: Dict,
     dict_limit: usize,
     /// Whether the dictionary is closed (it outgrew `dict_limit`, or the properties ask for
@@ -126,14 +134,19 @@ struct LeafWriter {
 }
 
 impl LeafWriter {
-    fn new(descr: ColumnDescPtr, nullable: bool, props: &WriterProperties) -> LeafWriter {
+    fn new(descr: ColumnDescPtr, props: &WriterProperties) -> LeafWriter {
         let path = descr.path();
+        let stats = match props.statistics_enabled(path) {
+            EnabledStatistics::None => None,
+            level => Some(Box::new(Stats::new(level == EnabledStatistics::Page))),
+        };
         LeafWriter {
             codec: props.compression(path),
             dict_limit: props.column_dictionary_page_size_limit(path),
             closed: !props.dictionary_enabled(path),
+            nullable: descr.self_type().is_optional(),
+            stats,
             descr,
-            nullable,
             dict: Dict::default(),
             spill: Dict::default(),
             pages: Vec::new(),
@@ -173,14 +186,21 @@ impl LeafWriter {
 
     /// Encode and compress the page of `counts` rows whose entries are `ids`; close the
     /// dictionary if it outgrew its limit.
-    fn page(&mut self, counts: &[u32], ids: &[u32]) -> Result<(), ParquetError> {
+    /// (`counts`: the entries of each row of a map; `None` for a top-level column, a value
+    /// a row.)
+    fn page(&mut self, counts: Option<&[u32]>, ids: &[u32]) -> Result<(), ParquetError> {
         let (buf, levels) = encode_page(counts, ids, self);
+        let rows = counts.map_or(ids.len(), |c| c.len());
+        if let Some(mut stats) = self.stats.take() {
+            stats.page(self, ids, rows);
+            self.stats = Some(stats);
+        }
         let uncompressed = buf.len();
         self.pages.push(DataPage {
             buf: Bytes::from(compress(self.codec, buf)?),
             uncompressed,
             levels: levels as u32,
-            rows: counts.len() as u32,
+            rows: rows as u32,
             encoding: if self.closed {
                 Encoding::PLAIN
             } else {
@@ -193,6 +213,225 @@ impl LeafWriter {
         self.spill.clear();
         Ok(())
     }
+}
+
+/// Statistics of a top-level column as parquet keeps them: of the chunk (min, max, nulls) and,
+/// with page statistics, of each page in the column index. Values are compared as unsigned
+/// bytes (the order of UTF-8 strings) and kept whole, not truncated.
+struct Stats {
+    pages: bool,
+    /// Page number at which each dictionary entry was last seen (finding a page's distinct
+    /// values without comparing every row's string).
+    seen_at: Vec<u32>,
+    distinct: Vec<u32>,
+    page_no: u32,
+    min: Option<Vec<u8>>,
+    max: Option<Vec<u8>>,
+    nulls: u64,
+    index: ColumnIndexBuilder,
+    last: Option<(Vec<u8>, Vec<u8>)>,
+    ascending: bool,
+    descending: bool,
+}
+
+impl Stats {
+    fn new(pages: bool) -> Stats {
+        let mut index = ColumnIndexBuilder::new(parquet::basic::Type::BYTE_ARRAY);
+        if !pages {
+            index.to_invalid();
+        }
+        Stats {
+            pages,
+            seen_at: Vec::new(),
+            distinct: Vec::new(),
+            page_no: 0,
+            min: None,
+            max: None,
+            nulls: 0,
+            index,
+            last: None,
+            ascending: true,
+            descending: true,
+        }
+    }
+
+    /// Take in a page of `rows` rows whose values are `ids` (of `leaf`; a top-level column
+    /// has a value, or a null, per row).
+    fn page(&mut self, leaf: &LeafWriter, ids: &[u32], rows: usize) {
+        let nulls = ids.iter().filter(|&&i| i == NULL).count();
+        // The page's distinct values, then their least and greatest.
+        self.distinct.clear();
+        if self.seen_at.len() < leaf.dict.len() {
+            self.seen_at.resize(leaf.dict.len(), u32::MAX);
+        }
+        let mut spilled: Option<(&[u8], &[u8])> = None;
+        for &i in ids {
+            if i == NULL {
+                continue;
+            }
+            if i >= SPILLED {
+                let s = leaf.string(i);
+                spilled = Some(match spilled {
+                    None => (s, s),
+                    Some((lo, hi)) => (lo.min(s), hi.max(s)),
+                });
+            } else if self.seen_at[i as usize] != self.page_no {
+                self.seen_at[i as usize] = self.page_no;
+                self.distinct.push(i);
+            }
+        }
+        self.page_no += 1;
+        let mut range = spilled;
+        for &i in &self.distinct {
+            let s = leaf.dict.get(i);
+            range = Some(match range {
+                None => (s, s),
+                Some((lo, hi)) => (lo.min(s), hi.max(s)),
+            });
+        }
+        self.nulls += nulls as u64;
+        let Some((lo, hi)) = range else {
+            if self.pages {
+                self.index
+                    .append(true, Vec::new(), Vec::new(), nulls as i64);
+            }
+            debug_assert_eq!(nulls, rows);
+            return;
+        };
+        if self.min.as_deref().is_none_or(|m| lo < m) {
+            self.min = Some(lo.to_vec());
+        }
+        if self.max.as_deref().is_none_or(|m| hi > m) {
+            self.max = Some(hi.to_vec());
+        }
+        if self.pages {
+            if let Some((last_lo, last_hi)) = &self.last {
+                if last_lo.as_slice() > lo || last_hi.as_slice() > hi {
+                    self.ascending = false;
+                }
+                if lo > last_lo.as_slice() || hi > last_hi.as_slice() {
+                    self.descending = false;
+                }
+            }
+            self.index
+                .append(false, lo.to_vec(), hi.to_vec(), nulls as i64);
+            self.last = Some((lo.to_vec(), hi.to_vec()));
+        }
+    }
+
+    /// The chunk's statistics and column index.
+    fn finish(self) -> Result<(Statistics, Option<ColumnIndexMetaData>), ParquetError> {
+        let stats = Statistics::ByteArray(ValueStatistics::new(
+            self.min.map(ByteArray::from),
+            self.max.map(ByteArray::from),
+            None,
+            Some(self.nulls),
+            false,
+        ));
+        let mut index = self.index;
+        let index = if index.valid() {
+            index.set_boundary_order(match (self.ascending, self.descending) {
+                (true, _) => BoundaryOrder::ASCENDING,
+                (false, true) => BoundaryOrder::DESCENDING,
+                (false, false) => BoundaryOrder::UNORDERED,
+            });
+            Some(index.build()?)
+        } else {
+            None
+        };
+        Ok((stats, index))
+    }
+}
+
+/// A top-level string column the seal encodes itself (a span's name, kind, status; its
+/// service and scope): a value or a null per row, dictionary-encoded, with the statistics and
+/// column index parquet keeps of top-level columns.
+pub(crate) struct StrColumn {
+    ids: Vec<u32>,
+    plain_bytes: usize,
+    leaf: LeafWriter,
+    rows: usize,
+    row_limit: usize,
+    byte_limit: usize,
+}
+
+impl StrColumn {
+    pub(crate) fn new(descr: ColumnDescPtr, props: &WriterProperties) -> StrColumn {
+        StrColumn {
+            ids: Vec::new(),
+            plain_bytes: 0,
+            row_limit: props.data_page_row_count_limit().max(1),
+            byte_limit: props.column_data_page_size_limit(descr.path()).max(1),
+            leaf: LeafWriter::new(descr, props),
+            rows: 0,
+        }
+    }
+
+    /// The index of `s` (for [`StrColumn::push`]). Indices of a closed dictionary's page
+    /// strings are not to be kept past the row.
+    #[inline]
+    pub(crate) fn id(&mut self, s: &str) -> u32 {
+        self.leaf.id(s.as_bytes())
+    }
+
+    /// Whether `id` may be kept and pushed again in later rows.
+    #[inline]
+    pub(crate) fn lasting(id: u32) -> bool {
+        id < SPILLED || id == NULL
+    }
+
+    /// Append a row: the value `id`, or [`StrColumn::NULL`].
+    #[inline]
+    pub(crate) fn push(&mut self, id: u32) -> Result<(), ParquetError> {
+        self.ids.push(id);
+        self.rows += 1;
+        if self.leaf.closed {
+            self.plain_bytes += self.leaf.plain_len(id);
+        }
+        let indices = if self.leaf.closed {
+            0
+        } else {
+            self.ids.len() * (width_of(self.leaf.dict.len() as u64) as usize + 1) / 8
+        };
+        if self.ids.len() >= self.row_limit
+            || self.plain_bytes + indices >= self.byte_limit
+            || self.leaf.over_limit()
+        {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    /// Append a row of `s` (`None`: null).
+    pub(crate) fn push_str(&mut self, s: Option<&str>) -> Result<(), ParquetError> {
+        let id = s.map_or(NULL, |s| self.id(s));
+        self.push(id)
+    }
+
+    fn flush_page(&mut self) -> Result<(), ParquetError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        self.leaf.page(None, &self.ids)?;
+        self.ids.clear();
+        self.plain_bytes = 0;
+        Ok(())
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Write a top-level string column to the row group `out`.
+pub(crate) fn append_str<W: std::io::Write + Send>(
+    out: &mut SerializedRowGroupWriter<'_, W>,
+    c: &mut StrColumn,
+    props: &WriterProperties,
+) -> Result<(), ParquetError> {
+    c.flush_page()?;
+    let (bytes, close) = write_chunk(&mut c.leaf, c.rows as u64, props)?;
+    out.append_column(&bytes, close)
 }
 
 /// One map column (`attributes`, say) being written: the open page's rows (entries per row,
@@ -220,8 +459,8 @@ impl MapColumn {
             plain_bytes: 0,
             row_limit: props.data_page_row_count_limit().max(1),
             byte_limit: props.column_data_page_size_limit(value.path()).max(1),
-            key: LeafWriter::new(key, false, props),
-            value: LeafWriter::new(value, true, props),
+            key: LeafWriter::new(key, props),
+            value: LeafWriter::new(value, props),
             rows: 0,
         }
     }
@@ -265,8 +504,8 @@ impl MapColumn {
         if self.counts.is_empty() {
             return Ok(());
         }
-        self.key.page(&self.counts, &self.keys)?;
-        self.value.page(&self.counts, &self.values)?;
+        self.key.page(Some(&self.counts), &self.keys)?;
+        self.value.page(Some(&self.counts), &self.values)?;
         self.counts.clear();
         self.keys.clear();
         self.values.clear();
@@ -325,6 +564,25 @@ impl Slot {
 #[derive(Default)]
 pub(crate) struct BlockIds {
     slots: Vec<Slot>,
+    /// The span name last found, by place, and its index in the `name` column.
+    name: Option<(u64, u32)>,
+}
+
+impl BlockIds {
+    /// The index of the span name `s` of this block: the one last found when at the same
+    /// place, else `find(s)`.
+    #[inline]
+    pub(crate) fn name_id(&mut self, s: Str, find: impl FnOnce(Str) -> u32) -> u32 {
+        let p = place(s);
+        match self.name {
+            Some((at, id)) if at == p => id,
+            _ => {
+                let id = find(s);
+                self.name = StrColumn::lasting(id).then_some((p, id));
+                id
+            }
+        }
+    }
 }
 
 fn place(s: Str) -> u64 {
@@ -702,7 +960,14 @@ fn write_chunk(
         }
     }
     pages.close()?;
-    let metadata = ColumnChunkMetaData::builder(leaf.descr.clone())
+    let (statistics, column_index) = match leaf.stats.take() {
+        Some(stats) => {
+            let (s, index) = stats.finish()?;
+            (Some(s), index)
+        }
+        None => (None, None),
+    };
+    let mut metadata = ColumnChunkMetaData::builder(leaf.descr.clone())
         .set_compression(leaf.codec)
         .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
         .set_page_encoding_stats(stats)
@@ -710,14 +975,17 @@ fn write_chunk(
         .set_total_uncompressed_size(uncompressed)
         .set_num_values(levels)
         .set_data_page_offset(data_offset.unwrap_or(0))
-        .set_dictionary_page_offset(dictionary_offset)
-        .build()?;
+        .set_dictionary_page_offset(dictionary_offset);
+    if let Some(statistics) = statistics {
+        metadata = metadata.set_statistics(statistics);
+    }
+    let metadata = metadata.build()?;
     let close = ColumnCloseResult {
         bytes_written: written,
         rows_written: rows,
         metadata,
         bloom_filter: None,
-        column_index: None,
+        column_index,
         offset_index: (!props.offset_index_disabled()).then(|| offsets.build()),
     };
     Ok((Bytes::from(sink.into_inner()?), close))
@@ -734,13 +1002,17 @@ fn with_length(mut out: Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     out
 }
 
-/// One data page (v1, uncompressed) of `counts` rows whose entries are `ids`: repetition
-/// levels, definition levels, then the values. Returns it and its number of levels.
-fn encode_page(counts: &[u32], ids: &[u32], leaf: &LeafWriter) -> (Vec<u8>, usize) {
+/// One data page (v1, uncompressed): repetition levels (maps), definition levels (maps and
+/// optional columns), then the values. `counts` holds the entries of each row of a map, whose
+/// entries are `ids`; a top-level column (`None`) has one value or null per row. Returns the
+/// page and its number of levels.
+fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter) -> (Vec<u8>, usize) {
     let dictionary = !leaf.closed;
     let width = width_of(leaf.dict.len().saturating_sub(1) as u64);
-    let def_width = width_of(if leaf.nullable { 2 } else { 1 });
-    let empty_rows = counts.iter().filter(|&&n| n == 0).count();
+    let max_def = leaf.descr.max_def_level() as u32;
+    let def_width = width_of(u64::from(max_def));
+    let rows = counts.unwrap_or(&[]);
+    let empty_rows = rows.iter().filter(|&&n| n == 0).count();
     let levels = ids.len() + empty_rows;
     let nulls = if leaf.nullable {
         ids.iter().filter(|&&i| i == NULL).count()
@@ -748,47 +1020,54 @@ fn encode_page(counts: &[u32], ids: &[u32], leaf: &LeafWriter) -> (Vec<u8>, usiz
         0
     };
     let mut out = Vec::with_capacity(levels / 2 + ids.len() * (width as usize).div_ceil(8) + 32);
-    // Repetition: 0 starts a row, 1 continues its map.
-    out = with_length(out, |out| {
-        if counts.iter().all(|&n| n <= 1) {
-            rle_run(out, 1, 0, levels);
-            return;
-        }
-        let mut p = Packer::new(out, 1, levels);
-        for &n in counts {
-            p.push(0);
-            if n > 1 {
-                p.ones(n - 1);
+    if counts.is_some() {
+        // Repetition: 0 starts a row, 1 continues its map.
+        out = with_length(out, |out| {
+            if rows.iter().all(|&n| n <= 1) {
+                rle_run(out, 1, 0, levels);
+                return;
             }
-        }
-        p.finish();
-    });
-    // Definition: 0 an empty map, 1 an entry (a null value's), 2 a value present.
-    let top = if leaf.nullable { 2 } else { 1 };
-    out = with_length(out, |out| {
-        // One level throughout (every value present, every map empty, or every value null)
-        // is one run.
-        if empty_rows == 0 && nulls == 0 {
-            rle_run(out, def_width, top, levels);
-        } else if empty_rows == counts.len() {
-            rle_run(out, def_width, 0, levels);
-        } else if empty_rows == 0 && nulls == ids.len() {
-            rle_run(out, def_width, 1, levels);
-        } else {
-            let mut p = Packer::new(out, def_width, levels);
-            let mut e = 0;
-            for &n in counts {
-                if n == 0 {
-                    p.push(0);
+            let mut p = Packer::new(out, 1, levels);
+            for &n in rows {
+                p.push(0);
+                if n > 1 {
+                    p.ones(n - 1);
                 }
-                for &i in &ids[e..e + n as usize] {
-                    p.push(if i == NULL { 1 } else { top });
-                }
-                e += n as usize;
             }
             p.finish();
-        }
-    });
+        });
+    }
+    if max_def > 0 {
+        // Definition: a value present is the greatest level, a null one less; 0 an empty map.
+        out = with_length(out, |out| {
+            if empty_rows == 0 && nulls == 0 {
+                rle_run(out, def_width, max_def, levels);
+            } else if counts.is_some() && empty_rows == rows.len() {
+                rle_run(out, def_width, 0, levels);
+            } else if empty_rows == 0 && nulls == ids.len() {
+                rle_run(out, def_width, max_def - 1, levels);
+            } else {
+                let def = |i: u32| if i == NULL { max_def - 1 } else { max_def };
+                let mut p = Packer::new(out, def_width, levels);
+                match counts {
+                    None => ids.iter().for_each(|&i| p.push(def(i))),
+                    Some(rows) => {
+                        let mut e = 0;
+                        for &n in rows {
+                            if n == 0 {
+                                p.push(0);
+                            }
+                            for &i in &ids[e..e + n as usize] {
+                                p.push(def(i));
+                            }
+                            e += n as usize;
+                        }
+                    }
+                }
+                p.finish();
+            }
+        });
+    }
     let present = ids.iter().copied().filter(|&i| i != NULL);
     if dictionary {
         out.push(width as u8);

@@ -32,7 +32,23 @@ use spanlake_core::SpanBlock;
 use spanlake_core::ids::push_id;
 
 use super::convert::{SpanRows, clamp_nanos};
-use super::maps::{AttrColumns, BlockIds, GroupEntries, append_map};
+use super::maps::{AttrColumns, BlockIds, GroupEntries, NULL, StrColumn, append_map, append_str};
+use super::schema::{kind_name, status_name};
+
+/// The spans table's top-level string columns the seal encodes itself (`maps.rs`), besides
+/// the attribute maps.
+const OWN_STRINGS: [&str; 10] = [
+    "trace_state",
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "service_name",
+    "resource_schema_url",
+    "scope_name",
+    "scope_version",
+    "scope_schema_url",
+];
 use super::schema::Table;
 
 /// Spans waiting for their row group: a block as it was taken, and when.
@@ -181,7 +197,7 @@ impl Sealed {
                 origins
             })
             .collect();
-        let mut rows = SpanRows::without_maps();
+        let mut rows = SpanRows::for_seal();
         let origins: Vec<_> = held.iter().map(|h| rows.origins(&h.block)).collect();
         let mut text = String::new();
         // The maps' leaves, `[key, value]`, by the map's name.
@@ -216,6 +232,92 @@ impl Sealed {
             })
             .collect();
         let mut ids: Vec<BlockIds> = held.iter().map(|_| BlockIds::default()).collect();
+
+        // The top-level string columns, and each group's values in them found once.
+        let strs: Vec<StrColumn> = OWN_STRINGS
+            .iter()
+            .map(|name| {
+                let f = schema.index_of(name)?;
+                Ok(StrColumn::new(
+                    parquet_schema.column(leaves_of[f].start),
+                    &props,
+                ))
+            })
+            .collect::<Result<_, SealError>>()?;
+        let mut strs: [StrColumn; OWN_STRINGS.len()] = strs
+            .try_into()
+            .map_err(|_| ParquetError::General("string columns".into()))?;
+        let [
+            trace_state,
+            name,
+            kind,
+            status_code,
+            status_message,
+            service,
+            resource_url,
+            scope_name,
+            scope_version,
+            scope_url,
+        ] = &mut strs;
+        fn found<'a>(c: &mut StrColumn, s: Option<&'a str>) -> Found<'a> {
+            (s.map_or(NULL, |s| c.id(s)), s)
+        }
+        fn nonempty(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
+        type Found<'a> = (u32, Option<&'a str>);
+        /// A block's resources' `[service, schema URL]` and scopes' `[name, version, URL]`.
+        type GroupStrs<'a> = (Vec<[Found<'a>; 2]>, Vec<[Found<'a>; 3]>);
+        let group_strs: Vec<GroupStrs<'_>> = origins
+            .iter()
+            .map(|o| {
+                let resources = o
+                    .resources
+                    .iter()
+                    .map(|g| {
+                        [
+                            found(service, g.service),
+                            found(resource_url, nonempty(g.resource_schema_url)),
+                        ]
+                    })
+                    .collect();
+                let scopes = o
+                    .scopes
+                    .iter()
+                    .map(|s| {
+                        let (n, v) = s
+                            .scope
+                            .map_or((None, None), |(n, v, _)| (nonempty(n), nonempty(v)));
+                        [
+                            found(scope_name, n),
+                            found(scope_version, v),
+                            found(scope_url, nonempty(s.schema_url)),
+                        ]
+                    })
+                    .collect();
+                (resources, scopes)
+            })
+            .collect();
+        let push = |c: &mut StrColumn, (id, s): Found<'_>| {
+            if StrColumn::lasting(id) {
+                c.push(id)
+            } else {
+                c.push_str(s)
+            }
+        };
+        // Kinds and status codes, a handful each.
+        let mut kinds: Vec<(i32, u32)> = Vec::new();
+        let mut codes: Vec<(i32, u32)> = Vec::new();
+        let enum_id = |c: &mut StrColumn, seen: &mut Vec<(i32, u32)>, v: i32, text: &str| {
+            if let Some(&(_, id)) = seen.iter().find(|(k, _)| *k == v) {
+                return id;
+            }
+            let id = c.id(text);
+            if StrColumn::lasting(id) {
+                seen.push((v, id));
+            }
+            id
+        };
         // What a span of each block takes, on average, as it arrived and as rows.
         let span_bytes: Vec<usize> = held
             .iter()
@@ -228,7 +330,30 @@ impl Sealed {
                 let place = (r as usize, s as usize, i);
                 let b = &held[hi].block;
                 rows.append_one(b, &origins[hi], place, held[hi].ingest)?;
-                span_maps.push_row(b, b.spans[i].attrs, &mut ids[hi], &mut text)?;
+                let span = &b.spans[i];
+                span_maps.push_row(b, span.attrs, &mut ids[hi], &mut text)?;
+                let n = ids[hi].name_id(span.name, |s| name.id(b.str(s)));
+                name.push(n)?;
+                trace_state.push_str(nonempty(b.str(span.trace_state)))?;
+                let k = match kind_name(span.kind) {
+                    Some(k) => enum_id(kind, &mut kinds, span.kind, k),
+                    None => kind.id(&span.kind.to_string()),
+                };
+                kind.push(k)?;
+                let (code, message) = span.status.map_or((0, ""), |s| (s.code, b.str(s.message)));
+                let c = match status_name(code) {
+                    Some(c) => enum_id(status_code, &mut codes, code, c),
+                    None => status_code.id(&code.to_string()),
+                };
+                status_code.push(c)?;
+                status_message.push_str(nonempty(message))?;
+                let [svc, url] = group_strs[hi].0[r as usize];
+                push(service, svc)?;
+                push(resource_url, url)?;
+                let [sn, sv, su] = group_strs[hi].1[s as usize];
+                push(scope_name, sn)?;
+                push(scope_version, sv)?;
+                push(scope_url, su)?;
                 resource_maps.push_group(&groups[hi].0[r as usize])?;
                 scope_maps.push_group(&groups[hi].1[s as usize])?;
             }
@@ -254,6 +379,12 @@ impl Sealed {
                 "scope_attribute_types" => Some(&mut scope_maps.types),
                 _ => None,
             };
+            if let Some(k) = OWN_STRINGS.iter().position(|n| n == field.name()) {
+                debug_assert_eq!(strs[k].rows(), order.len());
+                append_str(&mut out, &mut strs[k], &props)?;
+                writers.nth(leaves.len() - 1);
+                continue;
+            }
             match map {
                 Some(m) => {
                     debug_assert_eq!(m.rows(), order.len());
@@ -1193,7 +1324,7 @@ mod tests {
             AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value,
         };
         use opentelemetry_proto::tonic::resource::v1::Resource;
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
         use proptest::prelude::*;
         let value = prop_oneof![
             4 => "[a-c]{0,3}".prop_map(|s| Some(Value::StringValue(s))),
@@ -1212,32 +1343,65 @@ mod tests {
             ..Default::default()
         });
         let attrs = |n: usize| proptest::collection::vec(kv.clone(), 0..n);
-        let span = (any::<u8>(), 0u64..4, attrs(7)).prop_map(|(t, start, attributes)| Span {
-            trace_id: vec![t % 5; 16],
-            span_id: vec![t; 8],
-            name: "op".into(),
-            start_time_unix_nano: start,
-            attributes,
-            ..Default::default()
-        });
-        let scope =
-            (proptest::collection::vec(span, 1..12), attrs(3)).prop_map(|(spans, a)| ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "lib".into(),
+        let words = || proptest::sample::select(vec!["", "a", "b", "op", "zz"]);
+        let span = (
+            (any::<u8>(), 0u64..4, attrs(7)),
+            (words(), words(), -1i32..8, -1i32..4, words()),
+        )
+            .prop_map(
+                |((t, start, attributes), (name, state, kind, code, message))| Span {
+                    trace_id: vec![t % 5; 16],
+                    span_id: vec![t; 8],
+                    name: name.into(),
+                    trace_state: state.into(),
+                    kind,
+                    status: (code >= 0).then(|| Status {
+                        code,
+                        message: message.into(),
+                    }),
+                    start_time_unix_nano: start,
+                    attributes,
+                    ..Default::default()
+                },
+            );
+        let scope = (
+            proptest::collection::vec(span, 1..12),
+            attrs(3),
+            (any::<bool>(), words(), words(), words()),
+        )
+            .prop_map(|(spans, a, (present, name, version, url))| ScopeSpans {
+                scope: present.then(|| InstrumentationScope {
+                    name: name.into(),
+                    version: version.into(),
                     attributes: a,
                     ..Default::default()
                 }),
                 spans,
-                ..Default::default()
+                schema_url: url.into(),
             });
-        let group =
-            (proptest::collection::vec(scope, 1..3), attrs(4)).prop_map(|(s, a)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: a,
-                    ..Default::default()
-                }),
-                scope_spans: s,
-                ..Default::default()
+        let group = (
+            proptest::collection::vec(scope, 1..3),
+            attrs(4),
+            (words(), words()),
+        )
+            .prop_map(|(s, mut a, (service, url))| {
+                if !service.is_empty() {
+                    a.push(KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(service.into())),
+                        }),
+                        ..Default::default()
+                    });
+                }
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: a,
+                        ..Default::default()
+                    }),
+                    scope_spans: s,
+                    schema_url: url.into(),
+                }
             });
         let block = (proptest::collection::vec(group, 1..3), any::<bool>()).prop_map(
             |(groups, decoded)| {
@@ -1361,12 +1525,76 @@ mod tests {
         }
     }
 
+    /// The same rows as parquet's `ArrowWriter` writes them, with the seal's properties.
+    fn arrow_written(held: &[HeldSpans], props: &WriterProperties, rows: &RecordBatch) -> Bytes {
+        let (order, traces) = span_order(held);
+        let table = Table::Spans;
+        let mut w = row_group_writer(
+            table.schema(),
+            props,
+            table.sort_columns(),
+            order.len(),
+            traces,
+            unfilled_columns(held),
+        )
+        .expect("writer");
+        w.write(rows).expect("write");
+        Bytes::from(w.into_inner().expect("file"))
+    }
+
+    /// What readers prune by in a top-level column: the chunk's statistics (min, max, nulls),
+    /// each page's entry in the column index (null page, min, max, nulls) and its order.
+    type Pruning = (
+        Option<(Vec<u8>, Vec<u8>)>,
+        Option<u64>,
+        Vec<(bool, Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)>,
+        Option<parquet::basic::BoundaryOrder>,
+    );
+
+    fn pruning(file: &Bytes, column: &str) -> Pruning {
+        use parquet::file::page_index::column_index::ColumnIndexMetaData;
+        use parquet::file::statistics::Statistics;
+        let meta = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(file)
+            .expect("footer");
+        let rg = meta.row_group(0);
+        let c = (0..rg.num_columns())
+            .find(|&c| rg.column(c).column_path().string() == column)
+            .expect("column");
+        let (range, nulls) = match rg.column(c).statistics() {
+            Some(Statistics::ByteArray(s)) => (
+                s.min_opt()
+                    .zip(s.max_opt())
+                    .map(|(lo, hi)| (lo.data().to_vec(), hi.data().to_vec())),
+                s.null_count_opt(),
+            ),
+            other => panic!("{column}: statistics {other:?}"),
+        };
+        let index = &meta.column_index().expect("column index")[0][c];
+        let ColumnIndexMetaData::BYTE_ARRAY(pages) = index else {
+            panic!("{column}: index {index:?}");
+        };
+        let entries = (0..pages.num_pages() as usize)
+            .map(|p| {
+                (
+                    pages.is_null_page(p),
+                    pages.min_value(p).map(<[u8]>::to_vec),
+                    pages.max_value(p).map(<[u8]>::to_vec),
+                    pages.null_count(p),
+                )
+            })
+            .collect();
+        (range, nulls, entries, index.get_boundary_order())
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         /// The attribute maps the seal encodes itself read back as the rows hold them, in
         /// every reader path: whole, and by pages picked through the offset index; with the
         /// lake's properties, and with pages of 3 rows and dictionaries that fall back to
-        /// PLAIN past 40 bytes.
+        /// PLAIN past 40 bytes. The string columns' statistics and column index are those
+        /// parquet's `ArrowWriter` writes for the same rows.
         #[test]
         fn attribute_maps_read_back_as_the_rows_hold_them(held in attribute_blocks()) {
             use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
@@ -1375,7 +1603,25 @@ mod tests {
                 .set_data_page_row_count_limit(3)
                 .set_dictionary_page_size_limit(40)
                 .build();
-            for props in [writer_properties(3, 1 << 20), tight] {
+            let lake = writer_properties(3, 1 << 20);
+            // Pages of 3 rows, as parquet's writer closes them when it checks every row.
+            let paged = writer_properties(3, 1 << 20)
+                .into_builder()
+                .set_data_page_row_count_limit(3)
+                .set_write_batch_size(1)
+                .build();
+            for props in [&lake, &paged] {
+                let (sealed, want) = sealed_and_converted(&held, props);
+                let arrow = arrow_written(&held, props, &want);
+                for column in OWN_STRINGS {
+                    proptest::prop_assert_eq!(
+                        pruning(&sealed.bytes, column),
+                        pruning(&arrow, column),
+                        "{}", column
+                    );
+                }
+            }
+            for props in [lake, tight] {
                 let (sealed, want) = sealed_and_converted(&held, &props);
                 let got = sealed.decode().expect("decode");
                 let got = arrow::compute::concat_batches(&want.schema(), &got).expect("concat");
