@@ -163,6 +163,14 @@ impl LeafWriter {
         }
     }
 
+    /// The index of `s` in the dictionary, even once it is closed: for values found once and
+    /// kept for many rows (a group's), which a closed dictionary's page strings cannot be.
+    /// (Past the dictionary's close they are written PLAIN like the rest.)
+    #[inline]
+    fn lasting_id(&mut self, s: &[u8]) -> u32 {
+        self.dict.id(s)
+    }
+
     fn string(&self, id: u32) -> &[u8] {
         if id >= SPILLED {
             self.spill.get(id - SPILLED)
@@ -374,6 +382,11 @@ impl StrColumn {
         self.leaf.id(s.as_bytes())
     }
 
+    /// The index of `s`, to be kept and pushed in many rows.
+    pub(crate) fn lasting_id(&mut self, s: &str) -> u32 {
+        self.leaf.lasting_id(s.as_bytes())
+    }
+
     /// Whether `id` may be kept and pushed again in later rows.
     #[inline]
     pub(crate) fn lasting(id: u32) -> bool {
@@ -388,15 +401,16 @@ impl StrColumn {
         if self.leaf.closed {
             self.plain_bytes += self.leaf.plain_len(id);
         }
-        let indices = if self.leaf.closed {
-            0
-        } else {
-            self.ids.len() * (width_of(self.leaf.dict.len() as u64) as usize + 1) / 8
+        let n = self.ids.len();
+        let full = self.plain_bytes + n * 5 >= self.byte_limit && {
+            let indices = if self.leaf.closed {
+                0
+            } else {
+                n * (width_of(self.leaf.dict.len() as u64) as usize + 1) / 8
+            };
+            self.plain_bytes + indices >= self.byte_limit
         };
-        if self.ids.len() >= self.row_limit
-            || self.plain_bytes + indices >= self.byte_limit
-            || self.leaf.over_limit()
-        {
+        if n >= self.row_limit || full || self.leaf.over_limit() {
             self.flush_page()?;
         }
         Ok(())
@@ -465,7 +479,7 @@ impl MapColumn {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, key: u32, value: u32) {
         self.keys.push(key);
         self.values.push(value);
@@ -481,7 +495,25 @@ impl MapColumn {
     fn end_row(&mut self, start: usize) -> Result<(), ParquetError> {
         self.counts.push((self.keys.len() - start) as u32);
         self.rows += 1;
+        if self.counts.len() >= self.row_limit
+            || self.page_full()
+            || self.key.over_limit()
+            || self.value.over_limit()
+        {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the open page holds about `byte_limit` bytes.
+    #[inline]
+    fn page_full(&self) -> bool {
         let entries = self.keys.len();
+        // An entry's index and levels take at most 5 bytes a leaf (indices of up to 32 bits):
+        // most rows are decided without looking at the dictionaries.
+        if self.plain_bytes + entries * 10 < self.byte_limit {
+            return false;
+        }
         let indices = |leaf: &LeafWriter| {
             if leaf.closed {
                 0
@@ -489,15 +521,7 @@ impl MapColumn {
                 entries * (width_of(leaf.dict.len() as u64) as usize + 3) / 8
             }
         };
-        let bytes = self.plain_bytes + indices(&self.key) + indices(&self.value);
-        if self.counts.len() >= self.row_limit
-            || bytes >= self.byte_limit
-            || self.key.over_limit()
-            || self.value.over_limit()
-        {
-            self.flush_page()?;
-        }
-        Ok(())
+        self.plain_bytes + indices(&self.key) + indices(&self.value) >= self.byte_limit
     }
 
     fn flush_page(&mut self) -> Result<(), ParquetError> {
@@ -529,8 +553,9 @@ pub(crate) struct AttrColumns {
 /// A group's attributes (a resource's or a scope's) as indices, appended to each of its rows.
 #[derive(Default, Clone)]
 pub(crate) struct GroupEntries {
-    values: Vec<(u32, u32)>,
-    types: Vec<(u32, u32)>,
+    /// Keys and values of the attribute map, then of the type map.
+    keys: [Vec<u32>; 2],
+    values: [Vec<u32>; 2],
 }
 
 /// What one block's attributes at one position of a row (the j-th attribute of a span) were
@@ -647,7 +672,7 @@ impl AttrColumns {
                         id
                     }
                 }
-                v => self.typed(b, k, v, slot, text),
+                v => self.typed(b, k, v, slot, false, text),
             };
             self.values.push(key, value);
         }
@@ -657,23 +682,32 @@ impl AttrColumns {
 
     /// A value other than a string: its text's index (or [`NULL`]), its type entered in the
     /// type map.
+    /// (`lasting`: the indices are kept for many rows, see [`LeafWriter::lasting_id`].)
     fn typed(
         &mut self,
         b: &SpanBlock,
         key: Str,
         v: Value,
         slot: &mut Slot,
+        lasting: bool,
         text: &mut String,
     ) -> u32 {
+        let id = |leaf: &mut LeafWriter, s: &[u8]| {
+            if lasting {
+                leaf.lasting_id(s)
+            } else {
+                leaf.id(s)
+            }
+        };
         let (value, tag) = match v {
             Value::Int(i) if slot.value_kind == 2 && slot.value == i as u64 => {
                 (slot.value_id, Some("int"))
             }
             Value::Int(i) => {
-                let id = self
-                    .values
-                    .value
-                    .id(itoa::Buffer::new().format(i).as_bytes());
+                let id = id(
+                    &mut self.values.value,
+                    itoa::Buffer::new().format(i).as_bytes(),
+                );
                 if id < SPILLED {
                     (slot.value_kind, slot.value, slot.value_id) = (2, i as u64, id);
                 }
@@ -684,7 +718,7 @@ impl AttrColumns {
                 let id = if tag == Some("empty") {
                     NULL
                 } else {
-                    self.values.value.id(text.as_bytes())
+                    id(&mut self.values.value, text.as_bytes())
                 };
                 (id, tag)
             }
@@ -693,7 +727,7 @@ impl AttrColumns {
             let k = if slot.type_key_id != NULL {
                 slot.type_key_id
             } else {
-                let id = self.types.key.id(b.str(key).as_bytes());
+                let id = id(&mut self.types.key, b.str(key).as_bytes());
                 if id < SPILLED && slot.key == place(key) {
                     slot.type_key_id = id;
                 }
@@ -702,7 +736,7 @@ impl AttrColumns {
             let t = match self.tags.iter().find(|(name, _)| *name == tag) {
                 Some(&(_, t)) => t,
                 None => {
-                    let t = self.types.value.id(tag.as_bytes());
+                    let t = id(&mut self.types.value, tag.as_bytes());
                     if t < SPILLED {
                         self.tags.push((tag, t));
                     }
@@ -720,20 +754,17 @@ impl AttrColumns {
         let types_start = self.types.keys.len();
         for a in b.attrs(rows) {
             let k = a.key();
-            let key = self.values.key.id(b.str(k).as_bytes());
+            let key = self.values.key.lasting_id(b.str(k).as_bytes());
             let value = match a.value() {
-                Value::Str(s) => self.values.value.id(b.str(s).as_bytes()),
-                v => self.typed(b, k, v, &mut Slot { ..Slot::EMPTY }, text),
+                Value::Str(s) => self.values.value.lasting_id(b.str(s).as_bytes()),
+                v => self.typed(b, k, v, &mut Slot { ..Slot::EMPTY }, true, text),
             };
-            g.values.push((key, value));
+            g.keys[0].push(key);
+            g.values[0].push(value);
         }
         // `typed` entered the types as a row's would be: take them back out.
-        g.types.extend(
-            self.types.keys[types_start..]
-                .iter()
-                .zip(&self.types.values[types_start..])
-                .map(|(&k, &v)| (k, v)),
-        );
+        g.keys[1].extend_from_slice(&self.types.keys[types_start..]);
+        g.values[1].extend_from_slice(&self.types.values[types_start..]);
         self.types.keys.truncate(types_start);
         self.types.values.truncate(types_start);
         g
@@ -741,10 +772,15 @@ impl AttrColumns {
 
     /// Append one row of a group's attributes.
     pub(crate) fn push_group(&mut self, g: &GroupEntries) -> Result<(), ParquetError> {
-        for (m, entries) in [(&mut self.values, &g.values), (&mut self.types, &g.types)] {
+        for (k, m) in [&mut self.values, &mut self.types].into_iter().enumerate() {
             let start = m.keys.len();
-            for &(k, v) in entries {
-                m.push(k, v);
+            if m.key.closed || m.value.closed {
+                for (&key, &value) in g.keys[k].iter().zip(&g.values[k]) {
+                    m.push(key, value);
+                }
+            } else {
+                m.keys.extend_from_slice(&g.keys[k]);
+                m.values.extend_from_slice(&g.values[k]);
             }
             m.end_row(start)?;
         }

@@ -260,7 +260,7 @@ impl Sealed {
             scope_url,
         ] = &mut strs;
         fn found<'a>(c: &mut StrColumn, s: Option<&'a str>) -> Found<'a> {
-            (s.map_or(NULL, |s| c.id(s)), s)
+            (s.map_or(NULL, |s| c.lasting_id(s)), s)
         }
         fn nonempty(s: &str) -> Option<&str> {
             (!s.is_empty()).then_some(s)
@@ -1593,7 +1593,7 @@ mod tests {
         /// The attribute maps the seal encodes itself read back as the rows hold them, in
         /// every reader path: whole, and by pages picked through the offset index; with the
         /// lake's properties, and with pages of 3 rows and dictionaries that fall back to
-        /// PLAIN past 40 bytes. The string columns' statistics and column index are those
+        /// PLAIN past 40 bytes, and with no dictionaries. The string columns' statistics and column index are those
         /// parquet's `ArrowWriter` writes for the same rows.
         #[test]
         fn attribute_maps_read_back_as_the_rows_hold_them(held in attribute_blocks()) {
@@ -1621,7 +1621,13 @@ mod tests {
                     );
                 }
             }
-            for props in [lake, tight] {
+            // No dictionaries at all: every page PLAIN from the start.
+            let plain = writer_properties(3, 1 << 20)
+                .into_builder()
+                .set_dictionary_enabled(false)
+                .set_data_page_row_count_limit(3)
+                .build();
+            for props in [lake, tight, plain] {
                 let (sealed, want) = sealed_and_converted(&held, &props);
                 let got = sealed.decode().expect("decode");
                 let got = arrow::compute::concat_batches(&want.schema(), &got).expect("concat");
