@@ -416,6 +416,12 @@ impl StrColumn {
         Ok(())
     }
 
+    /// Make room for a page of a row group of `rows` rows at once (instead of growing by
+    /// doublings).
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.ids.reserve(rows.min(self.row_limit));
+    }
+
     /// Append a row of `s` (`None`: null).
     pub(crate) fn push_str(&mut self, s: Option<&str>) -> Result<(), ParquetError> {
         let id = s.map_or(NULL, |s| self.id(s));
@@ -540,6 +546,15 @@ impl MapColumn {
     pub(crate) fn rows(&self) -> usize {
         self.rows
     }
+
+    /// Make room for a page of a row group of `rows` rows and `entries` entries.
+    fn reserve(&mut self, rows: usize, entries: usize) {
+        let page = rows.min(self.row_limit);
+        let page_entries = entries * page / rows.max(1);
+        self.counts.reserve(page);
+        self.keys.reserve(page_entries);
+        self.values.reserve(page_entries);
+    }
 }
 
 /// An attribute map and its type map (`attributes` and `attribute_types`).
@@ -628,6 +643,11 @@ impl AttrColumns {
             types: MapColumn::new(types, props),
             tags: Vec::new(),
         }
+    }
+
+    /// Make room for a page of a row group of `rows` rows and `entries` attributes.
+    pub(crate) fn reserve(&mut self, rows: usize, entries: usize) {
+        self.values.reserve(rows, entries);
     }
 
     /// Append one row: the attributes `rows` of block `b`. `ids` remembers what the block's

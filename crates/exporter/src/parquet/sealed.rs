@@ -215,6 +215,19 @@ impl Sealed {
         };
         let (mut span_maps, mut resource_maps, mut scope_maps) =
             (maps("")?, maps("resource_")?, maps("scope_")?);
+        let entries = |attrs: &dyn Fn(&SpanBlock) -> usize| -> usize {
+            held.iter().map(|h| attrs(&h.block)).sum()
+        };
+        let n = order.len();
+        span_maps.reserve(n, entries(&|b| b.spans.iter().map(|s| s.attrs.len()).sum()));
+        resource_maps.reserve(
+            n,
+            entries(&|b| b.iter().map(|(r, _, _)| r.attrs.len()).sum()),
+        );
+        scope_maps.reserve(
+            n,
+            entries(&|b| b.iter().map(|(_, s, _)| s.attrs.len()).sum()),
+        );
         let groups: Vec<(Vec<GroupEntries>, Vec<GroupEntries>)> = held
             .iter()
             .map(|h| {
@@ -247,6 +260,9 @@ impl Sealed {
         let mut strs: [StrColumn; OWN_STRINGS.len()] = strs
             .try_into()
             .map_err(|_| ParquetError::General("string columns".into()))?;
+        for c in &mut strs {
+            c.reserve(order.len());
+        }
         let [
             trace_state,
             name,
