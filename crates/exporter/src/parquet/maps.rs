@@ -1,22 +1,25 @@
-//! The spans table's attribute maps (`attributes`, `resource_attributes`, `scope_attributes` and
-//! their `*_types`), encoded as Parquet column chunks by the seal itself instead of through
-//! Arrow arrays and parquet's generic column writer.
+//! The spans table's columns the seal encodes itself, straight from the sorted blocks instead
+//! of through Arrow arrays and parquet's column writer: the attribute maps (`attributes`,
+//! `resource_attributes`, `scope_attributes` and their `*_types`) and the top-level string
+//! columns (name, kind, status, trace state, service, scope, schema URLs).
 //!
 //! Most of what a span row holds is its attributes, and most of those repeat from span to span:
 //! the same keys in the same order, often the same values. A block stores a key or value
-//! repeated from the previous span once, so its place in the block identifies it: each
-//! distinct place is looked up in the chunk's dictionary once per block (a `u64` hash), not
-//! once per row as parquet's writer hashes and compares every string of every row. Resource
-//! and scope attributes are looked up once per group and copied to each of its rows as
-//! dictionary indices. Definition and repetition levels follow from each row's number of
-//! entries; pages are written through parquet's own page writer, so headers, the offset index
-//! and the chunk's metadata are parquet's.
+//! repeated from the previous span once, at one place, so a block's attributes at each position
+//! of a row are remembered by place ([`BlockIds`]): the next span of the block with the same
+//! place needs no lookup, where parquet's writer hashes and compares every string of every row.
+//! A resource's or scope's attributes are looked up once per group and copied to each of its
+//! rows as dictionary indices. Definition and repetition levels follow from each row's number
+//! of entries.
 //!
 //! A chunk is what parquet's `ArrowWriter` writes for the same rows with the same properties:
 //! a PLAIN dictionary page and RLE_DICTIONARY data pages (v1, levels RLE), pages ending on row
-//! boundaries within the properties' row and byte limits, no statistics (none are kept inside
-//! maps), an offset index. A dictionary larger than the properties' limit is not written: the
-//! whole chunk is then PLAIN.
+//! boundaries within the properties' row and byte limits, an offset index; for top-level
+//! columns the chunk's statistics and the column index (none are kept inside maps). Pages are
+//! encoded as rows arrive and held compressed until the chunk is written (its dictionary page
+//! goes first). A dictionary that outgrows the properties' limit closes, and later pages are
+//! PLAIN, as parquet's writer falls back. Headers are written by parquet's own page writer and
+//! chunks enter the row group through `append_column`.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher;
@@ -115,7 +118,8 @@ struct DataPage {
     encoding: Encoding,
 }
 
-/// One leaf column of a map being written: its dictionary and the data pages encoded so far.
+/// One leaf column being written (a map's key or value, a string column): its dictionary and
+/// the data pages encoded so far.
 struct LeafWriter {
     descr: ColumnDescPtr,
     codec: Compression,

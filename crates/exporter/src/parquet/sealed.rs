@@ -957,6 +957,22 @@ mod tests {
         }
     }
 
+    /// `spans` as one held block of one resource and scope.
+    fn one_block(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> HeldSpans {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        let groups = [ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        HeldSpans {
+            ingest: 7,
+            block: Arc::new(SpanBlock::from_prost(&groups)),
+        }
+    }
+
     #[test]
     fn chunks_close_at_their_rows_or_bytes_and_keep_every_row_in_order() {
         let sizes = |order: &[usize], bytes: fn(&usize) -> usize| -> Vec<usize> {
@@ -1159,7 +1175,7 @@ mod tests {
     /// group.
     #[test]
     fn pages_and_dictionaries_stay_small() {
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         use parquet::column::page::Page;
         // 20,000 spans with distinct 40-byte names: ~800 KB of names.
         let spans = (0..20_000u32)
@@ -1171,17 +1187,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let groups = [ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
-        let held = [HeldSpans {
-            ingest: 7,
-            block: Arc::new(SpanBlock::from_prost(&groups)),
-        }];
+        let held = [one_block(spans)];
         let sealed = Sealed::seal_spans(&held, &writer_properties(3, 1 << 20)).expect("sealed");
         let reader = SerializedFileReader::new(sealed.bytes.clone()).expect("file");
         let rg = reader.get_row_group(0).expect("row group");
@@ -1462,7 +1468,7 @@ mod tests {
     #[test]
     fn wide_dictionaries_and_long_runs_read_back() {
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         let kv = |key: &str, value: Option<Value>| KeyValue {
             key: key.into(),
             value: Some(AnyValue { value }),
@@ -1486,17 +1492,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let groups = [ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
-        let held = [HeldSpans {
-            ingest: 7,
-            block: Arc::new(SpanBlock::from_prost(&groups)),
-        }];
+        let held = [one_block(spans)];
         for props in [
             writer_properties(3, 1 << 20),
             writer_properties(3, 1 << 20)
