@@ -264,7 +264,7 @@ impl Origin {
 
     /// The service column, `None` when it is the caller's.
     fn finish_service_column(&mut self) -> Option<ArrayRef> {
-        (!self.by_seal).then(|| self.service_name.finish_keeping_room())
+        (!self.by_seal).then(|| self.finish_service())
     }
 
     /// The columns of [`origin_fields`](super::schema::origin_fields), in order.
@@ -275,15 +275,8 @@ impl Origin {
     /// The columns of [`origin_fields`](super::schema::origin_fields), in order; the attribute
     /// maps `None` when they are the caller's.
     fn finish_columns(&mut self) -> Vec<Option<ArrayRef>> {
-        let maps = |m: &mut AttrMaps, own: bool| {
-            if own {
-                [None, None]
-            } else {
-                m.finish().map(Some)
-            }
-        };
-        let [ra, rat] = maps(&mut self.resource_attrs, self.by_seal);
-        let [sa, sat] = maps(&mut self.scope_attrs, self.by_seal);
+        let [ra, rat] = self.resource_attrs.finish_unless(self.by_seal);
+        let [sa, sat] = self.scope_attrs.finish_unless(self.by_seal);
         let ours = !self.by_seal;
         vec![
             ra,
@@ -463,6 +456,16 @@ impl AttrMaps {
         self.types = map_builder_like(types.0, types.1);
         arrays
     }
+
+    /// [`AttrMaps::finish`], or `None`s when the maps are `left` to the caller (nothing was
+    /// appended to them).
+    fn finish_unless(&mut self, left: bool) -> [Option<ArrayRef>; 2] {
+        if left {
+            [None, None]
+        } else {
+            self.finish().map(Some)
+        }
+    }
 }
 
 pub(crate) fn opt_str(b: &mut StringBuilder, s: &str) {
@@ -540,8 +543,8 @@ pub struct SpanRows {
     ingest: Int64Builder,
     text: String,
     ids: String,
-    /// Whether the attribute maps (the span's, the resource's, the scope's) are left to the
-    /// caller: [`SpanRows::without_maps`].
+    /// Whether the attribute maps (the span's, the resource's, the scope's) and the string
+    /// columns other than ids are left to the caller: [`SpanRows::for_seal`].
     by_seal: bool,
 }
 
@@ -733,7 +736,9 @@ impl SpanRows {
             .into_iter()
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| {
-                ArrowError::InvalidArgumentError("rows kept without their attribute maps".into())
+                ArrowError::InvalidArgumentError(
+                    "rows kept for the seal hold no maps or strings to finish as a batch".into(),
+                )
             })?;
         aligned_batch(span_schema(), columns)
     }
@@ -741,11 +746,7 @@ impl SpanRows {
     /// The columns of [`span_schema`], in order, each `None` that is left to the caller
     /// ([`SpanRows::for_seal`]); the builders are left empty for reuse.
     pub(crate) fn finish_columns(&mut self) -> Result<Vec<Option<ArrayRef>>, ArrowError> {
-        let [a, at] = if self.by_seal {
-            [None, None]
-        } else {
-            self.attrs.finish().map(Some)
-        };
+        let [a, at] = self.attrs.finish_unless(self.by_seal);
         let events = {
             let e = &mut self.events;
             let [ea, eat] = e.attrs.as_mut().expect("builders").finish();

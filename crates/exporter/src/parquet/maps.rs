@@ -64,6 +64,12 @@ pub(crate) struct Dict {
     places: Vec<(u32, u32)>,
 }
 
+/// Entry `i`'s bytes among a dictionary's `plain` bytes at `places`.
+fn entry<'a>(plain: &'a [u8], places: &[(u32, u32)], i: u32) -> &'a [u8] {
+    let (start, len) = places[i as usize];
+    &plain[start as usize..(start + len) as usize]
+}
+
 impl Dict {
     /// The index of `s`, added if new.
     pub(crate) fn id(&mut self, s: &[u8]) -> u32 {
@@ -73,22 +79,15 @@ impl Dict {
             plain,
             places,
         } = self;
-        let at = |i: u32| {
-            let (start, len) = places[i as usize];
-            &plain[start as usize..(start + len) as usize]
-        };
         let hash = state.hash_one(s);
-        if let Some(&i) = table.find(hash, |&i| at(i) == s) {
+        if let Some(&i) = table.find(hash, |&i| entry(plain, places, i) == s) {
             return i;
         }
         let id = places.len() as u32;
         plain.extend_from_slice(&(s.len() as u32).to_le_bytes());
         places.push((plain.len() as u32, s.len() as u32));
         plain.extend_from_slice(s);
-        table.insert_unique(hash, id, |&i| {
-            let (start, len) = places[i as usize];
-            state.hash_one(&plain[start as usize..(start + len) as usize])
-        });
+        table.insert_unique(hash, id, |&i| state.hash_one(entry(plain, places, i)));
         id
     }
 
@@ -97,8 +96,7 @@ impl Dict {
     }
 
     fn get(&self, i: u32) -> &[u8] {
-        let (start, len) = self.places[i as usize];
-        &self.plain[start as usize..(start + len) as usize]
+        entry(&self.plain, &self.places, i)
     }
 
     fn clear(&mut self) {
@@ -185,10 +183,20 @@ impl LeafWriter {
 
     /// Bytes the value `id` takes in a PLAIN page.
     fn plain_len(&self, id: u32) -> usize {
-        match id {
-            NULL => 0,
-            i if i >= SPILLED => 4 + self.spill.places[(i - SPILLED) as usize].1 as usize,
-            i => 4 + self.dict.places[i as usize].1 as usize,
+        if id == NULL {
+            0
+        } else {
+            4 + self.string(id).len()
+        }
+    }
+
+    /// Bytes about `entries` dictionary indices take with `level_bits` bits of levels each
+    /// (none once the dictionary is closed: its pages' bytes are counted as PLAIN values).
+    fn index_bytes(&self, entries: usize, level_bits: usize) -> usize {
+        if self.closed {
+            0
+        } else {
+            entries * (width_of(self.dict.len() as u64) as usize + level_bits) / 8
         }
     }
 
@@ -231,7 +239,6 @@ impl LeafWriter {
 /// with page statistics, of each page in the column index. Values are compared as unsigned
 /// bytes (the order of UTF-8 strings) and kept whole, not truncated.
 struct Stats {
-    pages: bool,
     /// Page number at which each dictionary entry was last seen (finding a page's distinct
     /// values without comparing every row's string).
     seen_at: Vec<u32>,
@@ -240,6 +247,7 @@ struct Stats {
     min: Option<Vec<u8>>,
     max: Option<Vec<u8>>,
     nulls: u64,
+    /// The column index; invalid (not kept) without page statistics.
     index: ColumnIndexBuilder,
     last: Option<(Vec<u8>, Vec<u8>)>,
     ascending: bool,
@@ -253,7 +261,6 @@ impl Stats {
             index.to_invalid();
         }
         Stats {
-            pages,
             seen_at: Vec::new(),
             distinct: Vec::new(),
             page_no: 0,
@@ -276,34 +283,32 @@ impl Stats {
         if self.seen_at.len() < leaf.dict.len() {
             self.seen_at.resize(leaf.dict.len(), u32::MAX);
         }
-        let mut spilled: Option<(&[u8], &[u8])> = None;
+        fn widen<'a>(
+            range: Option<(&'a [u8], &'a [u8])>,
+            s: &'a [u8],
+        ) -> Option<(&'a [u8], &'a [u8])> {
+            Some(range.map_or((s, s), |(lo, hi)| (lo.min(s), hi.max(s))))
+        }
+        let mut range = None;
         for &i in ids {
             if i == NULL {
                 continue;
             }
             if i >= SPILLED {
-                let s = leaf.string(i);
-                spilled = Some(match spilled {
-                    None => (s, s),
-                    Some((lo, hi)) => (lo.min(s), hi.max(s)),
-                });
+                range = widen(range, leaf.string(i));
             } else if self.seen_at[i as usize] != self.page_no {
                 self.seen_at[i as usize] = self.page_no;
                 self.distinct.push(i);
             }
         }
         self.page_no += 1;
-        let mut range = spilled;
         for &i in &self.distinct {
-            let s = leaf.dict.get(i);
-            range = Some(match range {
-                None => (s, s),
-                Some((lo, hi)) => (lo.min(s), hi.max(s)),
-            });
+            range = widen(range, leaf.dict.get(i));
         }
         self.nulls += nulls as u64;
+        let pages = self.index.valid();
         let Some((lo, hi)) = range else {
-            if self.pages {
+            if pages {
                 self.index
                     .append(true, Vec::new(), Vec::new(), nulls as i64);
             }
@@ -316,7 +321,7 @@ impl Stats {
         if self.max.as_deref().is_none_or(|m| hi > m) {
             self.max = Some(hi.to_vec());
         }
-        if self.pages {
+        if pages {
             if let Some((last_lo, last_hi)) = &self.last {
                 if last_lo.as_slice() > lo || last_hi.as_slice() > hi {
                     self.ascending = false;
@@ -397,7 +402,7 @@ impl StrColumn {
         id < SPILLED || id == NULL
     }
 
-    /// Append a row: the value `id`, or [`StrColumn::NULL`].
+    /// Append a row: the value `id`, or [`NULL`].
     #[inline]
     pub(crate) fn push(&mut self, id: u32) -> Result<(), ParquetError> {
         self.ids.push(id);
@@ -406,14 +411,10 @@ impl StrColumn {
             self.plain_bytes += self.leaf.plain_len(id);
         }
         let n = self.ids.len();
-        let full = self.plain_bytes + n * 5 >= self.byte_limit && {
-            let indices = if self.leaf.closed {
-                0
-            } else {
-                n * (width_of(self.leaf.dict.len() as u64) as usize + 1) / 8
-            };
-            self.plain_bytes + indices >= self.byte_limit
-        };
+        // An index and its level take at most 5 bytes (indices of up to 32 bits): most rows
+        // are decided without looking at the dictionary.
+        let full = self.plain_bytes + n * 5 >= self.byte_limit
+            && self.plain_bytes + self.leaf.index_bytes(n, 1) >= self.byte_limit;
         if n >= self.row_limit || full || self.leaf.over_limit() {
             self.flush_page()?;
         }
@@ -454,8 +455,7 @@ pub(crate) fn append_str<W: std::io::Write + Send>(
     props: &WriterProperties,
 ) -> Result<(), ParquetError> {
     c.flush_page()?;
-    let (bytes, close) = write_chunk(&mut c.leaf, c.rows as u64, props)?;
-    out.append_column(&bytes, close)
+    append_chunk(out, &mut c.leaf, c.rows as u64, props)
 }
 
 /// One map column (`attributes`, say) being written: the open page's rows (entries per row,
@@ -524,14 +524,8 @@ impl MapColumn {
         if self.plain_bytes + entries * 10 < self.byte_limit {
             return false;
         }
-        let indices = |leaf: &LeafWriter| {
-            if leaf.closed {
-                0
-            } else {
-                entries * (width_of(leaf.dict.len() as u64) as usize + 3) / 8
-            }
-        };
-        self.plain_bytes + indices(&self.key) + indices(&self.value) >= self.byte_limit
+        self.plain_bytes + self.key.index_bytes(entries, 3) + self.value.index_bytes(entries, 3)
+            >= self.byte_limit
     }
 
     fn flush_page(&mut self) -> Result<(), ParquetError> {
@@ -946,18 +940,19 @@ pub(crate) fn append_map<W: std::io::Write + Send>(
     m.flush_page()?;
     let rows = m.rows as u64;
     for leaf in [&mut m.key, &mut m.value] {
-        let (bytes, close) = write_chunk(leaf, rows, props)?;
-        out.append_column(&bytes, close)?;
+        append_chunk(out, leaf, rows, props)?;
     }
     Ok(())
 }
 
-/// A leaf's column chunk, as bytes starting at offset 0, and what parquet records of it.
-fn write_chunk(
+/// Write a leaf's column chunk of `rows` rows (its dictionary page, then its data pages) and
+/// append it to the row group `out`, with what parquet records of it.
+fn append_chunk<W: std::io::Write + Send>(
+    out: &mut SerializedRowGroupWriter<'_, W>,
     leaf: &mut LeafWriter,
     rows: u64,
     props: &WriterProperties,
-) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+) -> Result<(), ParquetError> {
     let mut sink = TrackedWrite::new(Vec::new());
     let mut pages = SerializedPageWriter::new(&mut sink);
     let mut offsets = OffsetIndexBuilder::new();
@@ -1048,7 +1043,7 @@ fn write_chunk(
         column_index,
         offset_index: (!props.offset_index_disabled()).then(|| offsets.build()),
     };
-    Ok((Bytes::from(sink.into_inner()?), close))
+    out.append_column(&Bytes::from(sink.into_inner()?), close)
 }
 
 /// `out` with a section of levels written by `fill`, after its length (4 bytes, little

@@ -33,7 +33,7 @@ use spanlake_core::ids::push_id;
 
 use super::convert::{SpanRows, clamp_nanos};
 use super::maps::{AttrColumns, BlockIds, GroupEntries, NULL, StrColumn, append_map, append_str};
-use super::schema::{kind_name, status_name};
+use super::schema::{Table, kind_name, status_name};
 
 /// The spans table's top-level string columns the seal encodes itself (`maps.rs`), besides
 /// the attribute maps.
@@ -49,7 +49,6 @@ const OWN_STRINGS: [&str; 10] = [
     "scope_version",
     "scope_schema_url",
 ];
-use super::schema::Table;
 
 /// Spans waiting for their row group: a block as it was taken, and when.
 #[derive(Debug, Clone)]
@@ -152,7 +151,8 @@ impl Sealed {
     /// Sort the spans of `held` by trace id, then start time, and encode them as one row group
     /// of the spans table with `props`: converted to Arrow in that order, a chunk at a time, so
     /// no unsorted copy of the rows is ever made. The attribute maps of spans, resources and
-    /// scopes are not converted: they are encoded straight from the blocks (`maps.rs`).
+    /// scopes and the string columns other than ids are not converted: they are encoded
+    /// straight from the blocks (`maps.rs`).
     pub fn seal_spans(held: &[HeldSpans], props: &WriterProperties) -> Result<Sealed, SealError> {
         let table = Table::Spans;
         let schema = table.schema();
@@ -275,16 +275,15 @@ impl Sealed {
             scope_version,
             scope_url,
         ] = &mut strs;
-        fn found<'a>(c: &mut StrColumn, s: Option<&'a str>) -> Found<'a> {
-            (s.map_or(NULL, |s| c.lasting_id(s)), s)
+        fn found(c: &mut StrColumn, s: Option<&str>) -> u32 {
+            s.map_or(NULL, |s| c.lasting_id(s))
         }
         fn nonempty(s: &str) -> Option<&str> {
             (!s.is_empty()).then_some(s)
         }
-        type Found<'a> = (u32, Option<&'a str>);
         /// A block's resources' `[service, schema URL]` and scopes' `[name, version, URL]`.
-        type GroupStrs<'a> = (Vec<[Found<'a>; 2]>, Vec<[Found<'a>; 3]>);
-        let group_strs: Vec<GroupStrs<'_>> = origins
+        type GroupStrs = (Vec<[u32; 2]>, Vec<[u32; 3]>);
+        let group_strs: Vec<GroupStrs> = origins
             .iter()
             .map(|o| {
                 let resources = o
@@ -314,13 +313,6 @@ impl Sealed {
                 (resources, scopes)
             })
             .collect();
-        let push = |c: &mut StrColumn, (id, s): Found<'_>| {
-            if StrColumn::lasting(id) {
-                c.push(id)
-            } else {
-                c.push_str(s)
-            }
-        };
         // Kinds and status codes, a handful each.
         let mut kinds: Vec<(i32, u32)> = Vec::new();
         let mut codes: Vec<(i32, u32)> = Vec::new();
@@ -364,12 +356,12 @@ impl Sealed {
                 status_code.push(c)?;
                 status_message.push_str(nonempty(message))?;
                 let [svc, url] = group_strs[hi].0[r as usize];
-                push(service, svc)?;
-                push(resource_url, url)?;
+                service.push(svc)?;
+                resource_url.push(url)?;
                 let [sn, sv, su] = group_strs[hi].1[s as usize];
-                push(scope_name, sn)?;
-                push(scope_version, sv)?;
-                push(scope_url, su)?;
+                scope_name.push(sn)?;
+                scope_version.push(sv)?;
+                scope_url.push(su)?;
                 resource_maps.push_group(&groups[hi].0[r as usize])?;
                 scope_maps.push_group(&groups[hi].1[s as usize])?;
             }
