@@ -106,9 +106,6 @@ pub(crate) struct Origin {
     scope_dropped: Int64Builder,
     scope_schema_url: StringBuilder,
     text: String,
-    /// Whether the resource and scope attribute maps and string columns are left to the
-    /// caller (the seal encodes them itself: `maps.rs`).
-    by_seal: bool,
 }
 
 /// A block's resources and scopes, converted once for every span of the block.
@@ -146,7 +143,6 @@ impl Origin {
             scope_dropped: Int64Builder::new(),
             scope_schema_url: StringBuilder::new(),
             text: String::new(),
-            by_seal: false,
         }
     }
 
@@ -190,11 +186,7 @@ impl Origin {
     pub(crate) fn block_group<'a>(&mut self, b: &'a SpanBlock, r: &BResource) -> GroupOrigin<'a> {
         GroupOrigin {
             service: b.resource_str(r, "service.name"),
-            resource: if self.by_seal {
-                Vec::new()
-            } else {
-                convert_block(b, r.attrs, &mut self.text)
-            },
+            resource: convert_block(b, r.attrs, &mut self.text),
             resource_dropped: r.dropped_attributes_count,
             resource_schema_url: b.str(r.schema_url),
         }
@@ -206,20 +198,13 @@ impl Origin {
             scope: s
                 .present
                 .then(|| (b.str(s.name), b.str(s.version), s.dropped_attributes_count)),
-            attributes: if self.by_seal {
-                Vec::new()
-            } else {
-                convert_block(b, s.attrs, &mut self.text)
-            },
+            attributes: convert_block(b, s.attrs, &mut self.text),
             schema_url: b.str(s.schema_url),
         }
     }
 
     /// The service name of one row (its column comes early in every table).
     pub(crate) fn append_service(&mut self, g: &GroupOrigin<'_>) {
-        if self.by_seal {
-            return;
-        }
         match g.service {
             Some(s) => self.service_name.append_value(s),
             None => self.service_name.append_null(),
@@ -232,16 +217,11 @@ impl Origin {
         g: &GroupOrigin<'_>,
         s: &ScopeOrigin<'_>,
     ) -> Result<(), ArrowError> {
-        if !self.by_seal {
-            self.resource_attrs.append_converted(&g.resource)?;
-        }
+        self.resource_attrs.append_converted(&g.resource)?;
         self.resource_dropped
             .append_value(g.resource_dropped as i64);
         self.scope_dropped
             .append_value(s.scope.map_or(0, |(_, _, dropped)| dropped as i64));
-        if self.by_seal {
-            return Ok(());
-        }
         opt_str(&mut self.resource_schema_url, g.resource_schema_url);
         match s.scope {
             Some((name, version, _)) => {
@@ -262,33 +242,21 @@ impl Origin {
         self.service_name.finish_keeping_room()
     }
 
-    /// The service column, `None` when it is the caller's.
-    fn finish_service_column(&mut self) -> Option<ArrayRef> {
-        (!self.by_seal).then(|| self.finish_service())
-    }
-
     /// The columns of [`origin_fields`](super::schema::origin_fields), in order.
     pub(crate) fn finish(&mut self) -> Vec<ArrayRef> {
-        self.finish_columns().into_iter().flatten().collect()
-    }
-
-    /// The columns of [`origin_fields`](super::schema::origin_fields), in order; the attribute
-    /// maps `None` when they are the caller's.
-    fn finish_columns(&mut self) -> Vec<Option<ArrayRef>> {
-        let [ra, rat] = self.resource_attrs.finish_unless(self.by_seal);
-        let [sa, sat] = self.scope_attrs.finish_unless(self.by_seal);
-        let ours = !self.by_seal;
+        let [ra, rat] = self.resource_attrs.finish();
+        let [sa, sat] = self.scope_attrs.finish();
         vec![
             ra,
             rat,
-            Some(self.resource_dropped.finish_keeping_room()),
-            ours.then(|| self.resource_schema_url.finish_keeping_room()),
-            ours.then(|| self.scope_name.finish_keeping_room()),
-            ours.then(|| self.scope_version.finish_keeping_room()),
+            self.resource_dropped.finish_keeping_room(),
+            self.resource_schema_url.finish_keeping_room(),
+            self.scope_name.finish_keeping_room(),
+            self.scope_version.finish_keeping_room(),
             sa,
             sat,
-            Some(self.scope_dropped.finish_keeping_room()),
-            ours.then(|| self.scope_schema_url.finish_keeping_room()),
+            self.scope_dropped.finish_keeping_room(),
+            self.scope_schema_url.finish_keeping_room(),
         ]
     }
 }
@@ -456,16 +424,6 @@ impl AttrMaps {
         self.types = map_builder_like(types.0, types.1);
         arrays
     }
-
-    /// [`AttrMaps::finish`], or `None`s when the maps are `left` to the caller (nothing was
-    /// appended to them).
-    fn finish_unless(&mut self, left: bool) -> [Option<ArrayRef>; 2] {
-        if left {
-            [None, None]
-        } else {
-            self.finish().map(Some)
-        }
-    }
 }
 
 pub(crate) fn opt_str(b: &mut StringBuilder, s: &str) {
@@ -543,9 +501,6 @@ pub struct SpanRows {
     ingest: Int64Builder,
     text: String,
     ids: String,
-    /// Whether the attribute maps (the span's, the resource's, the scope's) and the string
-    /// columns other than ids are left to the caller: [`SpanRows::for_seal`].
-    by_seal: bool,
 }
 
 impl Default for SpanRows {
@@ -589,19 +544,7 @@ impl SpanRows {
             ingest: Int64Builder::new(),
             text: String::new(),
             ids: String::new(),
-            by_seal: false,
         }
-    }
-
-    /// Rows without the attribute maps of spans, resources and scopes (those of events and
-    /// links stay) and without the top-level string columns other than ids (name, kind,
-    /// status, trace state, service, scope, schema URLs): the seal encodes those itself
-    /// (`maps.rs`). [`SpanRows::finish_columns`] gives the other columns.
-    pub(crate) fn for_seal() -> Self {
-        let mut rows = Self::new();
-        rows.by_seal = true;
-        rows.origin.by_seal = true;
-        rows
     }
 
     /// Append every span of `blocks`, received at `ingest_ns`.
@@ -661,13 +604,11 @@ impl SpanRows {
             true,
         );
         self.flags.append_value(span.flags as i64);
-        if !self.by_seal {
-            opt_str(&mut self.trace_state, b.str(span.trace_state));
-            self.name.append_value(b.str(span.name));
-            match kind_name(span.kind) {
-                Some(k) => self.kind.append_value(k),
-                None => self.kind.append_value(span.kind.to_string()),
-            }
+        opt_str(&mut self.trace_state, b.str(span.trace_state));
+        self.name.append_value(b.str(span.name));
+        match kind_name(span.kind) {
+            Some(k) => self.kind.append_value(k),
+            None => self.kind.append_value(span.kind.to_string()),
         }
         let start = clamp_nanos(span.start_time_unix_nano);
         self.start.append_value(start);
@@ -682,21 +623,29 @@ impl SpanRows {
             self.end_ts.append_value(end / 1000);
             self.duration.append_value(end.saturating_sub(start));
         }
-        if !self.by_seal {
-            let (code, message) = span
-                .status
-                .map(|s| (s.code, b.str(s.message)))
-                .unwrap_or((0, ""));
-            match status_name(code) {
-                Some(c) => self.status_code.append_value(c),
-                None => self.status_code.append_value(code.to_string()),
-            }
-            opt_str(&mut self.status_message, message);
-            self.attrs.append_block(b, span.attrs, &mut self.text)?;
+        let (code, message) = span
+            .status
+            .map(|s| (s.code, b.str(s.message)))
+            .unwrap_or((0, ""));
+        match status_name(code) {
+            Some(c) => self.status_code.append_value(c),
+            None => self.status_code.append_value(code.to_string()),
         }
+        opt_str(&mut self.status_message, message);
+        self.attrs.append_block(b, span.attrs, &mut self.text)?;
         self.dropped_attrs
             .append_value(span.dropped_attributes_count as i64);
+        self.dropped_events
+            .append_value(span.dropped_events_count as i64);
+        self.dropped_links
+            .append_value(span.dropped_links_count as i64);
+        self.append_nested(b, span)?;
+        self.ingest.append_value(ingest_ns);
+        Ok(())
+    }
 
+    /// Append a span's events and links (the columns [`SpanRows::for_seal`] keeps).
+    pub(crate) fn append_nested(&mut self, b: &SpanBlock, span: &Span) -> Result<(), ArrowError> {
         let ev = &mut self.events;
         let ev_attrs = ev.attrs.as_mut().expect("event attribute builders");
         for e in &b.events[span.events.range()] {
@@ -707,8 +656,6 @@ impl SpanRows {
         }
         let last = *ev.offsets.last().expect("offsets start at 0");
         ev.offsets.push(last + span.events.len() as i32);
-        self.dropped_events
-            .append_value(span.dropped_events_count as i64);
 
         let ln = &mut self.links;
         let ln_attrs = ln.attrs.as_mut().expect("link attribute builders");
@@ -722,31 +669,47 @@ impl SpanRows {
         }
         let last = *ln.offsets.last().expect("offsets start at 0");
         ln.offsets.push(last + span.links.len() as i32);
-        self.dropped_links
-            .append_value(span.dropped_links_count as i64);
 
-        self.ingest.append_value(ingest_ns);
         Ok(())
     }
 
     /// The rows as a record batch of [`span_schema`]; the builders are left empty for reuse.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        let columns = self
-            .finish_columns()?
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                ArrowError::InvalidArgumentError(
-                    "rows kept for the seal hold no maps or strings to finish as a batch".into(),
-                )
-            })?;
+        let [events, links] = self.finish_nested()?;
+        let [a, at] = self.attrs.finish();
+        let mut columns: Vec<ArrayRef> = vec![
+            self.trace_id.finish_keeping_room(),
+            self.span_id.finish_keeping_room(),
+            self.parent_span_id.finish_keeping_room(),
+            self.trace_state.finish_keeping_room(),
+            self.flags.finish_keeping_room(),
+            self.name.finish_keeping_room(),
+            self.kind.finish_keeping_room(),
+            self.start.finish_keeping_room(),
+            self.end.finish_keeping_room(),
+            self.duration.finish_keeping_room(),
+            self.start_ts.finish_keeping_room(),
+            self.end_ts.finish_keeping_room(),
+            self.status_code.finish_keeping_room(),
+            self.status_message.finish_keeping_room(),
+            self.origin.finish_service(),
+            a,
+            at,
+            self.dropped_attrs.finish_keeping_room(),
+            events,
+            self.dropped_events.finish_keeping_room(),
+            links,
+            self.dropped_links.finish_keeping_room(),
+        ];
+        columns.extend(self.origin.finish());
+        columns.push(self.ingest.finish_keeping_room());
         aligned_batch(span_schema(), columns)
     }
 
-    /// The columns of [`span_schema`], in order, each `None` that is left to the caller
-    /// ([`SpanRows::for_seal`]); the builders are left empty for reuse.
-    pub(crate) fn finish_columns(&mut self) -> Result<Vec<Option<ArrayRef>>, ArrowError> {
-        let [a, at] = self.attrs.finish_unless(self.by_seal);
+    /// The `events` and `links` columns of the rows appended by [`SpanRows::append_nested`]
+    /// (the seal encodes the others itself: `own.rs`); their builders are left empty for
+    /// reuse.
+    pub(crate) fn finish_nested(&mut self) -> Result<[ArrayRef; 2], ArrowError> {
         let events = {
             let e = &mut self.events;
             let [ea, eat] = e.attrs.as_mut().expect("builders").finish();
@@ -795,34 +758,7 @@ impl SpanRows {
             ));
             Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?) as ArrayRef
         };
-        let ours = !self.by_seal;
-        let mut columns: Vec<Option<ArrayRef>> = vec![
-            Some(self.trace_id.finish_keeping_room()),
-            Some(self.span_id.finish_keeping_room()),
-            Some(self.parent_span_id.finish_keeping_room()),
-            ours.then(|| self.trace_state.finish_keeping_room()),
-            Some(self.flags.finish_keeping_room()),
-            ours.then(|| self.name.finish_keeping_room()),
-            ours.then(|| self.kind.finish_keeping_room()),
-            Some(self.start.finish_keeping_room()),
-            Some(self.end.finish_keeping_room()),
-            Some(self.duration.finish_keeping_room()),
-            Some(self.start_ts.finish_keeping_room()),
-            Some(self.end_ts.finish_keeping_room()),
-            ours.then(|| self.status_code.finish_keeping_room()),
-            ours.then(|| self.status_message.finish_keeping_room()),
-            self.origin.finish_service_column(),
-            a,
-            at,
-            Some(self.dropped_attrs.finish_keeping_room()),
-            Some(events),
-            Some(self.dropped_events.finish_keeping_room()),
-            Some(links),
-            Some(self.dropped_links.finish_keeping_room()),
-        ];
-        columns.extend(self.origin.finish_columns());
-        columns.push(Some(self.ingest.finish_keeping_room()));
-        Ok(columns)
+        Ok([events, links])
     }
 }
 

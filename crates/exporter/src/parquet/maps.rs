@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
+use parquet::bloom_filter::Sbbf;
 use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
@@ -108,12 +109,12 @@ impl Dict {
 
 /// A data page of a leaf, encoded and compressed, waiting for the chunk to be written (its
 /// dictionary page goes first, and is complete only at the end).
-struct DataPage {
-    buf: Bytes,
-    uncompressed: usize,
-    levels: u32,
-    rows: u32,
-    encoding: Encoding,
+pub(super) struct DataPage {
+    pub(super) buf: Bytes,
+    pub(super) uncompressed: usize,
+    pub(super) levels: u32,
+    pub(super) rows: u32,
+    pub(super) encoding: Encoding,
 }
 
 /// One leaf column being written (a map's key or value, a string column): its dictionary and
@@ -125,7 +126,7 @@ struct LeafWriter {
     /// map's key, a required column).
     nullable: bool,
     /// Statistics, for the top-level columns (none are kept inside maps).
-    stats: Option<Box<Stats>>,
+    stats: Option<Box<DictStats>>,
     dict: Dict,
     dict_limit: usize,
     /// Whether the dictionary is closed (it outgrew `dict_limit`, or the properties ask for
@@ -138,10 +139,14 @@ struct LeafWriter {
 impl LeafWriter {
     fn new(descr: ColumnDescPtr, props: &WriterProperties) -> LeafWriter {
         let path = descr.path();
-        let stats = match props.statistics_enabled(path) {
-            EnabledStatistics::None => None,
-            level => Some(Box::new(Stats::new(level == EnabledStatistics::Page))),
-        };
+        let stats = Stats::for_column(&descr, props).map(|stats| {
+            Box::new(DictStats {
+                seen_at: Vec::new(),
+                distinct: Vec::new(),
+                page_no: 0,
+                stats,
+            })
+        });
         LeafWriter {
             codec: props.compression(path),
             dict_limit: props.column_dictionary_page_size_limit(path),
@@ -235,50 +240,209 @@ impl LeafWriter {
     }
 }
 
+/// A value statistics are kept of: a string's bytes (compared as unsigned bytes, the order of
+/// UTF-8 strings) or a signed 64-bit integer.
+pub(super) trait Bound: PartialOrd + Clone {
+    const TYPE: parquet::basic::Type;
+    /// The value as the column index holds it, as a lower (`upper`: upper) bound of at most
+    /// `len` bytes when it can be cut, and whether it was.
+    fn bound_bytes(&self, len: Option<usize>, upper: bool) -> (Vec<u8>, bool);
+    /// The chunk's statistics, as parquet's column writer makes them (strings cut to `len`
+    /// bytes).
+    fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64, len: Option<usize>)
+    -> Statistics;
+}
+
+impl Bound for Vec<u8> {
+    const TYPE: parquet::basic::Type = parquet::basic::Type::BYTE_ARRAY;
+    fn bound_bytes(&self, len: Option<usize>, upper: bool) -> (Vec<u8>, bool) {
+        match len.filter(|&l| self.len() > l) {
+            Some(l) => match cut(self, l, upper) {
+                Some(cut) => (cut, true),
+                None => (self.clone(), false),
+            },
+            None => (self.clone(), false),
+        }
+    }
+    fn statistics(
+        min: Option<Self>,
+        max: Option<Self>,
+        nulls: u64,
+        len: Option<usize>,
+    ) -> Statistics {
+        let (min, min_cut) = min.map(|m| m.bound_bytes(len, false)).unzip();
+        let (max, max_cut) = max.map(|m| m.bound_bytes(len, true)).unzip();
+        Statistics::ByteArray(
+            ValueStatistics::new(
+                min.map(ByteArray::from),
+                max.map(ByteArray::from),
+                None,
+                Some(nulls),
+                false,
+            )
+            .with_min_is_exact(min_cut != Some(true))
+            .with_max_is_exact(max_cut != Some(true)),
+        )
+    }
+}
+
+/// `s` cut to at most `len` bytes as parquet cuts a string's statistics (on a character
+/// boundary when it is UTF-8): a prefix for a lower bound; for an upper bound, a prefix whose
+/// last character (byte, if not UTF-8) is raised by one. `None` when no such bound exists.
+fn cut(s: &[u8], len: usize, upper: bool) -> Option<Vec<u8>> {
+    let Ok(text) = std::str::from_utf8(s) else {
+        let mut prefix = s[..len].to_vec();
+        if !upper {
+            return Some(prefix);
+        }
+        for byte in prefix.iter_mut().rev() {
+            let (raised, overflow) = byte.overflowing_add(1);
+            *byte = raised;
+            if !overflow {
+                return Some(prefix);
+            }
+        }
+        return None;
+    };
+    if !upper {
+        let end = (1..=len).rfind(|&x| text.is_char_boundary(x))?;
+        return Some(s[..end].to_vec());
+    }
+    let end = (len.saturating_sub(3)..=len).rfind(|&x| text.is_char_boundary(x))?;
+    let prefix = &text[..end];
+    for (at, c) in prefix.char_indices().rev() {
+        if let Some(next) = char::from_u32(c as u32 + 1)
+            && next.len_utf8() == c.len_utf8()
+        {
+            let mut out = prefix.as_bytes()[..at + c.len_utf8()].to_vec();
+            next.encode_utf8(&mut out[at..]);
+            return Some(out);
+        }
+    }
+    None
+}
+
+impl Bound for i64 {
+    const TYPE: parquet::basic::Type = parquet::basic::Type::INT64;
+    fn bound_bytes(&self, _: Option<usize>, _: bool) -> (Vec<u8>, bool) {
+        (self.to_le_bytes().to_vec(), false)
+    }
+    fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64, _: Option<usize>) -> Statistics {
+        // Signed order: the deprecated min and max fields are written too, as parquet does.
+        Statistics::Int64(
+            ValueStatistics::new(min, max, None, Some(nulls), false)
+                .with_backwards_compatible_min_max(true),
+        )
+    }
+}
+
 /// Statistics of a top-level column as parquet keeps them: of the chunk (min, max, nulls) and,
-/// with page statistics, of each page in the column index. Values are compared as unsigned
-/// bytes (the order of UTF-8 strings) and kept whole, not truncated.
-struct Stats {
-    /// Page number at which each dictionary entry was last seen (finding a page's distinct
-    /// values without comparing every row's string).
-    seen_at: Vec<u32>,
-    distinct: Vec<u32>,
-    page_no: u32,
-    min: Option<Vec<u8>>,
-    max: Option<Vec<u8>>,
+/// with page statistics, of each page in the column index.
+pub(super) struct Stats<T: Bound> {
+    min: Option<T>,
+    max: Option<T>,
     nulls: u64,
     /// The column index; invalid (not kept) without page statistics.
     index: ColumnIndexBuilder,
-    last: Option<(Vec<u8>, Vec<u8>)>,
+    /// The bytes the chunk's statistics and the column index keep of a string.
+    stats_len: Option<usize>,
+    index_len: Option<usize>,
+    last: Option<(T, T)>,
     ascending: bool,
     descending: bool,
 }
 
-impl Stats {
-    fn new(pages: bool) -> Stats {
-        let mut index = ColumnIndexBuilder::new(parquet::basic::Type::BYTE_ARRAY);
+impl<T: Bound> Stats<T> {
+    /// Statistics as `props` ask for the column `descr` (`None`: none at all).
+    pub(super) fn for_column(descr: &ColumnDescPtr, props: &WriterProperties) -> Option<Stats<T>> {
+        let pages = match props.statistics_enabled(descr.path()) {
+            EnabledStatistics::None => return None,
+            level => level == EnabledStatistics::Page,
+        };
+        let mut index = ColumnIndexBuilder::new(T::TYPE);
         if !pages {
             index.to_invalid();
         }
-        Stats {
-            seen_at: Vec::new(),
-            distinct: Vec::new(),
-            page_no: 0,
+        Some(Stats {
             min: None,
             max: None,
             nulls: 0,
             index,
+            stats_len: props.statistics_truncate_length(),
+            index_len: props.column_index_truncate_length(),
             last: None,
             ascending: true,
             descending: true,
+        })
+    }
+
+    /// Take in a page whose least and greatest values are `range` (`None`: every value null)
+    /// and which holds `nulls` nulls.
+    pub(super) fn page(&mut self, range: Option<(T, T)>, nulls: usize) {
+        self.nulls += nulls as u64;
+        let pages = self.index.valid();
+        let Some((lo, hi)) = range else {
+            if pages {
+                self.index
+                    .append(true, Vec::new(), Vec::new(), nulls as i64);
+            }
+            return;
+        };
+        if self.min.as_ref().is_none_or(|m| lo < *m) {
+            self.min = Some(lo.clone());
+        }
+        if self.max.as_ref().is_none_or(|m| hi > *m) {
+            self.max = Some(hi.clone());
+        }
+        if pages {
+            if let Some((last_lo, last_hi)) = &self.last {
+                if *last_lo > lo || *last_hi > hi {
+                    self.ascending = false;
+                }
+                if lo > *last_lo || hi > *last_hi {
+                    self.descending = false;
+                }
+            }
+            let (min, _) = lo.bound_bytes(self.index_len, false);
+            let (max, _) = hi.bound_bytes(self.index_len, true);
+            self.index.append(false, min, max, nulls as i64);
+            self.last = Some((lo, hi));
         }
     }
 
+    /// The chunk's statistics and column index.
+    pub(super) fn finish(self) -> Result<(Statistics, Option<ColumnIndexMetaData>), ParquetError> {
+        let stats = T::statistics(self.min, self.max, self.nulls, self.stats_len);
+        let mut index = self.index;
+        let index = if index.valid() {
+            index.set_boundary_order(match (self.ascending, self.descending) {
+                (true, _) => BoundaryOrder::ASCENDING,
+                (false, true) => BoundaryOrder::DESCENDING,
+                (false, false) => BoundaryOrder::UNORDERED,
+            });
+            Some(index.build()?)
+        } else {
+            None
+        };
+        Ok((stats, index))
+    }
+}
+
+/// A dictionary-encoded string column's statistics: the page's distinct values found by index
+/// (without comparing every row's string), then compared.
+struct DictStats {
+    /// Page number at which each dictionary entry was last seen.
+    seen_at: Vec<u32>,
+    distinct: Vec<u32>,
+    page_no: u32,
+    stats: Stats<Vec<u8>>,
+}
+
+impl DictStats {
     /// Take in a page of `rows` rows whose values are `ids` (of `leaf`; a top-level column
     /// has a value, or a null, per row).
     fn page(&mut self, leaf: &LeafWriter, ids: &[u32], rows: usize) {
         let nulls = ids.iter().filter(|&&i| i == NULL).count();
-        // The page's distinct values, then their least and greatest.
         self.distinct.clear();
         if self.seen_at.len() < leaf.dict.len() {
             self.seen_at.resize(leaf.dict.len(), u32::MAX);
@@ -305,58 +469,9 @@ impl Stats {
         for &i in &self.distinct {
             range = widen(range, leaf.dict.get(i));
         }
-        self.nulls += nulls as u64;
-        let pages = self.index.valid();
-        let Some((lo, hi)) = range else {
-            if pages {
-                self.index
-                    .append(true, Vec::new(), Vec::new(), nulls as i64);
-            }
-            debug_assert_eq!(nulls, rows);
-            return;
-        };
-        if self.min.as_deref().is_none_or(|m| lo < m) {
-            self.min = Some(lo.to_vec());
-        }
-        if self.max.as_deref().is_none_or(|m| hi > m) {
-            self.max = Some(hi.to_vec());
-        }
-        if pages {
-            if let Some((last_lo, last_hi)) = &self.last {
-                if last_lo.as_slice() > lo || last_hi.as_slice() > hi {
-                    self.ascending = false;
-                }
-                if lo > last_lo.as_slice() || hi > last_hi.as_slice() {
-                    self.descending = false;
-                }
-            }
-            self.index
-                .append(false, lo.to_vec(), hi.to_vec(), nulls as i64);
-            self.last = Some((lo.to_vec(), hi.to_vec()));
-        }
-    }
-
-    /// The chunk's statistics and column index.
-    fn finish(self) -> Result<(Statistics, Option<ColumnIndexMetaData>), ParquetError> {
-        let stats = Statistics::ByteArray(ValueStatistics::new(
-            self.min.map(ByteArray::from),
-            self.max.map(ByteArray::from),
-            None,
-            Some(self.nulls),
-            false,
-        ));
-        let mut index = self.index;
-        let index = if index.valid() {
-            index.set_boundary_order(match (self.ascending, self.descending) {
-                (true, _) => BoundaryOrder::ASCENDING,
-                (false, true) => BoundaryOrder::DESCENDING,
-                (false, false) => BoundaryOrder::UNORDERED,
-            });
-            Some(index.build()?)
-        } else {
-            None
-        };
-        Ok((stats, index))
+        debug_assert!(range.is_some() || nulls == rows);
+        self.stats
+            .page(range.map(|(lo, hi)| (lo.to_vec(), hi.to_vec())), nulls);
     }
 }
 
@@ -807,7 +922,7 @@ impl AttrColumns {
 }
 
 /// A varint (ULEB128), as the hybrid encoding's run headers are written.
-fn varint(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push(n as u8 | 0x80);
         n >>= 7;
@@ -817,7 +932,7 @@ fn varint(out: &mut Vec<u8>, mut n: u64) {
 
 /// `n` times the value `v` of `width` bits, as one run of Parquet's RLE / bit-packing hybrid
 /// encoding.
-fn rle_run(out: &mut Vec<u8>, width: u32, v: u32, n: usize) {
+pub(super) fn rle_run(out: &mut Vec<u8>, width: u32, v: u32, n: usize) {
     varint(out, (n as u64) << 1);
     out.extend_from_slice(&v.to_le_bytes()[..width.div_ceil(8) as usize]);
 }
@@ -830,7 +945,7 @@ fn rle_run(out: &mut Vec<u8>, width: u32, v: u32, n: usize) {
 /// the levels whose runs are long are written as RLE runs by the caller ([`rle_run`]), and
 /// dictionary indices of attributes seldom repeat 8 times in a row (the keys of a map differ,
 /// and the rows between equal values hold other keys). Zstd finds the repetitions either way.
-struct Packer<'a> {
+pub(super) struct Packer<'a> {
     out: &'a mut Vec<u8>,
     width: u32,
     acc: u64,
@@ -841,7 +956,7 @@ struct Packer<'a> {
 
 impl<'a> Packer<'a> {
     /// A run of `n` values.
-    fn new(out: &'a mut Vec<u8>, width: u32, n: usize) -> Packer<'a> {
+    pub(super) fn new(out: &'a mut Vec<u8>, width: u32, n: usize) -> Packer<'a> {
         let groups = n.div_ceil(8);
         varint(out, (groups as u64) << 1 | 1);
         let end = out.len() + groups * width as usize;
@@ -865,7 +980,7 @@ impl<'a> Packer<'a> {
     }
 
     #[inline]
-    fn push(&mut self, v: u32) {
+    pub(super) fn push(&mut self, v: u32) {
         self.acc |= u64::from(v) << self.bits;
         self.bits += self.width;
         self.flush();
@@ -884,7 +999,7 @@ impl<'a> Packer<'a> {
         }
     }
 
-    fn finish(self) {
+    pub(super) fn finish(self) {
         let (mut acc, mut bits) = (self.acc, self.bits);
         while bits > 0 {
             self.out.push(acc as u8);
@@ -897,7 +1012,7 @@ impl<'a> Packer<'a> {
 }
 
 /// Bits for values up to `max`.
-fn width_of(max: u64) -> u32 {
+pub(super) fn width_of(max: u64) -> u32 {
     64 - max.leading_zeros()
 }
 
@@ -908,7 +1023,7 @@ thread_local! {
 }
 
 /// `page` compressed as `codec` says.
-fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, ParquetError> {
+pub(super) fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, ParquetError> {
     let level = match codec {
         Compression::UNCOMPRESSED => return Ok(page),
         Compression::ZSTD(level) => level.compression_level(),
@@ -953,6 +1068,44 @@ fn append_chunk<W: std::io::Write + Send>(
     rows: u64,
     props: &WriterProperties,
 ) -> Result<(), ParquetError> {
+    let pages = std::mem::take(&mut leaf.pages);
+    let dictionary = pages
+        .iter()
+        .any(|p| p.encoding == Encoding::RLE_DICTIONARY)
+        .then(|| (std::mem::take(&mut leaf.dict.plain), leaf.dict.len() as u32));
+    let stats = leaf.stats.take().map(|s| s.stats.finish()).transpose()?;
+    let chunk = Chunk {
+        descr: leaf.descr.clone(),
+        codec: leaf.codec,
+        dictionary,
+        pages,
+        stats,
+        bloom: None,
+        rows,
+    };
+    write_chunk(out, chunk, props)
+}
+
+/// A column chunk's parts, for [`write_chunk`].
+pub(super) struct Chunk {
+    pub(super) descr: ColumnDescPtr,
+    pub(super) codec: Compression,
+    /// The dictionary page's values, PLAIN, and their number.
+    pub(super) dictionary: Option<(Vec<u8>, u32)>,
+    pub(super) pages: Vec<DataPage>,
+    /// The chunk's statistics and column index.
+    pub(super) stats: Option<(Statistics, Option<ColumnIndexMetaData>)>,
+    pub(super) bloom: Option<Sbbf>,
+    pub(super) rows: u64,
+}
+
+/// Write a column chunk (its dictionary page, then its data pages) and append it to the row
+/// group `out`, with what parquet records of it.
+pub(super) fn write_chunk<W: std::io::Write + Send>(
+    out: &mut SerializedRowGroupWriter<'_, W>,
+    chunk: Chunk,
+    props: &WriterProperties,
+) -> Result<(), ParquetError> {
     let mut sink = TrackedWrite::new(Vec::new());
     let mut pages = SerializedPageWriter::new(&mut sink);
     let mut offsets = OffsetIndexBuilder::new();
@@ -961,16 +1114,11 @@ fn append_chunk<W: std::io::Write + Send>(
     let mut data_offset = None;
     let mut dictionary_offset = None;
     let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
-    if leaf
-        .pages
-        .iter()
-        .any(|p| p.encoding == Encoding::RLE_DICTIONARY)
-    {
-        let plain = std::mem::take(&mut leaf.dict.plain);
+    if let Some((plain, num_values)) = chunk.dictionary {
         let size = plain.len();
         let page = Page::DictionaryPage {
-            buf: Bytes::from(compress(leaf.codec, plain)?),
-            num_values: leaf.dict.len() as u32,
+            buf: Bytes::from(compress(chunk.codec, plain)?),
+            num_values,
             encoding: Encoding::PLAIN,
             is_sorted: false,
         };
@@ -986,7 +1134,7 @@ fn append_chunk<W: std::io::Write + Send>(
         });
         encodings.push(Encoding::RLE_DICTIONARY);
     }
-    for p in std::mem::take(&mut leaf.pages) {
+    for p in chunk.pages {
         let page = Page::DataPage {
             buf: p.buf,
             num_values: p.levels,
@@ -1015,15 +1163,9 @@ fn append_chunk<W: std::io::Write + Send>(
         }
     }
     pages.close()?;
-    let (statistics, column_index) = match leaf.stats.take() {
-        Some(stats) => {
-            let (s, index) = stats.finish()?;
-            (Some(s), index)
-        }
-        None => (None, None),
-    };
-    let mut metadata = ColumnChunkMetaData::builder(leaf.descr.clone())
-        .set_compression(leaf.codec)
+    let (statistics, column_index) = chunk.stats.unzip();
+    let mut metadata = ColumnChunkMetaData::builder(chunk.descr)
+        .set_compression(chunk.codec)
         .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
         .set_page_encoding_stats(stats)
         .set_total_compressed_size(compressed)
@@ -1037,10 +1179,10 @@ fn append_chunk<W: std::io::Write + Send>(
     let metadata = metadata.build()?;
     let close = ColumnCloseResult {
         bytes_written: written,
-        rows_written: rows,
+        rows_written: chunk.rows,
         metadata,
-        bloom_filter: None,
-        column_index,
+        bloom_filter: chunk.bloom,
+        column_index: column_index.flatten(),
         offset_index: (!props.offset_index_disabled()).then(|| offsets.build()),
     };
     out.append_column(&Bytes::from(sink.into_inner()?), close)
@@ -1048,7 +1190,7 @@ fn append_chunk<W: std::io::Write + Send>(
 
 /// `out` with a section of levels written by `fill`, after its length (4 bytes, little
 /// endian), as a v1 data page holds them.
-fn with_length(mut out: Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+pub(super) fn with_length(mut out: Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     fill(&mut out);

@@ -2,8 +2,10 @@
 
 mod config;
 pub mod convert;
+mod flat;
 pub mod logs;
 mod maps;
+mod own;
 pub mod schema;
 mod sealed;
 mod tail;

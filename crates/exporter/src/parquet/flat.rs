@@ -1,0 +1,465 @@
+//! The spans table's id and integer columns, encoded by the seal itself as `maps.rs` encodes
+//! the maps and strings: straight from the sorted blocks into pages, without Arrow arrays or
+//! parquet's column writer in between.
+//!
+//! - Ids (`trace_id`, `span_id`, `parent_span_id`) are PLAIN byte arrays (lowercase hex, or the
+//!   text a native id was given as), as the lake's properties ask: unique values gain nothing
+//!   from a dictionary. `trace_id`'s bloom filter takes each distinct id once; the rows are
+//!   sorted by it, so a repeat is always the previous row's.
+//! - Integers and timestamps (INT64): a dictionary where the properties enable one (flags,
+//!   durations, dropped counts: a few values), falling back to PLAIN past its limit as parquet
+//!   does; PLAIN where they disable it (the times).
+//!
+//! Both keep what parquet's writer keeps of a top-level column: the chunk's statistics and the
+//! column index (signed order for integers, unsigned bytes for ids), and the offset index.
+
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding};
+use parquet::bloom_filter::Sbbf;
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedRowGroupWriter;
+use parquet::schema::types::ColumnDescPtr;
+use spanlake_core::ids::{id_in, push_hex};
+use std::hash::BuildHasher;
+
+use super::maps::{
+    Chunk, DataPage, Packer, Stats, compress, rle_run, width_of, with_length, write_chunk,
+};
+
+fn hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(0x1_64_5eed)
+}
+
+/// Definition levels of a page of an optional top-level column: 1 a value, 0 a null.
+fn def_levels(out: Vec<u8>, present: &[bool], nulls: usize) -> Vec<u8> {
+    let rows = present.len();
+    with_length(out, |out| {
+        if nulls == 0 {
+            rle_run(out, 1, 1, rows);
+        } else if nulls == rows {
+            rle_run(out, 1, 0, rows);
+        } else {
+            let mut p = Packer::new(out, 1, rows);
+            for &d in present {
+                p.push(u32::from(d));
+            }
+            p.finish();
+        }
+    })
+}
+
+/// A page's open rows, common to both kinds of column: how many, which were null, and what
+/// limits close it.
+struct OpenPage {
+    /// Whether each row holds a value (optional columns only).
+    present: Vec<bool>,
+    rows: usize,
+    nulls: usize,
+    row_limit: usize,
+    byte_limit: usize,
+}
+
+impl OpenPage {
+    fn new(descr: &ColumnDescPtr, props: &WriterProperties) -> OpenPage {
+        OpenPage {
+            present: Vec::new(),
+            rows: 0,
+            nulls: 0,
+            row_limit: props.data_page_row_count_limit().max(1),
+            byte_limit: props.column_data_page_size_limit(descr.path()).max(1),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.present.clear();
+        self.rows = 0;
+        self.nulls = 0;
+    }
+}
+
+/// The parts of a column every kind shares: what it is, how it is compressed, its finished
+/// pages and statistics.
+struct Column<T: super::maps::Bound> {
+    descr: ColumnDescPtr,
+    codec: Compression,
+    nullable: bool,
+    stats: Option<Stats<T>>,
+    pages: Vec<DataPage>,
+    rows: u64,
+}
+
+impl<T: super::maps::Bound> Column<T> {
+    fn new(descr: ColumnDescPtr, props: &WriterProperties) -> Column<T> {
+        Column {
+            codec: props.compression(descr.path()),
+            nullable: descr.self_type().is_optional(),
+            stats: Stats::for_column(&descr, props),
+            descr,
+            pages: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Compress and keep a page of `page.rows` rows (`buf`: its levels and values), whose
+    /// values range over `range`.
+    fn page(
+        &mut self,
+        buf: Vec<u8>,
+        page: &OpenPage,
+        range: Option<(T, T)>,
+        encoding: Encoding,
+    ) -> Result<(), ParquetError> {
+        if let Some(stats) = &mut self.stats {
+            stats.page(range, page.nulls);
+        }
+        let uncompressed = buf.len();
+        self.pages.push(DataPage {
+            buf: Bytes::from(compress(self.codec, buf)?),
+            uncompressed,
+            levels: page.rows as u32,
+            rows: page.rows as u32,
+            encoding,
+        });
+        Ok(())
+    }
+
+    fn chunk(&mut self, dictionary: Option<(Vec<u8>, u32)>) -> Result<Chunk, ParquetError> {
+        Ok(Chunk {
+            descr: self.descr.clone(),
+            codec: self.codec,
+            dictionary,
+            pages: std::mem::take(&mut self.pages),
+            stats: self.stats.take().map(Stats::finish).transpose()?,
+            bloom: None,
+            rows: self.rows,
+        })
+    }
+}
+
+/// The distinct values of an integer column, in first-seen order.
+#[derive(Default)]
+struct IntDict {
+    table: hashbrown::HashTable<u32>,
+    values: Vec<i64>,
+    /// The value last looked up and its index: most columns repeat one value row after row.
+    last: Option<(i64, u32)>,
+}
+
+impl IntDict {
+    #[inline]
+    fn id(&mut self, v: i64) -> u32 {
+        if let Some((last, id)) = self.last
+            && last == v
+        {
+            return id;
+        }
+        let state = hasher();
+        let hash = state.hash_one(v);
+        let values = &mut self.values;
+        let id = match self.table.find(hash, |&i| values[i as usize] == v) {
+            Some(&i) => i,
+            None => {
+                let id = values.len() as u32;
+                values.push(v);
+                self.table
+                    .insert_unique(hash, id, |&i| state.hash_one(values[i as usize]));
+                id
+            }
+        };
+        self.last = Some((v, id));
+        id
+    }
+
+    fn plain(&self) -> Vec<u8> {
+        self.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+}
+
+/// A top-level INT64 column (integers and timestamps) the seal encodes itself.
+pub(crate) struct IntColumn {
+    column: Column<i64>,
+    open: OpenPage,
+    /// The open page's values (nulls left out) and, while the dictionary is open, their
+    /// indices.
+    values: Vec<i64>,
+    ids: Vec<u32>,
+    range: Option<(i64, i64)>,
+    dict: IntDict,
+    /// Whether pages index the dictionary (it is enabled and has not outgrown `dict_limit`).
+    dictionary: bool,
+    /// Whether any page did.
+    indexed: bool,
+    dict_limit: usize,
+}
+
+impl IntColumn {
+    pub(crate) fn new(descr: ColumnDescPtr, props: &WriterProperties) -> IntColumn {
+        let path = descr.path();
+        IntColumn {
+            dictionary: props.dictionary_enabled(path),
+            dict_limit: props.column_dictionary_page_size_limit(path),
+            open: OpenPage::new(&descr, props),
+            column: Column::new(descr, props),
+            values: Vec::new(),
+            ids: Vec::new(),
+            range: None,
+            dict: IntDict::default(),
+            indexed: false,
+        }
+    }
+
+    /// Make room for a page of a row group of `rows` rows at once.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        let page = rows.min(self.open.row_limit);
+        self.values.reserve(page);
+        if self.dictionary {
+            self.ids.reserve(page);
+        }
+        if self.column.nullable {
+            self.open.present.reserve(page);
+        }
+    }
+
+    /// Append a row: `v`, or a null.
+    #[inline]
+    pub(crate) fn push(&mut self, v: Option<i64>) -> Result<(), ParquetError> {
+        let open = &mut self.open;
+        open.rows += 1;
+        if self.column.nullable {
+            open.present.push(v.is_some());
+        }
+        match v {
+            Some(v) => {
+                self.values.push(v);
+                self.range = Some(self.range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+                if self.dictionary {
+                    self.ids.push(self.dict.id(v));
+                }
+            }
+            None => {
+                debug_assert!(self.column.nullable, "a null in a required column");
+                open.nulls += 1;
+            }
+        }
+        self.column.rows += 1;
+        let over = self.dictionary && self.dict.values.len() * 8 > self.dict_limit;
+        if open.rows >= open.row_limit || over || self.page_full() {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the open page holds about the page byte limit.
+    #[inline]
+    fn page_full(&self) -> bool {
+        let n = self.values.len();
+        let levels = self.open.present.len() / 8;
+        if n * 8 + levels < self.open.byte_limit {
+            return false;
+        }
+        let values = if self.dictionary {
+            n * width_of(self.dict.values.len() as u64) as usize / 8
+        } else {
+            n * 8
+        };
+        values + levels >= self.open.byte_limit
+    }
+
+    fn flush_page(&mut self) -> Result<(), ParquetError> {
+        if self.open.rows == 0 {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(self.values.len() * 8 + self.open.rows / 8 + 16);
+        if self.column.nullable {
+            out = def_levels(out, &self.open.present, self.open.nulls);
+        }
+        let encoding = if self.dictionary {
+            let width = width_of(self.dict.values.len().saturating_sub(1) as u64);
+            out.push(width as u8);
+            if let Some(&first) = self.ids.first() {
+                let n = self.ids.len();
+                if self.ids.iter().all(|&i| i == first) {
+                    rle_run(&mut out, width, first, n);
+                } else {
+                    let mut p = Packer::new(&mut out, width, n);
+                    for &i in &self.ids {
+                        p.push(i);
+                    }
+                    p.finish();
+                }
+            }
+            self.indexed = true;
+            Encoding::RLE_DICTIONARY
+        } else {
+            for v in &self.values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Encoding::PLAIN
+        };
+        self.column
+            .page(out, &self.open, self.range.take(), encoding)?;
+        self.open.clear();
+        self.values.clear();
+        self.ids.clear();
+        if self.dictionary && self.dict.values.len() * 8 > self.dict_limit {
+            // Past its limit the dictionary closes: later pages are PLAIN.
+            self.dictionary = false;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.column.rows
+    }
+
+    /// Write the column's chunk to the row group `out`.
+    pub(crate) fn append_to<W: std::io::Write + Send>(
+        &mut self,
+        out: &mut SerializedRowGroupWriter<'_, W>,
+        props: &WriterProperties,
+    ) -> Result<(), ParquetError> {
+        self.flush_page()?;
+        let dictionary = self
+            .indexed
+            .then(|| (self.dict.plain(), self.dict.values.len() as u32));
+        write_chunk(out, self.column.chunk(dictionary)?, props)
+    }
+}
+
+/// A top-level id column the seal encodes itself: each row's id as text, PLAIN.
+pub(crate) struct IdColumn {
+    column: Column<Vec<u8>>,
+    open: OpenPage,
+    /// The open page's values, PLAIN (each a 4-byte length, then the bytes).
+    plain: Vec<u8>,
+    /// Where the open page's least and greatest values are in `plain`: start and length.
+    lo: (usize, usize),
+    hi: (usize, usize),
+    /// The bloom filter and the false-positive rate it is folded down to, and the id last
+    /// entered in it.
+    bloom: Option<(Sbbf, f64)>,
+    last: Vec<u8>,
+    text: String,
+}
+
+impl IdColumn {
+    pub(crate) fn new(
+        descr: ColumnDescPtr,
+        props: &WriterProperties,
+    ) -> Result<IdColumn, ParquetError> {
+        let bloom = match props.bloom_filter_properties(descr.path()) {
+            Some(b) => Some((Sbbf::new_with_ndv_fpp(b.ndv(), b.fpp())?, b.fpp())),
+            None => None,
+        };
+        Ok(IdColumn {
+            open: OpenPage::new(&descr, props),
+            column: Column::new(descr, props),
+            plain: Vec::new(),
+            lo: (0, 0),
+            hi: (0, 0),
+            bloom,
+            last: Vec::new(),
+            text: String::new(),
+        })
+    }
+
+    /// Make room for a page of a row group of `rows` rows of ids of `len` bytes at once.
+    pub(crate) fn reserve(&mut self, rows: usize, len: usize) {
+        let page = rows.min(self.open.row_limit);
+        self.plain
+            .reserve((page * (4 + len)).min(self.open.byte_limit + 4 + len));
+        if self.column.nullable {
+            self.open.present.reserve(page);
+        }
+    }
+
+    /// Append a row: the id `raw` as a block holds it (empty: a null, in an optional column).
+    #[inline]
+    pub(crate) fn push(&mut self, raw: &[u8]) -> Result<(), ParquetError> {
+        let open = &mut self.open;
+        open.rows += 1;
+        self.column.rows += 1;
+        if raw.is_empty() && self.column.nullable {
+            open.present.push(false);
+            open.nulls += 1;
+        } else {
+            if self.column.nullable {
+                open.present.push(true);
+            }
+            let mut buf = [0u8; 64];
+            let text = match id_in(raw, &mut buf) {
+                Some(t) => t.as_bytes(),
+                None => {
+                    // Longer than an OTLP id, and not given as text.
+                    self.text.clear();
+                    push_hex(&mut self.text, raw);
+                    self.text.as_bytes()
+                }
+            };
+            let first = self.plain.is_empty();
+            self.plain
+                .extend_from_slice(&(text.len() as u32).to_le_bytes());
+            let at = (self.plain.len(), text.len());
+            self.plain.extend_from_slice(text);
+            let slice = |(start, len): (usize, usize)| &self.plain[start..start + len];
+            if first {
+                (self.lo, self.hi) = (at, at);
+            } else if text > slice(self.hi) {
+                self.hi = at;
+            } else if text < slice(self.lo) {
+                self.lo = at;
+            }
+            if let Some((bloom, _)) = &mut self.bloom
+                && self.last != text
+            {
+                bloom.insert(text);
+                self.last.clear();
+                self.last.extend_from_slice(text);
+            }
+        }
+        if open.rows >= open.row_limit || self.plain.len() + open.rows / 8 >= open.byte_limit {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    fn flush_page(&mut self) -> Result<(), ParquetError> {
+        if self.open.rows == 0 {
+            return Ok(());
+        }
+        let range = (!self.plain.is_empty()).then(|| {
+            let slice = |(start, len): (usize, usize)| self.plain[start..start + len].to_vec();
+            (slice(self.lo), slice(self.hi))
+        });
+        let mut out = Vec::with_capacity(self.plain.len() + self.open.rows / 8 + 16);
+        if self.column.nullable {
+            out = def_levels(out, &self.open.present, self.open.nulls);
+        }
+        out.extend_from_slice(&self.plain);
+        self.column
+            .page(out, &self.open, range, Encoding::PLAIN)?;
+        self.open.clear();
+        self.plain.clear();
+        Ok(())
+    }
+
+    pub(crate) fn rows(&self) -> u64 {
+        self.column.rows
+    }
+
+    /// Write the column's chunk (and bloom filter) to the row group `out`.
+    pub(crate) fn append_to<W: std::io::Write + Send>(
+        &mut self,
+        out: &mut SerializedRowGroupWriter<'_, W>,
+        props: &WriterProperties,
+    ) -> Result<(), ParquetError> {
+        self.flush_page()?;
+        let mut chunk = self.column.chunk(None)?;
+        chunk.bloom = self.bloom.take().map(|(mut bloom, fpp)| {
+            bloom.fold_to_target_fpp(fpp);
+            bloom
+        });
+        write_chunk(out, chunk, props)
+    }
+}

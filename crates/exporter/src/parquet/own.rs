@@ -1,0 +1,400 @@
+//! The spans table's columns a seal encodes itself, filled row by row in the row group's
+//! order and written as finished chunks: every top-level column but `events` and `links`
+//! (those still go through Arrow and parquet's column writer, see `sealed.rs`). The maps and
+//! strings are `maps.rs`'s, the ids and integers `flat.rs`'s.
+
+use arrow::datatypes::Schema;
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedRowGroupWriter;
+use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
+use spanlake_core::SpanBlock;
+
+use super::convert::clamp_nanos;
+use super::flat::{IdColumn, IntColumn};
+use super::maps::{AttrColumns, BlockIds, GroupEntries, NULL, StrColumn, append_map, append_str};
+use super::schema::{kind_name, status_name};
+use super::sealed::HeldSpans;
+
+/// The top-level string columns, in this order in [`OwnColumns::strs`].
+const STRINGS: [&str; 10] = [
+    "trace_state",
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "service_name",
+    "resource_schema_url",
+    "scope_name",
+    "scope_version",
+    "scope_schema_url",
+];
+
+/// The id columns, in this order in [`OwnColumns::ids`].
+const IDS: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
+
+/// The INT64 columns (integers and timestamps), in this order in [`OwnColumns::ints`].
+const INTS: [&str; 12] = [
+    "flags",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "duration_ns",
+    "start_time",
+    "end_time",
+    "dropped_attributes_count",
+    "dropped_events_count",
+    "dropped_links_count",
+    "resource_dropped_attributes_count",
+    "scope_dropped_attributes_count",
+    "ingest_time_unix_nano",
+];
+
+/// The attribute maps, `[values, types]` by the prefix of their names.
+const MAPS: [&str; 3] = ["", "resource_", "scope_"];
+
+/// A block's resources' `[service, schema URL]` and scopes' `[name, version, URL]`, as
+/// indices in their string columns.
+type GroupStrs = (Vec<[u32; 2]>, Vec<[u32; 3]>);
+
+/// The columns a seal writes itself, and what it found once per block and group.
+pub(super) struct OwnColumns {
+    strs: [StrColumn; STRINGS.len()],
+    ids: [IdColumn; IDS.len()],
+    ints: [IntColumn; INTS.len()],
+    /// The span's, resource's and scope's attribute maps.
+    maps: [AttrColumns; MAPS.len()],
+    /// Each span's resource and scope in its block.
+    origin_of: Vec<Vec<(u32, u32)>>,
+    /// Each block's resources' and scopes' attributes, looked up once.
+    groups: Vec<(Vec<GroupEntries>, Vec<GroupEntries>)>,
+    group_strs: Vec<GroupStrs>,
+    block_ids: Vec<BlockIds>,
+    /// Kinds and status codes, a handful each, and their indices.
+    kinds: Vec<(i32, u32)>,
+    codes: Vec<(i32, u32)>,
+    text: String,
+}
+
+/// Each top-level field's leaf columns (a map has two), by the field's index.
+pub(super) fn leaves_of(schema: &SchemaDescriptor, fields: usize) -> Vec<std::ops::Range<usize>> {
+    let mut leaves_of: Vec<std::ops::Range<usize>> = vec![0..0; fields];
+    for leaf in 0..schema.num_columns() {
+        let r = &mut leaves_of[schema.get_column_root_idx(leaf)];
+        if r.start == r.end {
+            *r = leaf..leaf + 1;
+        } else {
+            r.end = leaf + 1;
+        }
+    }
+    leaves_of
+}
+
+impl OwnColumns {
+    /// The columns for the `rows` rows of `held`, whose Arrow schema is `schema` and Parquet
+    /// schema `parquet`, written as `props` say.
+    pub(super) fn new(
+        held: &[HeldSpans],
+        rows: usize,
+        schema: &Schema,
+        parquet: &SchemaDescriptor,
+        props: &WriterProperties,
+    ) -> Result<OwnColumns, ParquetError> {
+        let leaves = leaves_of(parquet, schema.fields().len());
+        let leaf = |name: &str, k: usize| -> Result<ColumnDescPtr, ParquetError> {
+            let f = schema
+                .index_of(name)
+                .map_err(|e| ParquetError::General(e.to_string()))?;
+            Ok(parquet.column(leaves[f].start + k))
+        };
+        let strs: Vec<StrColumn> = STRINGS
+            .iter()
+            .map(|name| Ok(StrColumn::new(leaf(name, 0)?, props)))
+            .collect::<Result<_, ParquetError>>()?;
+        let ids: Vec<IdColumn> = IDS
+            .iter()
+            .map(|name| IdColumn::new(leaf(name, 0)?, props))
+            .collect::<Result<_, ParquetError>>()?;
+        let ints: Vec<IntColumn> = INTS
+            .iter()
+            .map(|name| Ok(IntColumn::new(leaf(name, 0)?, props)))
+            .collect::<Result<_, ParquetError>>()?;
+        let maps: Vec<AttrColumns> = MAPS
+            .iter()
+            .map(|prefix| {
+                let map = |name: String| Ok::<_, ParquetError>([leaf(&name, 0)?, leaf(&name, 1)?]);
+                Ok(AttrColumns::new(
+                    map(format!("{prefix}attributes"))?,
+                    map(format!("{prefix}attribute_types"))?,
+                    props,
+                ))
+            })
+            .collect::<Result<_, ParquetError>>()?;
+        let short = || ParquetError::General("own columns".into());
+        let mut own = OwnColumns {
+            strs: strs.try_into().map_err(|_| short())?,
+            ids: ids.try_into().map_err(|_| short())?,
+            ints: ints.try_into().map_err(|_| short())?,
+            maps: maps.try_into().map_err(|_| short())?,
+            origin_of: Vec::new(),
+            groups: Vec::new(),
+            group_strs: Vec::new(),
+            block_ids: held.iter().map(|_| BlockIds::default()).collect(),
+            kinds: Vec::new(),
+            codes: Vec::new(),
+            text: String::new(),
+        };
+        own.reserve(held, rows);
+        own.origin_of = held
+            .iter()
+            .map(|h| {
+                let mut origins = vec![(0, 0); h.block.len()];
+                for (r, s, i) in h.block.indices() {
+                    origins[i] = (r as u32, s as u32);
+                }
+                origins
+            })
+            .collect();
+        let OwnColumns {
+            maps: [_, resource_maps, scope_maps],
+            text,
+            ..
+        } = &mut own;
+        own.groups = held
+            .iter()
+            .map(|h| {
+                let b = &h.block;
+                (
+                    b.resources
+                        .iter()
+                        .map(|r| resource_maps.group(b, r.attrs, text))
+                        .collect(),
+                    b.scopes
+                        .iter()
+                        .map(|s| scope_maps.group(b, s.attrs, text))
+                        .collect(),
+                )
+            })
+            .collect();
+        let [_, _, _, _, _, service, resource_url, scope_name, scope_version, scope_url] =
+            &mut own.strs;
+        fn found(c: &mut StrColumn, s: &str) -> u32 {
+            if s.is_empty() {
+                NULL
+            } else {
+                c.lasting_id(s)
+            }
+        }
+        own.group_strs = held
+            .iter()
+            .map(|h| {
+                let b = &h.block;
+                let resources = b
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        [
+                            b.resource_str(r, "service.name")
+                                .map_or(NULL, |s| service.lasting_id(s)),
+                            found(resource_url, b.str(r.schema_url)),
+                        ]
+                    })
+                    .collect();
+                let scopes = b
+                    .scopes
+                    .iter()
+                    .map(|s| {
+                        let (n, v) = if s.present {
+                            (b.str(s.name), b.str(s.version))
+                        } else {
+                            ("", "")
+                        };
+                        [
+                            found(scope_name, n),
+                            found(scope_version, v),
+                            found(scope_url, b.str(s.schema_url)),
+                        ]
+                    })
+                    .collect();
+                (resources, scopes)
+            })
+            .collect();
+        Ok(own)
+    }
+
+    /// Make room for a page of each column at once (instead of growing by doublings).
+    fn reserve(&mut self, held: &[HeldSpans], rows: usize) {
+        for c in &mut self.strs {
+            c.reserve(rows);
+        }
+        for c in &mut self.ints {
+            c.reserve(rows);
+        }
+        for c in &mut self.ids {
+            c.reserve(rows, 32);
+        }
+        let entries = |attrs: &dyn Fn(&SpanBlock) -> usize| -> usize {
+            held.iter().map(|h| attrs(&h.block)).sum()
+        };
+        let [span, resource, scope] = &mut self.maps;
+        span.reserve(rows, entries(&|b| b.spans.iter().map(|s| s.attrs.len()).sum()));
+        resource.reserve(
+            rows,
+            entries(&|b| b.iter().map(|(r, _, _)| r.attrs.len()).sum()),
+        );
+        scope.reserve(
+            rows,
+            entries(&|b| b.iter().map(|(_, s, _)| s.attrs.len()).sum()),
+        );
+    }
+
+    /// Append the row of span `i` of `held[hi]`.
+    pub(super) fn push_span(
+        &mut self,
+        held: &[HeldSpans],
+        hi: usize,
+        i: usize,
+    ) -> Result<(), ParquetError> {
+        let b = &held[hi].block;
+        let span = &b.spans[i];
+        let (r, s) = self.origin_of[hi][i];
+        let (r, s) = (r as usize, s as usize);
+
+        let [trace_id, span_id, parent] = &mut self.ids;
+        trace_id.push(b.raw(span.trace_id))?;
+        span_id.push(b.raw(span.span_id))?;
+        parent.push(b.raw(span.parent_span_id))?;
+
+        let [
+            flags,
+            start_ns,
+            end_ns,
+            duration,
+            start_ts,
+            end_ts,
+            dropped_attrs,
+            dropped_events,
+            dropped_links,
+            resource_dropped,
+            scope_dropped,
+            ingest,
+        ] = &mut self.ints;
+        flags.push(Some(i64::from(span.flags)))?;
+        let start = clamp_nanos(span.start_time_unix_nano);
+        start_ns.push(Some(start))?;
+        let end = (span.end_time_unix_nano != 0).then(|| clamp_nanos(span.end_time_unix_nano));
+        end_ns.push(end)?;
+        duration.push(end.map(|end| end.saturating_sub(start)))?;
+        start_ts.push(Some(start / 1000))?;
+        end_ts.push(end.map(|end| end / 1000))?;
+        dropped_attrs.push(Some(i64::from(span.dropped_attributes_count)))?;
+        dropped_events.push(Some(i64::from(span.dropped_events_count)))?;
+        dropped_links.push(Some(i64::from(span.dropped_links_count)))?;
+        resource_dropped.push(Some(i64::from(b.resources[r].dropped_attributes_count)))?;
+        let scope = &b.scopes[s];
+        scope_dropped.push(Some(if scope.present {
+            i64::from(scope.dropped_attributes_count)
+        } else {
+            0
+        }))?;
+        ingest.push(Some(held[hi].ingest))?;
+
+        let [span_maps, resource_maps, scope_maps] = &mut self.maps;
+        let ids = &mut self.block_ids[hi];
+        span_maps.push_row(b, span.attrs, ids, &mut self.text)?;
+        resource_maps.push_group(&self.groups[hi].0[r])?;
+        scope_maps.push_group(&self.groups[hi].1[s])?;
+
+        let [
+            trace_state,
+            name,
+            kind,
+            status_code,
+            status_message,
+            service,
+            resource_url,
+            scope_name,
+            scope_version,
+            scope_url,
+        ] = &mut self.strs;
+        fn nonempty(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
+        /// The index of an enumeration's value `v`, named `text`: kept for the few there are.
+        fn enum_id(c: &mut StrColumn, seen: &mut Vec<(i32, u32)>, v: i32, text: &str) -> u32 {
+            if let Some(&(_, id)) = seen.iter().find(|(k, _)| *k == v) {
+                return id;
+            }
+            let id = c.id(text);
+            if StrColumn::lasting(id) {
+                seen.push((v, id));
+            }
+            id
+        }
+        let n = ids.name_id(span.name, |s| name.id(b.str(s)));
+        name.push(n)?;
+        trace_state.push_str(nonempty(b.str(span.trace_state)))?;
+        let k = match kind_name(span.kind) {
+            Some(k) => enum_id(kind, &mut self.kinds, span.kind, k),
+            None => kind.id(&span.kind.to_string()),
+        };
+        kind.push(k)?;
+        let (code, message) = span.status.map_or((0, ""), |s| (s.code, b.str(s.message)));
+        let c = match status_name(code) {
+            Some(c) => enum_id(status_code, &mut self.codes, code, c),
+            None => status_code.id(&code.to_string()),
+        };
+        status_code.push(c)?;
+        status_message.push_str(nonempty(message))?;
+        let [svc, url] = self.group_strs[hi].0[r];
+        service.push(svc)?;
+        resource_url.push(url)?;
+        let [sn, sv, su] = self.group_strs[hi].1[s];
+        scope_name.push(sn)?;
+        scope_version.push(sv)?;
+        scope_url.push(su)?;
+        Ok(())
+    }
+
+    /// Write the column `name`'s chunks (each of its leaves) to the row group `out`, if it is
+    /// one of these; `false` if it is not.
+    pub(super) fn append<W: std::io::Write + Send>(
+        &mut self,
+        name: &str,
+        out: &mut SerializedRowGroupWriter<'_, W>,
+        props: &WriterProperties,
+        rows: usize,
+    ) -> Result<bool, ParquetError> {
+        if let Some(k) = STRINGS.iter().position(|n| *n == name) {
+            debug_assert_eq!(self.strs[k].rows(), rows);
+            append_str(out, &mut self.strs[k], props)?;
+        } else if let Some(k) = IDS.iter().position(|n| *n == name) {
+            debug_assert_eq!(self.ids[k].rows(), rows as u64);
+            self.ids[k].append_to(out, props)?;
+        } else if let Some(k) = INTS.iter().position(|n| *n == name) {
+            debug_assert_eq!(self.ints[k].rows(), rows as u64);
+            self.ints[k].append_to(out, props)?;
+        } else if let Some((k, types)) = MAPS.iter().enumerate().find_map(|(k, prefix)| {
+            let rest = name.strip_prefix(prefix)?;
+            match rest {
+                "attributes" => Some((k, false)),
+                "attribute_types" => Some((k, true)),
+                _ => None,
+            }
+        }) {
+            let m = &mut self.maps[k];
+            let column = if types { &mut m.types } else { &mut m.values };
+            debug_assert_eq!(column.rows(), rows);
+            append_map(out, column, props)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The top-level columns of one leaf the seal writes itself (all but the maps), which
+    /// keep statistics and a column index.
+    #[cfg(test)]
+    pub(super) fn flat() -> impl Iterator<Item = &'static str> {
+        STRINGS.into_iter().chain(IDS).chain(INTS)
+    }
+}
