@@ -25,8 +25,8 @@ use std::cell::RefCell;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
-use parquet::bloom_filter::Sbbf;
 use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType};
+use parquet::bloom_filter::Sbbf;
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::ByteArray;
@@ -249,8 +249,12 @@ pub(super) trait Bound: PartialOrd + Clone {
     fn bound_bytes(&self, len: Option<usize>, upper: bool) -> (Vec<u8>, bool);
     /// The chunk's statistics, as parquet's column writer makes them (strings cut to `len`
     /// bytes).
-    fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64, len: Option<usize>)
-    -> Statistics;
+    fn statistics(
+        min: Option<Self>,
+        max: Option<Self>,
+        nulls: u64,
+        len: Option<usize>,
+    ) -> Statistics;
 }
 
 impl Bound for Vec<u8> {
@@ -327,7 +331,12 @@ impl Bound for i64 {
     fn bound_bytes(&self, _: Option<usize>, _: bool) -> (Vec<u8>, bool) {
         (self.to_le_bytes().to_vec(), false)
     }
-    fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64, _: Option<usize>) -> Statistics {
+    fn statistics(
+        min: Option<Self>,
+        max: Option<Self>,
+        nulls: u64,
+        _: Option<usize>,
+    ) -> Statistics {
         // Signed order: the deprecated min and max fields are written too, as parquet does.
         Statistics::Int64(
             ValueStatistics::new(min, max, None, Some(nulls), false)
@@ -1017,10 +1026,15 @@ pub(super) fn width_of(max: u64) -> u32 {
 }
 
 thread_local! {
-    /// The seal's zstd compressor, kept from page to page and row group to row group (parquet
-    /// creates one per column chunk), and the level it was made for.
-    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    /// The seal's zstd compressors, one per level, kept from page to page and row group to
+    /// row group (parquet creates one per column chunk). The lake compresses ids and times at
+    /// level 1 and the rest at its level: one compressor switched between levels clears its
+    /// tables at every switch.
+    static ZSTD: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Levels a thread keeps a compressor for at most (the lake uses two).
+const ZSTD_LEVELS: usize = 4;
 
 /// `page` compressed as `codec` says.
 pub(super) fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, ParquetError> {
@@ -1029,16 +1043,23 @@ pub(super) fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, Par
         Compression::ZSTD(level) => level.compression_level(),
         other => {
             return Err(ParquetError::General(format!(
-                "attribute maps are written with zstd or uncompressed, not {other:?}"
+                "the spans table is written with zstd or uncompressed, not {other:?}"
             )));
         }
     };
     ZSTD.with(|z| {
         let mut z = z.borrow_mut();
-        if z.as_ref().is_none_or(|(l, _)| *l != level) {
-            *z = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        let (_, c) = z.as_mut().expect("just made");
+        let at = match z.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                if z.len() >= ZSTD_LEVELS {
+                    z.remove(0);
+                }
+                z.push((level, zstd::bulk::Compressor::new(level)?));
+                z.len() - 1
+            }
+        };
+        let (_, c) = &mut z[at];
         let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(page.len()));
         c.compress_to_buffer(&page, &mut out)?;
         Ok(out)
@@ -1151,6 +1172,9 @@ pub(super) fn write_chunk<W: std::io::Write + Send>(
         uncompressed += spec.uncompressed_size as i64;
         written += spec.bytes_written;
         levels += i64::from(p.levels);
+        if !encodings.contains(&p.encoding) {
+            encodings.push(p.encoding);
+        }
         match stats.last_mut() {
             Some(s) if s.page_type == PageType::DATA_PAGE && s.encoding == p.encoding => {
                 s.count += 1

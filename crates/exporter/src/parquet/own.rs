@@ -175,14 +175,20 @@ impl OwnColumns {
                 )
             })
             .collect();
-        let [_, _, _, _, _, service, resource_url, scope_name, scope_version, scope_url] =
-            &mut own.strs;
+        let [
+            _,
+            _,
+            _,
+            _,
+            _,
+            service,
+            resource_url,
+            scope_name,
+            scope_version,
+            scope_url,
+        ] = &mut own.strs;
         fn found(c: &mut StrColumn, s: &str) -> u32 {
-            if s.is_empty() {
-                NULL
-            } else {
-                c.lasting_id(s)
-            }
+            if s.is_empty() { NULL } else { c.lasting_id(s) }
         }
         own.group_strs = held
             .iter()
@@ -236,7 +242,10 @@ impl OwnColumns {
             held.iter().map(|h| attrs(&h.block)).sum()
         };
         let [span, resource, scope] = &mut self.maps;
-        span.reserve(rows, entries(&|b| b.spans.iter().map(|s| s.attrs.len()).sum()));
+        span.reserve(
+            rows,
+            entries(&|b| b.spans.iter().map(|s| s.attrs.len()).sum()),
+        );
         resource.reserve(
             rows,
             entries(&|b| b.iter().map(|(r, _, _)| r.attrs.len()).sum()),

@@ -1153,7 +1153,11 @@ mod tests {
         let span = (
             (any::<u8>(), time.clone(), attrs(7), 0usize..3),
             (words(), words(), -1i32..8, -1i32..4, words()),
-            (prop_oneof![Just(0u64), time], (0u32..3, any::<u32>()), (count.clone(), count.clone(), count)),
+            (
+                prop_oneof![Just(0u64), time],
+                (0u32..3, any::<u32>()),
+                (count.clone(), count.clone(), count),
+            ),
         )
             .prop_map(
                 |(
@@ -1191,16 +1195,18 @@ mod tests {
             attrs(3),
             (any::<bool>(), words(), words(), words(), 0u32..2),
         )
-            .prop_map(|(spans, a, (present, name, version, url, dropped))| ScopeSpans {
-                scope: present.then(|| InstrumentationScope {
-                    name: name.into(),
-                    version: version.into(),
-                    attributes: a,
-                    dropped_attributes_count: dropped,
-                }),
-                spans,
-                schema_url: url.into(),
-            });
+            .prop_map(
+                |(spans, a, (present, name, version, url, dropped))| ScopeSpans {
+                    scope: present.then(|| InstrumentationScope {
+                        name: name.into(),
+                        version: version.into(),
+                        attributes: a,
+                        dropped_attributes_count: dropped,
+                    }),
+                    spans,
+                    schema_url: url.into(),
+                },
+            );
         let group = (
             proptest::collection::vec(scope, 1..3),
             attrs(4),
@@ -1226,8 +1232,12 @@ mod tests {
                     schema_url: url.into(),
                 }
             });
-        let block = (proptest::collection::vec(group, 1..3), any::<bool>(), -2i64..3).prop_map(
-            |(groups, decoded, ingest)| {
+        let block = (
+            proptest::collection::vec(group, 1..3),
+            any::<bool>(),
+            -2i64..3,
+        )
+            .prop_map(|(groups, decoded, ingest)| {
                 let block = if decoded {
                     let body = prost::Message::encode_to_vec(&ExportTraceServiceRequest {
                         resource_spans: groups,
@@ -1240,8 +1250,7 @@ mod tests {
                     ingest,
                     block: Arc::new(block),
                 }
-            },
-        );
+            });
         proptest::collection::vec(block, 1..4)
     }
 
@@ -1319,6 +1328,22 @@ mod tests {
             use parquet::column::page::Page;
             let reader = SerializedFileReader::new(sealed.bytes.clone()).expect("file");
             let rg = reader.get_row_group(0).expect("row group");
+            // The times: differences, bit-packed.
+            let start = (0..rg.num_columns())
+                .find(|&c| rg.metadata().column(c).column_path().string() == "start_time_unix_nano")
+                .expect("column");
+            assert!(
+                rg.get_column_page_reader(start)
+                    .expect("pages")
+                    .all(|p| matches!(
+                        p.expect("page"),
+                        Page::DataPage {
+                            encoding: Encoding::DELTA_BINARY_PACKED,
+                            ..
+                        }
+                    )),
+                "start times"
+            );
             // A string leaf inside a map, and an integer column.
             for column in ["attributes.key_value.value", "duration_ns"] {
                 let c = (0..rg.num_columns())
