@@ -28,7 +28,7 @@ use super::maps::{
 };
 
 fn hasher() -> foldhash::fast::FixedState {
-    foldhash::fast::FixedState::with_seed(0x1_64_5eed)
+    foldhash::fast::FixedState::with_seed(0x0164_5eed)
 }
 
 /// Definition levels of a page of an optional top-level column: 1 a value, 0 a null.
