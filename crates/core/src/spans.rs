@@ -1670,18 +1670,6 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
 /// Size of a length-delimited field of `n` bytes with a one-byte key (every field number here
 /// is below 16).
 fn len_field(n: usize) -> usize {
@@ -1692,25 +1680,101 @@ fn varint_field(v: u64) -> usize {
     if v == 0 { 0 } else { 1 + varint_len(v) }
 }
 
-impl SpanBlock {
-    fn put_bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-        if !b.is_empty() {
-            put_key(out, field, LEN);
-            put_varint(out, b.len() as u64);
-            out.extend_from_slice(b);
-        }
+/// A protobuf encoding written into room sized for it beforehand ([`SpanBlock::encode`]): a
+/// cursor over a slice, where pushing to a `Vec` checks its capacity and updates its length at
+/// every byte.
+struct Put<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Put<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
     }
 
-    fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline(always)]
+    fn key(&mut self, field: u32, wire: u8) {
+        self.varint((u64::from(field) << 3) | u64::from(wire));
+    }
+
+    /// `s`'s bytes. Up to 16 are copied as one 16-byte move from `from` (which holds `s` at
+    /// `at`, and more after it) where both have the room: most keys and values are short, and
+    /// a `memcpy` call costs more than the copy. The bytes past `s` are overwritten by what
+    /// follows (the room is exactly the encoding's length).
+    #[inline(always)]
+    fn copy(&mut self, from: &[u8], at: usize, len: usize) {
+        let end = self.pos + len;
+        if len <= 16
+            && let (Some(dst), Some(src)) = (
+                self.buf.get_mut(self.pos..self.pos + 16),
+                from.get(at..at + 16),
+            )
+        {
+            dst.copy_from_slice(src);
+        } else {
+            self.buf[self.pos..end].copy_from_slice(&from[at..at + len]);
+        }
+        self.pos = end;
+    }
+
+    #[inline(always)]
+    fn fixed64(&mut self, field: u32, v: u64) {
+        self.key(field, FIXED64);
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&v.to_le_bytes());
+        self.pos += 8;
+    }
+
+    #[inline(always)]
+    fn fixed32(&mut self, field: u32, v: u32) {
+        self.key(field, FIXED32);
+        self.buf[self.pos..self.pos + 4].copy_from_slice(&v.to_le_bytes());
+        self.pos += 4;
+    }
+
+    #[inline(always)]
+    fn uint(&mut self, field: u32, v: u64) {
         if v != 0 {
-            put_key(out, field, VARINT);
-            put_varint(out, v);
+            self.key(field, VARINT);
+            self.varint(v);
         }
     }
 
-    fn put_message(out: &mut Vec<u8>, field: u32, len: usize) {
-        put_key(out, field, LEN);
-        put_varint(out, len as u64);
+    #[inline(always)]
+    fn message(&mut self, field: u32, len: usize) {
+        self.key(field, LEN);
+        self.varint(len as u64);
+    }
+}
+
+impl SpanBlock {
+    /// A string field of the block's text (none when empty).
+    #[inline(always)]
+    fn put_str(&self, out: &mut Put<'_>, field: u32, s: Str) {
+        if s.len != 0 {
+            out.message(field, s.len as usize);
+            out.copy(self.text.as_bytes(), s.off as usize, s.len as usize);
+        }
+    }
+
+    /// A bytes field of the block's raw bytes (none when empty).
+    #[inline(always)]
+    fn put_raw(&self, out: &mut Put<'_>, field: u32, r: Raw) {
+        if r.len != 0 {
+            out.message(field, r.len as usize);
+            out.copy(&self.bytes, r.off as usize, r.len as usize);
+        }
     }
 
     fn value_len(&self, v: Value) -> usize {
@@ -1744,38 +1808,33 @@ impl SpanBlock {
         attr_lens[rows.range()].iter().map(|&n| len_field(n)).sum()
     }
 
-    fn put_attrs(&self, out: &mut Vec<u8>, field: u32, rows: Rows, attr_lens: &[usize]) {
+    fn put_attrs(&self, out: &mut Put<'_>, field: u32, rows: Rows, attr_lens: &[usize]) {
         for (a, &len) in self.attrs(rows).iter().zip(&attr_lens[rows.range()]) {
-            Self::put_message(out, field, len);
-            Self::put_bytes(out, 1, self.str(a.key()).as_bytes());
+            out.message(field, len);
+            self.put_str(out, 1, a.key());
             let value = a.value();
             if value != Value::Absent {
-                Self::put_message(out, 2, self.value_len(value));
+                out.message(2, self.value_len(value));
                 match value {
                     Value::Absent | Value::Empty => {}
                     Value::Str(s) => {
-                        put_key(out, 1, LEN);
-                        put_varint(out, u64::from(s.len));
-                        out.extend_from_slice(self.str(s).as_bytes());
+                        out.message(1, s.len as usize);
+                        out.copy(self.text.as_bytes(), s.off as usize, s.len as usize);
                     }
                     Value::Bool(b) => {
-                        put_key(out, 2, VARINT);
-                        out.push(u8::from(b));
+                        out.key(2, VARINT);
+                        out.byte(u8::from(b));
                     }
                     Value::Int(i) => {
-                        put_key(out, 3, VARINT);
-                        put_varint(out, i as u64);
+                        out.key(3, VARINT);
+                        out.varint(i as u64);
                     }
-                    Value::Double(d) => {
-                        put_key(out, 4, FIXED64);
-                        out.extend_from_slice(&d.to_bits().to_le_bytes());
-                    }
+                    Value::Double(d) => out.fixed64(4, d.to_bits()),
                     Value::Bytes(b) => {
-                        put_key(out, 7, LEN);
-                        put_varint(out, u64::from(b.len));
-                        out.extend_from_slice(self.raw(b));
+                        out.message(7, b.len as usize);
+                        out.copy(&self.bytes, b.off as usize, b.len as usize);
                     }
-                    Value::Nested(b) => out.extend_from_slice(self.raw(b)),
+                    Value::Nested(b) => out.copy(&self.bytes, b.off as usize, b.len as usize),
                 }
             }
         }
@@ -1859,56 +1918,51 @@ impl SpanBlock {
             + if sp.flags != 0 { 6 } else { 0 }
     }
 
-    fn put_span(&self, out: &mut Vec<u8>, sp: &Span, len: usize, attr_lens: &[usize]) {
-        Self::put_message(out, 2, len);
-        Self::put_bytes(out, 1, self.raw(sp.trace_id));
-        Self::put_bytes(out, 2, self.raw(sp.span_id));
-        Self::put_bytes(out, 3, self.str(sp.trace_state).as_bytes());
-        Self::put_bytes(out, 4, self.raw(sp.parent_span_id));
-        Self::put_bytes(out, 5, self.str(sp.name).as_bytes());
-        Self::put_uint(out, 6, sp.kind as i64 as u64);
+    fn put_span(&self, out: &mut Put<'_>, sp: &Span, len: usize, attr_lens: &[usize]) {
+        out.message(2, len);
+        self.put_raw(out, 1, sp.trace_id);
+        self.put_raw(out, 2, sp.span_id);
+        self.put_str(out, 3, sp.trace_state);
+        self.put_raw(out, 4, sp.parent_span_id);
+        self.put_str(out, 5, sp.name);
+        out.uint(6, sp.kind as i64 as u64);
         if sp.start_time_unix_nano != 0 {
-            put_key(out, 7, FIXED64);
-            out.extend_from_slice(&sp.start_time_unix_nano.to_le_bytes());
+            out.fixed64(7, sp.start_time_unix_nano);
         }
         if sp.end_time_unix_nano != 0 {
-            put_key(out, 8, FIXED64);
-            out.extend_from_slice(&sp.end_time_unix_nano.to_le_bytes());
+            out.fixed64(8, sp.end_time_unix_nano);
         }
         self.put_attrs(out, 9, sp.attrs, attr_lens);
-        Self::put_uint(out, 10, u64::from(sp.dropped_attributes_count));
+        out.uint(10, u64::from(sp.dropped_attributes_count));
         for e in &self.events[sp.events.range()] {
-            Self::put_message(out, 11, self.event_len(e, attr_lens));
+            out.message(11, self.event_len(e, attr_lens));
             if e.time_unix_nano != 0 {
-                put_key(out, 1, FIXED64);
-                out.extend_from_slice(&e.time_unix_nano.to_le_bytes());
+                out.fixed64(1, e.time_unix_nano);
             }
-            Self::put_bytes(out, 2, self.str(e.name).as_bytes());
+            self.put_str(out, 2, e.name);
             self.put_attrs(out, 3, e.attrs, attr_lens);
-            Self::put_uint(out, 4, u64::from(e.dropped_attributes_count));
+            out.uint(4, u64::from(e.dropped_attributes_count));
         }
-        Self::put_uint(out, 12, u64::from(sp.dropped_events_count));
+        out.uint(12, u64::from(sp.dropped_events_count));
         for l in &self.links[sp.links.range()] {
-            Self::put_message(out, 13, self.link_len(l, attr_lens));
-            Self::put_bytes(out, 1, self.raw(l.trace_id));
-            Self::put_bytes(out, 2, self.raw(l.span_id));
-            Self::put_bytes(out, 3, self.str(l.trace_state).as_bytes());
+            out.message(13, self.link_len(l, attr_lens));
+            self.put_raw(out, 1, l.trace_id);
+            self.put_raw(out, 2, l.span_id);
+            self.put_str(out, 3, l.trace_state);
             self.put_attrs(out, 4, l.attrs, attr_lens);
-            Self::put_uint(out, 5, u64::from(l.dropped_attributes_count));
+            out.uint(5, u64::from(l.dropped_attributes_count));
             if l.flags != 0 {
-                put_key(out, 6, FIXED32);
-                out.extend_from_slice(&l.flags.to_le_bytes());
+                out.fixed32(6, l.flags);
             }
         }
-        Self::put_uint(out, 14, u64::from(sp.dropped_links_count));
+        out.uint(14, u64::from(sp.dropped_links_count));
         if let Some(st) = sp.status {
-            Self::put_message(out, 15, self.status_len(&st));
-            Self::put_bytes(out, 2, self.str(st.message).as_bytes());
-            Self::put_uint(out, 3, st.code as i64 as u64);
+            out.message(15, self.status_len(&st));
+            self.put_str(out, 2, st.message);
+            out.uint(3, st.code as i64 as u64);
         }
         if sp.flags != 0 {
-            put_key(out, 16, FIXED32);
-            out.extend_from_slice(&sp.flags.to_le_bytes());
+            out.fixed32(16, sp.flags);
         }
     }
 
@@ -1967,21 +2021,26 @@ impl SpanBlock {
         // the collector's CPU at full load with durable acknowledgements).
         let (attr_lens, span_lens) = self.lengths();
         let attr_lens = attr_lens.as_slice();
-        out.reserve(self.encoded_len_with(&span_lens, attr_lens));
+        let start = out.len();
+        let total = self.encoded_len_with(&span_lens, attr_lens);
+        out.resize(start + total, 0);
+        let out = &mut Put {
+            buf: &mut out[start..],
+            pos: 0,
+        };
         for r in &self.resources {
-            Self::put_message(out, 1, self.resource_len(r, &span_lens, attr_lens));
+            out.message(1, self.resource_len(r, &span_lens, attr_lens));
             if r.present {
-                Self::put_message(
-                    out,
+                out.message(
                     1,
                     Self::attrs_len(attr_lens, r.attrs)
                         + varint_field(u64::from(r.dropped_attributes_count)),
                 );
                 self.put_attrs(out, 1, r.attrs, attr_lens);
-                Self::put_uint(out, 2, u64::from(r.dropped_attributes_count));
+                out.uint(2, u64::from(r.dropped_attributes_count));
             }
             for s in &self.scopes[r.scopes.range()] {
-                Self::put_message(out, 2, self.scope_len(s, &span_lens, attr_lens));
+                out.message(2, self.scope_len(s, &span_lens, attr_lens));
                 if s.present {
                     let inner = (if s.name.is_empty() {
                         0
@@ -1993,19 +2052,20 @@ impl SpanBlock {
                         len_field(s.version.len as usize)
                     }) + Self::attrs_len(attr_lens, s.attrs)
                         + varint_field(u64::from(s.dropped_attributes_count));
-                    Self::put_message(out, 1, inner);
-                    Self::put_bytes(out, 1, self.str(s.name).as_bytes());
-                    Self::put_bytes(out, 2, self.str(s.version).as_bytes());
+                    out.message(1, inner);
+                    self.put_str(out, 1, s.name);
+                    self.put_str(out, 2, s.version);
                     self.put_attrs(out, 3, s.attrs, attr_lens);
-                    Self::put_uint(out, 4, u64::from(s.dropped_attributes_count));
+                    out.uint(4, u64::from(s.dropped_attributes_count));
                 }
                 for i in s.spans.range() {
                     self.put_span(out, &self.spans[i], span_lens[i], attr_lens);
                 }
-                Self::put_bytes(out, 3, self.str(s.schema_url).as_bytes());
+                self.put_str(out, 3, s.schema_url);
             }
-            Self::put_bytes(out, 3, self.str(r.schema_url).as_bytes());
+            self.put_str(out, 3, r.schema_url);
         }
+        debug_assert_eq!(out.pos, total, "the encoding's length as computed");
     }
 
     /// The protobuf encoding's length.

@@ -101,24 +101,24 @@ impl<T: super::maps::Bound> Column<T> {
         }
     }
 
-    /// Compress and keep a page of `page.rows` rows (`buf`: its levels and values), whose
-    /// values range over `range`.
+    /// Compress and keep a page of `rows` rows, `nulls` of them null (`buf`: its levels and
+    /// values), whose values range over `range`.
     fn page(
         &mut self,
         buf: Vec<u8>,
-        page: &OpenPage,
+        (rows, nulls): (usize, usize),
         range: Option<(T, T)>,
         encoding: Encoding,
     ) -> Result<(), ParquetError> {
         if let Some(stats) = &mut self.stats {
-            stats.page(range, page.nulls);
+            stats.page(range, nulls);
         }
         let uncompressed = buf.len();
         self.pages.push(DataPage {
             buf: Bytes::from(compress(self.codec, buf)?),
             uncompressed,
-            levels: page.rows as u32,
-            rows: page.rows as u32,
+            levels: rows as u32,
+            rows: rows as u32,
             encoding,
         });
         Ok(())
@@ -177,14 +177,17 @@ impl IntDict {
 }
 
 /// A top-level INT64 column (integers and timestamps) the seal encodes itself.
+///
+/// A row only appends its value: dictionary indices and the page's range are found when the
+/// page is written, a tight loop over its values, and a page is checked for its size every
+/// `page_rows` rows.
 pub(crate) struct IntColumn {
     column: Column<i64>,
     open: OpenPage,
-    /// The open page's values (nulls left out) and, while the dictionary is open, their
-    /// indices.
+    /// The open page's values (nulls left out).
     values: Vec<i64>,
+    /// Scratch: their dictionary indices, as the page is written.
     ids: Vec<u32>,
-    range: Option<(i64, i64)>,
     dict: IntDict,
     /// Whether pages index the dictionary (it is enabled and has not outgrown `dict_limit`).
     dictionary: bool,
@@ -194,20 +197,24 @@ pub(crate) struct IntColumn {
     /// Whether pages without the dictionary are DELTA_BINARY_PACKED rather than PLAIN (the
     /// times).
     delta: bool,
+    /// Rows a page takes: the properties' row limit, or fewer where 9 bytes a row (the most a
+    /// value and its level take) would pass their byte limit.
+    page_rows: usize,
 }
 
 impl IntColumn {
     pub(crate) fn new(descr: ColumnDescPtr, props: &WriterProperties) -> IntColumn {
         let path = descr.path();
+        let open = OpenPage::new(&descr, props);
         IntColumn {
             dictionary: props.dictionary_enabled(path),
             delta: props.encoding(path) == Some(Encoding::DELTA_BINARY_PACKED),
             dict_limit: props.column_dictionary_page_size_limit(path),
-            open: OpenPage::new(&descr, props),
+            page_rows: open.row_limit.min(open.byte_limit.div_ceil(9)).max(1),
+            open,
             column: Column::new(descr, props),
             values: Vec::new(),
             ids: Vec::new(),
-            range: None,
             dict: IntDict::default(),
             indexed: false,
         }
@@ -215,11 +222,8 @@ impl IntColumn {
 
     /// Make room for a page of a row group of `rows` rows at once.
     pub(crate) fn reserve(&mut self, rows: usize) {
-        let page = rows.min(self.open.row_limit);
+        let page = rows.min(self.page_rows);
         self.values.reserve(page);
-        if self.dictionary {
-            self.ids.reserve(page);
-        }
         if self.column.nullable {
             self.open.present.reserve(page);
         }
@@ -228,66 +232,77 @@ impl IntColumn {
     /// Append a row: `v`, or a null.
     #[inline]
     pub(crate) fn push(&mut self, v: Option<i64>) -> Result<(), ParquetError> {
-        let open = &mut self.open;
-        open.rows += 1;
-        if self.column.nullable {
-            open.present.push(v.is_some());
-        }
         match v {
-            Some(v) => {
-                self.values.push(v);
-                self.range = Some(self.range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
-                if self.dictionary {
-                    self.ids.push(self.dict.id(v));
-                }
-            }
+            Some(v) => self.values.push(v),
             None => {
                 debug_assert!(self.column.nullable, "a null in a required column");
-                open.nulls += 1;
+                self.open.nulls += 1;
             }
         }
-        self.column.rows += 1;
-        let over = self.dictionary && self.dict.values.len() * 8 > self.dict_limit;
-        if open.rows >= open.row_limit || over || self.page_full() {
+        if self.column.nullable {
+            self.open.present.push(v.is_some());
+        }
+        self.open.rows += 1;
+        if self.open.rows >= self.page_rows {
             self.flush_page()?;
         }
         Ok(())
     }
 
-    /// Whether the open page holds about the page byte limit.
-    #[inline]
-    fn page_full(&self) -> bool {
-        let n = self.values.len();
-        let levels = self.open.present.len() / 8;
-        if n * 8 + levels < self.open.byte_limit {
-            return false;
-        }
-        let values = if self.dictionary {
-            n * width_of(self.dict.values.len() as u64) as usize / 8
-        } else {
-            n * 8
-        };
-        values + levels >= self.open.byte_limit
-    }
-
+    /// Write the open rows as a page; with a dictionary that outgrows its limit on the way,
+    /// only the rows up to there (the rest open the next page, PLAIN).
     fn flush_page(&mut self) -> Result<(), ParquetError> {
         if self.open.rows == 0 {
             return Ok(());
         }
-        let mut out = Vec::with_capacity(self.values.len() * 8 + self.open.rows / 8 + 16);
-        if self.column.nullable {
-            out = def_levels(out, &self.open.present, self.open.nulls);
+        let nullable = self.column.nullable;
+        let (mut rows, mut n) = (self.open.rows, self.values.len());
+        let dictionary = self.dictionary;
+        if dictionary {
+            self.ids.clear();
+            for (k, &v) in self.values.iter().enumerate() {
+                self.ids.push(self.dict.id(v));
+                if self.dict.values.len() * 8 > self.dict_limit {
+                    // Past its limit the dictionary closes: later pages are PLAIN.
+                    self.dictionary = false;
+                    n = k + 1;
+                    rows = if nullable {
+                        let mut present = 0;
+                        1 + self
+                            .open
+                            .present
+                            .iter()
+                            .position(|&p| {
+                                present += usize::from(p);
+                                present == n
+                            })
+                            .unwrap_or(self.open.rows - 1)
+                    } else {
+                        n
+                    };
+                    break;
+                }
+            }
         }
-        let encoding = if self.dictionary {
+        let values = &self.values[..n];
+        let range = values.iter().fold(None, |r: Option<(i64, i64)>, &v| {
+            Some(r.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+        });
+        let nulls = rows - n;
+        let mut out = Vec::with_capacity(n * 8 + rows / 8 + 16);
+        if nullable {
+            out = def_levels(out, &self.open.present[..rows], nulls);
+        }
+        let encoding = if dictionary {
+            let ids = &self.ids[..n];
             let width = width_of(self.dict.values.len().saturating_sub(1) as u64);
             out.push(width as u8);
-            if let Some(&first) = self.ids.first() {
-                let n = self.ids.len();
-                if self.ids.iter().all(|&i| i == first) {
+            if let Some(&first) = ids.first() {
+                if ids.iter().all(|&i| i == first) {
                     rle_run(&mut out, width, first, n);
                 } else {
                     let mut p = Packer::new(&mut out, width, n);
-                    for &i in &self.ids {
+                    for &i in ids {
                         p.push(i);
                     }
                     p.finish();
@@ -296,28 +311,32 @@ impl IntColumn {
             self.indexed = true;
             Encoding::RLE_DICTIONARY
         } else if self.delta {
-            delta_binary_packed(&mut out, &self.values);
+            delta_binary_packed(&mut out, values);
             Encoding::DELTA_BINARY_PACKED
         } else {
-            for v in &self.values {
+            for v in values {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             Encoding::PLAIN
         };
-        self.column
-            .page(out, &self.open, self.range.take(), encoding)?;
-        self.open.clear();
-        self.values.clear();
-        self.ids.clear();
-        if self.dictionary && self.dict.values.len() * 8 > self.dict_limit {
-            // Past its limit the dictionary closes: later pages are PLAIN.
-            self.dictionary = false;
+        self.column.page(out, (rows, nulls), range, encoding)?;
+        self.column.rows += rows as u64;
+        if rows == self.open.rows {
+            self.open.clear();
+            self.values.clear();
+        } else {
+            self.open.rows -= rows;
+            self.open.nulls -= nulls;
+            if nullable {
+                self.open.present.drain(..rows);
+            }
+            self.values.drain(..n);
         }
         Ok(())
     }
 
     pub(crate) fn rows(&self) -> u64 {
-        self.column.rows
+        self.column.rows + self.open.rows as u64
     }
 
     /// Write the column's chunk to the row group `out`.
@@ -326,7 +345,10 @@ impl IntColumn {
         out: &mut SerializedRowGroupWriter<'_, W>,
         props: &WriterProperties,
     ) -> Result<(), ParquetError> {
-        self.flush_page()?;
+        // A page cut short where the dictionary closed leaves rows for another.
+        while self.open.rows > 0 {
+            self.flush_page()?;
+        }
         let dictionary = self
             .indexed
             .then(|| (self.dict.plain(), self.dict.values.len() as u32));
@@ -500,7 +522,12 @@ impl IdColumn {
             out = def_levels(out, &self.open.present, self.open.nulls);
         }
         out.extend_from_slice(&self.plain);
-        self.column.page(out, &self.open, range, Encoding::PLAIN)?;
+        self.column.page(
+            out,
+            (self.open.rows, self.open.nulls),
+            range,
+            Encoding::PLAIN,
+        )?;
         self.open.clear();
         self.plain.clear();
         Ok(())
