@@ -25,6 +25,15 @@ fn hex_in<'a>(bytes: &[u8], buf: &'a mut [u8; 64]) -> &'a str {
     std::str::from_utf8(&buf[..bytes.len() * 2]).unwrap_or_default()
 }
 
+/// Lowercase hex of an id of at most 16 bytes (an OTLP id) in `buf`, as bytes.
+pub fn short_hex<'a>(bytes: &[u8], buf: &'a mut [u8; 32]) -> &'a [u8] {
+    let bytes = &bytes[..bytes.len().min(16)];
+    for (pair, &b) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[b as usize]);
+    }
+    &buf[..bytes.len() * 2]
+}
+
 /// Lowercase hex of `bytes`, appended to `out`.
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
     out.reserve(bytes.len() * 2);

@@ -20,7 +20,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::types::ColumnDescPtr;
-use spanlake_core::ids::{id_in, push_hex};
+use spanlake_core::ids::{TEXT_ID, id_in, push_hex, short_hex};
 use std::hash::BuildHasher;
 
 use super::maps::{
@@ -421,11 +421,35 @@ pub(crate) struct IdColumn {
     /// Where the open page's least and greatest values are in `plain`: start and length.
     lo: (usize, usize),
     hi: (usize, usize),
+    /// While every id of the open page is binary: the least and greatest as keys
+    /// ([`binary_key`]), compared instead of their text.
+    keys: Option<(IdKey, IdKey)>,
     /// The bloom filter and the false-positive rate it is folded down to, and the id last
-    /// entered in it.
+    /// entered in it (its key, or else its text).
     bloom: Option<(Sbbf, f64)>,
-    last: Vec<u8>,
+    last: LastId,
     text: String,
+}
+
+/// The id last entered in a bloom filter: rows sorted by it repeat it, and enter it once.
+enum LastId {
+    None,
+    Key(IdKey),
+    Text(Vec<u8>),
+}
+
+/// A binary id of up to 16 bytes as a key ordered as its hex text is: its bytes big-endian,
+/// zero-padded on the right, then its length.
+type IdKey = (u128, usize);
+
+/// The key of the binary id `raw` (`None`: longer than an OTLP id, or an id given as text).
+fn binary_key(raw: &[u8]) -> Option<IdKey> {
+    if raw.len() > 16 || raw.starts_with(TEXT_ID) {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    b[..raw.len()].copy_from_slice(raw);
+    Some((u128::from_be_bytes(b), raw.len()))
 }
 
 impl IdColumn {
@@ -443,8 +467,9 @@ impl IdColumn {
             plain: Vec::new(),
             lo: (0, 0),
             hi: (0, 0),
+            keys: None,
             bloom,
-            last: Vec::new(),
+            last: LastId::None,
             text: String::new(),
         })
     }
@@ -472,15 +497,19 @@ impl IdColumn {
             if self.column.nullable {
                 open.present.push(true);
             }
-            let mut buf = [0u8; 64];
-            let text = match id_in(raw, &mut buf) {
-                Some(t) => t.as_bytes(),
-                None => {
-                    // Longer than an OTLP id, and not given as text.
-                    self.text.clear();
-                    push_hex(&mut self.text, raw);
-                    self.text.as_bytes()
-                }
+            let key = binary_key(raw);
+            let (mut hex, mut buf) = ([0u8; 32], [0u8; 64]);
+            let text = match key {
+                Some(_) => short_hex(raw, &mut hex),
+                None => match id_in(raw, &mut buf) {
+                    Some(t) => t.as_bytes(),
+                    None => {
+                        // Longer than an OTLP id, and not given as text.
+                        self.text.clear();
+                        push_hex(&mut self.text, raw);
+                        self.text.as_bytes()
+                    }
+                },
             };
             let first = self.plain.is_empty();
             self.plain
@@ -488,19 +517,40 @@ impl IdColumn {
             let at = (self.plain.len(), text.len());
             self.plain.extend_from_slice(text);
             let slice = |(start, len): (usize, usize)| &self.plain[start..start + len];
-            if first {
-                (self.lo, self.hi) = (at, at);
-            } else if text > slice(self.hi) {
-                self.hi = at;
-            } else if text < slice(self.lo) {
-                self.lo = at;
+            match (first, key, &mut self.keys) {
+                (true, _, _) => {
+                    (self.lo, self.hi) = (at, at);
+                    self.keys = key.map(|k| (k, k));
+                }
+                (false, Some(k), Some((lo, hi))) => {
+                    if k > *hi {
+                        (self.hi, *hi) = (at, k);
+                    } else if k < *lo {
+                        (self.lo, *lo) = (at, k);
+                    }
+                }
+                _ => {
+                    self.keys = None;
+                    if text > slice(self.hi) {
+                        self.hi = at;
+                    } else if text < slice(self.lo) {
+                        self.lo = at;
+                    }
+                }
             }
-            if let Some((bloom, _)) = &mut self.bloom
-                && self.last != text
-            {
-                bloom.insert(text);
-                self.last.clear();
-                self.last.extend_from_slice(text);
+            if let Some((bloom, _)) = &mut self.bloom {
+                let repeated = match (key, &self.last) {
+                    (Some(k), LastId::Key(last)) => k == *last,
+                    (None, LastId::Text(last)) => last == text,
+                    _ => false,
+                };
+                if !repeated {
+                    bloom.insert(text);
+                    self.last = match key {
+                        Some(k) => LastId::Key(k),
+                        None => LastId::Text(text.to_vec()),
+                    };
+                }
             }
         }
         if open.rows >= open.row_limit || self.plain.len() + open.rows / 8 >= open.byte_limit {
