@@ -24,7 +24,8 @@ use spanlake_core::ids::{TEXT_ID, id_in, push_hex, short_hex};
 use std::hash::BuildHasher;
 
 use super::maps::{
-    Chunk, DataPage, Packer, Stats, compress, rle_run, varint, width_of, with_length, write_chunk,
+    Chunk, DataPage, Packer, Stats, compress, rle_run, varint, width_of, with_length, with_page,
+    write_chunk,
 };
 
 fn hasher() -> foldhash::fast::FixedState {
@@ -32,7 +33,7 @@ fn hasher() -> foldhash::fast::FixedState {
 }
 
 /// Definition levels of a page of an optional top-level column: 1 a value, 0 a null.
-fn def_levels(out: Vec<u8>, present: &[bool], nulls: usize) -> Vec<u8> {
+fn def_levels(out: &mut Vec<u8>, present: &[bool], nulls: usize) {
     let rows = present.len();
     with_length(out, |out| {
         if nulls == 0 {
@@ -105,7 +106,7 @@ impl<T: super::maps::Bound> Column<T> {
     /// values), whose values range over `range`.
     fn page(
         &mut self,
-        buf: Vec<u8>,
+        buf: &[u8],
         (rows, nulls): (usize, usize),
         range: Option<(T, T)>,
         encoding: Encoding,
@@ -289,37 +290,42 @@ impl IntColumn {
             Some(r.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
         });
         let nulls = rows - n;
-        let mut out = Vec::with_capacity(n * 8 + rows / 8 + 16);
-        if nullable {
-            out = def_levels(out, &self.open.present[..rows], nulls);
-        }
-        let encoding = if dictionary {
-            let ids = &self.ids[..n];
-            let width = width_of(self.dict.values.len().saturating_sub(1) as u64);
-            out.push(width as u8);
-            if let Some(&first) = ids.first() {
-                if ids.iter().all(|&i| i == first) {
-                    rle_run(&mut out, width, first, n);
-                } else {
-                    let mut p = Packer::new(&mut out, width, n);
-                    for &i in ids {
-                        p.push(i);
+        let (ids, dict_len) = (&self.ids, self.dict.values.len());
+        let (present, delta) = (&self.open.present, self.delta);
+        let column = &mut self.column;
+        with_page(|out| {
+            out.reserve(n * 8 + rows / 8 + 16);
+            if nullable {
+                def_levels(out, &present[..rows], nulls);
+            }
+            let encoding = if dictionary {
+                let ids = &ids[..n];
+                let width = width_of(dict_len.saturating_sub(1) as u64);
+                out.push(width as u8);
+                if let Some(&first) = ids.first() {
+                    if ids.iter().all(|&i| i == first) {
+                        rle_run(out, width, first, n);
+                    } else {
+                        let mut p = Packer::new(out, width, n);
+                        for &i in ids {
+                            p.push(i);
+                        }
+                        p.finish();
                     }
-                    p.finish();
                 }
-            }
-            self.indexed = true;
-            Encoding::RLE_DICTIONARY
-        } else if self.delta {
-            delta_binary_packed(&mut out, values);
-            Encoding::DELTA_BINARY_PACKED
-        } else {
-            for v in values {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Encoding::PLAIN
-        };
-        self.column.page(out, (rows, nulls), range, encoding)?;
+                Encoding::RLE_DICTIONARY
+            } else if delta {
+                delta_binary_packed(out, values);
+                Encoding::DELTA_BINARY_PACKED
+            } else {
+                for v in values {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                Encoding::PLAIN
+            };
+            column.page(out, (rows, nulls), range, encoding)
+        })?;
+        self.indexed |= dictionary;
         self.column.rows += rows as u64;
         if rows == self.open.rows {
             self.open.clear();
@@ -567,17 +573,15 @@ impl IdColumn {
             let slice = |(start, len): (usize, usize)| self.plain[start..start + len].to_vec();
             (slice(self.lo), slice(self.hi))
         });
-        let mut out = Vec::with_capacity(self.plain.len() + self.open.rows / 8 + 16);
-        if self.column.nullable {
-            out = def_levels(out, &self.open.present, self.open.nulls);
-        }
-        out.extend_from_slice(&self.plain);
-        self.column.page(
-            out,
-            (self.open.rows, self.open.nulls),
-            range,
-            Encoding::PLAIN,
-        )?;
+        let (plain, open, column) = (&self.plain, &self.open, &mut self.column);
+        with_page(|out| {
+            out.reserve(plain.len() + open.rows / 8 + 16);
+            if column.nullable {
+                def_levels(out, &open.present, open.nulls);
+            }
+            out.extend_from_slice(plain);
+            column.page(out, (open.rows, open.nulls), range, Encoding::PLAIN)
+        })?;
         self.open.clear();
         self.plain.clear();
         Ok(())

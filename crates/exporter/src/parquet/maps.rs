@@ -214,15 +214,17 @@ impl LeafWriter {
     /// (`counts`: the entries of each row of a map; `None` for a top-level column, a value
     /// a row.)
     fn page(&mut self, counts: Option<&[u32]>, ids: &[u32]) -> Result<(), ParquetError> {
-        let (buf, levels) = encode_page(counts, ids, self);
+        let (buf, uncompressed, levels) = with_page(|out| {
+            let levels = encode_page(counts, ids, self, out);
+            Ok::<_, ParquetError>((compress(self.codec, out)?, out.len(), levels))
+        })?;
         let rows = counts.map_or(ids.len(), |c| c.len());
         if let Some(mut stats) = self.stats.take() {
             stats.page(self, ids, rows);
             self.stats = Some(stats);
         }
-        let uncompressed = buf.len();
         self.pages.push(DataPage {
-            buf: Bytes::from(compress(self.codec, buf)?),
+            buf: Bytes::from(buf),
             uncompressed,
             levels: levels as u32,
             rows: rows as u32,
@@ -1031,15 +1033,32 @@ thread_local! {
     /// level 1 and the rest at its level: one compressor switched between levels clears its
     /// tables at every switch.
     static ZSTD: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    /// Room for the largest page encoded, and the largest compressed, yet: a page is encoded
+    /// into the one and compressed into the other, then copied out at its compressed size.
+    /// Pages of ids take ~300 KiB before compression; allocated and freed for each page,
+    /// buffers of that size pass glibc's threshold for mapping memory of its own, which then
+    /// rises to them, and the writer thread's heap grows in pieces it keeps (peak RSS at full
+    /// rate ~15 MiB higher for the same memory in use).
+    static PAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` given this thread's page room, empty.
+pub(super) fn with_page<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    PAGE.with(|p| {
+        let mut p = p.borrow_mut();
+        p.clear();
+        f(&mut p)
+    })
 }
 
 /// Levels a thread keeps a compressor for at most (the lake uses two).
 const ZSTD_LEVELS: usize = 4;
 
 /// `page` compressed as `codec` says.
-pub(super) fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, ParquetError> {
+pub(super) fn compress(codec: Compression, page: &[u8]) -> Result<Vec<u8>, ParquetError> {
     let level = match codec {
-        Compression::UNCOMPRESSED => return Ok(page),
+        Compression::UNCOMPRESSED => return Ok(page.to_vec()),
         Compression::ZSTD(level) => level.compression_level(),
         other => {
             return Err(ParquetError::General(format!(
@@ -1060,9 +1079,13 @@ pub(super) fn compress(codec: Compression, page: Vec<u8>) -> Result<Vec<u8>, Par
             }
         };
         let (_, c) = &mut z[at];
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(page.len()));
-        c.compress_to_buffer(&page, &mut out)?;
-        Ok(out)
+        COMPRESSED.with(|out| {
+            let mut out = out.borrow_mut();
+            out.clear();
+            out.reserve(zstd::zstd_safe::compress_bound(page.len()));
+            c.compress_to_buffer(page, &mut *out)?;
+            Ok(out.to_vec())
+        })
     })
     .map_err(|e: std::io::Error| ParquetError::External(Box::new(e)))
 }
@@ -1138,7 +1161,7 @@ pub(super) fn write_chunk<W: std::io::Write + Send>(
     if let Some((plain, num_values)) = chunk.dictionary {
         let size = plain.len();
         let page = Page::DictionaryPage {
-            buf: Bytes::from(compress(chunk.codec, plain)?),
+            buf: Bytes::from(compress(chunk.codec, &plain)?),
             num_values,
             encoding: Encoding::PLAIN,
             is_sorted: false,
@@ -1214,20 +1237,19 @@ pub(super) fn write_chunk<W: std::io::Write + Send>(
 
 /// `out` with a section of levels written by `fill`, after its length (4 bytes, little
 /// endian), as a v1 data page holds them.
-pub(super) fn with_length(mut out: Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+pub(super) fn with_length(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    fill(&mut out);
+    fill(out);
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out
 }
 
 /// One data page (v1, uncompressed): repetition levels (maps), definition levels (maps and
 /// optional columns), then the values. `counts` holds the entries of each row of a map, whose
-/// entries are `ids`; a top-level column (`None`) has one value or null per row. Returns the
-/// page and its number of levels.
-fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter) -> (Vec<u8>, usize) {
+/// entries are `ids`; a top-level column (`None`) has one value or null per row. The page goes
+/// into `out`; returns its number of levels.
+fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter, out: &mut Vec<u8>) -> usize {
     let dictionary = !leaf.closed;
     let width = width_of(leaf.dict.len().saturating_sub(1) as u64);
     let max_def = leaf.descr.max_def_level() as u32;
@@ -1240,10 +1262,10 @@ fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter) -> (Vec<u
     } else {
         0
     };
-    let mut out = Vec::with_capacity(levels / 2 + ids.len() * (width as usize).div_ceil(8) + 32);
+    out.reserve(levels / 2 + ids.len() * (width as usize).div_ceil(8) + 32);
     if counts.is_some() {
         // Repetition: 0 starts a row, 1 continues its map.
-        out = with_length(out, |out| {
+        with_length(out, |out| {
             if rows.iter().all(|&n| n <= 1) {
                 rle_run(out, 1, 0, levels);
                 return;
@@ -1260,7 +1282,7 @@ fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter) -> (Vec<u
     }
     if max_def > 0 {
         // Definition: a value present is the greatest level, a null one less; 0 an empty map.
-        out = with_length(out, |out| {
+        with_length(out, |out| {
             if empty_rows == 0 && nulls == 0 {
                 rle_run(out, def_width, max_def, levels);
             } else if counts.is_some() && empty_rows == rows.len() {
@@ -1296,10 +1318,10 @@ fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter) -> (Vec<u
         if width == 0 {
             // One entry: every index is 0, as one run (as parquet writes it).
             if n > 0 {
-                rle_run(&mut out, 0, 0, n);
+                rle_run(out, 0, 0, n);
             }
         } else if n > 0 {
-            let mut p = Packer::new(&mut out, width, n);
+            let mut p = Packer::new(out, width, n);
             for i in present {
                 p.push(i);
             }
@@ -1312,7 +1334,7 @@ fn encode_page(counts: Option<&[u32]>, ids: &[u32], leaf: &LeafWriter) -> (Vec<u
             out.extend_from_slice(s);
         }
     }
-    (out, levels)
+    levels
 }
 
 #[cfg(test)]
