@@ -363,10 +363,17 @@ impl Redactor {
         memo: &mut KeyMemo,
     ) -> Option<Rows> {
         let mut dropped: Vec<usize> = Vec::new();
-        for j in rows.range() {
+        for (place, j) in rows.range().enumerate() {
             let a = b.attrs[j];
+            // Most attributes: a key judged clean and a value found clean at this place of
+            // the previous span, both the very strings (a block stores a repeat once).
+            if let BlockValue::Str(v) = a.value()
+                && memo.clean_pair(place, a.key(), v)
+            {
+                continue;
+            }
             let key = b.str(a.key());
-            let verdict = memo.verdict(j - rows.start as usize, a.key(), || {
+            let verdict = memo.verdict(place, a.key(), || {
                 if !self.allow_all_keys && !self.allowed_keys.contains(key) {
                     KeyVerdict::NotAllowed
                 } else if self.key_blocked(key) {
@@ -395,7 +402,6 @@ impl Redactor {
                 tally.masked += 1;
                 continue;
             }
-            let place = j - rows.start as usize;
             let replaced = match a.value() {
                 BlockValue::Str(v) if memo.clean(place, v) => None,
                 BlockValue::Str(v) => {
@@ -711,6 +717,19 @@ impl KeyMemo {
             };
         }
         verdict
+    }
+
+    /// Whether `key` at `place` is the very key last judged there, clean, and `value` the very
+    /// string last found clean under it.
+    #[inline]
+    fn clean_pair(&self, place: usize, key: Str, value: Str) -> bool {
+        self.by_place.get(place).is_some_and(|r| {
+            r.key == key
+                && r.verdict == KeyVerdict::Clean
+                && r.clean == value
+                && !key.is_empty()
+                && !value.is_empty()
+        })
     }
 
     /// Whether `value` at `place` is the very string last found clean there.
