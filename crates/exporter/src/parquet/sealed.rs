@@ -1295,7 +1295,6 @@ mod tests {
                         Vec::new()
                     },
                     attributes,
-                    ..Default::default()
                 },
             );
         let scope = (
