@@ -362,6 +362,50 @@ impl IntColumn {
     }
 }
 
+/// The chunk of a leaf of a list column (`events`, `links`) when no row of the row group has
+/// an element: every row an empty list, one repetition and one definition level of 0 each, no
+/// values, in pages of the properties' row limit. (No statistics: the lake keeps none inside
+/// lists.)
+pub(crate) fn empty_lists(
+    descr: ColumnDescPtr,
+    rows: usize,
+    props: &WriterProperties,
+) -> Result<Chunk, ParquetError> {
+    let codec = props.compression(descr.path());
+    let row_limit = props.data_page_row_count_limit().max(1);
+    let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
+    let mut pages = Vec::new();
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(row_limit);
+        let (buf, uncompressed) = with_page(|out| {
+            for max in [max_rep, max_def] {
+                if max > 0 {
+                    with_length(out, |out| rle_run(out, width_of(max as u64), 0, n));
+                }
+            }
+            Ok::<_, ParquetError>((compress(codec, out)?, out.len()))
+        })?;
+        pages.push(DataPage {
+            buf: Bytes::from(buf),
+            uncompressed,
+            levels: n as u32,
+            rows: n as u32,
+            encoding: Encoding::PLAIN,
+        });
+        left -= n;
+    }
+    Ok(Chunk {
+        descr,
+        codec,
+        dictionary: None,
+        pages,
+        stats: None,
+        bloom: None,
+        rows: rows as u64,
+    })
+}
+
 /// Values per block and per miniblock of [`delta_binary_packed`] (parquet's own, for INT64).
 const DELTA_BLOCK: usize = 256;
 const DELTA_MINIBLOCK: usize = 64;

@@ -32,6 +32,8 @@ use spanlake_core::SpanBlock;
 use spanlake_core::ids::push_id;
 
 use super::convert::{SpanRows, clamp_nanos};
+use super::flat::empty_lists;
+use super::maps::write_chunk;
 use super::own::{OwnColumns, leaves_of};
 use super::schema::Table;
 
@@ -184,7 +186,16 @@ impl Sealed {
         }
         let leaves_of = leaves_of(&parquet_schema, schema.fields().len());
         let nested = [schema.index_of("events")?, schema.index_of("links")?];
-        let mut writers = nested_writers(&schema, nested, &props)?;
+        // Most services send neither events nor links: then their leaves are runs of empty
+        // lists, written here, and parquet's writers are not needed at all.
+        let lists = held
+            .iter()
+            .any(|h| !h.block.events.is_empty() || !h.block.links.is_empty());
+        let mut writers = if lists {
+            nested_writers(&schema, nested, &props)?
+        } else {
+            Vec::new()
+        };
         let mut own = OwnColumns::new(held, order.len(), &schema, &parquet_schema, &props)?;
         let mut rows = SpanRows::new();
         // What a span of each block takes, on average, as it arrived and as rows.
@@ -196,8 +207,13 @@ impl Sealed {
             for &(hi, i) in chunk {
                 let (hi, i) = (hi as usize, i as usize);
                 own.push_span(held, hi, i)?;
-                let b = &held[hi].block;
-                rows.append_nested(b, &b.spans[i])?;
+                if lists {
+                    let b = &held[hi].block;
+                    rows.append_nested(b, &b.spans[i])?;
+                }
+            }
+            if !lists {
+                continue;
             }
             let mut writers = writers.iter_mut();
             for (f, array) in nested.iter().zip(rows.finish_nested()?) {
@@ -214,6 +230,13 @@ impl Sealed {
         let mut writers = writers.into_iter();
         for (f, field) in schema.fields().iter().enumerate() {
             if own.append(field.name(), &mut out, &props, order.len())? {
+                continue;
+            }
+            if !lists {
+                for leaf in leaves_of[f].clone() {
+                    let chunk = empty_lists(parquet_schema.column(leaf), order.len(), &props)?;
+                    write_chunk(&mut out, chunk, &props)?;
+                }
                 continue;
             }
             for _ in leaves_of[f].clone() {
