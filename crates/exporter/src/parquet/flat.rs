@@ -8,10 +8,14 @@
 //!   sorted by it, so a repeat is always the previous row's.
 //! - Integers and timestamps (INT64): a dictionary where the properties enable one (flags,
 //!   durations, dropped counts: a few values), falling back to PLAIN past its limit as parquet
-//!   does; PLAIN where they disable it (the times).
+//!   does; where they disable it, PLAIN, or DELTA_BINARY_PACKED where they ask for it (the
+//!   times: [`delta_binary_packed`]).
 //!
 //! Both keep what parquet's writer keeps of a top-level column: the chunk's statistics and the
 //! column index (signed order for integers, unsigned bytes for ids), and the offset index.
+//!
+//! Also here: the leaves of `events` and `links` when no row has an element
+//! ([`empty_lists`]).
 
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding};

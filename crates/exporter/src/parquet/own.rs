@@ -1,7 +1,8 @@
 //! The spans table's columns a seal encodes itself, filled row by row in the row group's
 //! order and written as finished chunks: every top-level column but `events` and `links`
-//! (those still go through Arrow and parquet's column writer, see `sealed.rs`). The maps and
-//! strings are `maps.rs`'s, the ids and integers `flat.rs`'s.
+//! (those go through Arrow and parquet's column writer when a span of the row group has any,
+//! and are runs of empty lists otherwise: see `sealed.rs`). The maps and strings are
+//! `maps.rs`'s, the ids and integers `flat.rs`'s.
 
 use arrow::datatypes::Schema;
 use parquet::errors::ParquetError;
@@ -106,35 +107,28 @@ impl OwnColumns {
                 .map_err(|e| ParquetError::General(e.to_string()))?;
             Ok(parquet.column(leaves[f].start + k))
         };
-        let strs: Vec<StrColumn> = STRINGS
-            .iter()
-            .map(|name| Ok(StrColumn::new(leaf(name, 0)?, props)))
-            .collect::<Result<_, ParquetError>>()?;
-        let ids: Vec<IdColumn> = IDS
-            .iter()
-            .map(|name| IdColumn::new(leaf(name, 0)?, props))
-            .collect::<Result<_, ParquetError>>()?;
-        let ints: Vec<IntColumn> = INTS
-            .iter()
-            .map(|name| Ok(IntColumn::new(leaf(name, 0)?, props)))
-            .collect::<Result<_, ParquetError>>()?;
-        let maps: Vec<AttrColumns> = MAPS
-            .iter()
-            .map(|prefix| {
+        /// A column for each name.
+        fn each<T, const N: usize>(
+            names: [&str; N],
+            make: impl FnMut(&str) -> Result<T, ParquetError>,
+        ) -> Result<[T; N], ParquetError> {
+            let columns: Vec<T> = names.into_iter().map(make).collect::<Result<_, _>>()?;
+            columns
+                .try_into()
+                .map_err(|_| ParquetError::General("a column for each name".into()))
+        }
+        let mut own = OwnColumns {
+            strs: each(STRINGS, |name| Ok(StrColumn::new(leaf(name, 0)?, props)))?,
+            ids: each(IDS, |name| IdColumn::new(leaf(name, 0)?, props))?,
+            ints: each(INTS, |name| Ok(IntColumn::new(leaf(name, 0)?, props)))?,
+            maps: each(MAPS, |prefix| {
                 let map = |name: String| Ok::<_, ParquetError>([leaf(&name, 0)?, leaf(&name, 1)?]);
                 Ok(AttrColumns::new(
                     map(format!("{prefix}attributes"))?,
                     map(format!("{prefix}attribute_types"))?,
                     props,
                 ))
-            })
-            .collect::<Result<_, ParquetError>>()?;
-        let short = || ParquetError::General("own columns".into());
-        let mut own = OwnColumns {
-            strs: strs.try_into().map_err(|_| short())?,
-            ids: ids.try_into().map_err(|_| short())?,
-            ints: ints.try_into().map_err(|_| short())?,
-            maps: maps.try_into().map_err(|_| short())?,
+            })?,
             origin_of: Vec::new(),
             groups: Vec::new(),
             group_strs: Vec::new(),
