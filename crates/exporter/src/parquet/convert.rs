@@ -110,8 +110,8 @@ pub(crate) struct Origin {
 
 /// A block's resources and scopes, converted once for every span of the block.
 pub(crate) struct BlockOrigins<'a> {
-    pub(crate) resources: Vec<GroupOrigin<'a>>,
-    pub(crate) scopes: Vec<ScopeOrigin<'a>>,
+    resources: Vec<GroupOrigin<'a>>,
+    scopes: Vec<ScopeOrigin<'a>>,
 }
 
 /// One group's origin, converted once: the resource, then (per scope group) the scope.

@@ -164,7 +164,8 @@ impl Sealed {
     /// of the spans table with `props`, a chunk of rows at a time in that order, so no
     /// unsorted copy of the rows is ever made. Every column but `events` and `links` is
     /// encoded straight from the blocks (`own.rs`); those two are converted to Arrow and
-    /// written by parquet's column writers.
+    /// written by parquet's column writers when a span has any, and are runs of empty lists
+    /// otherwise.
     pub fn seal_spans(held: &[HeldSpans], props: &WriterProperties) -> Result<Sealed, SealError> {
         let table = Table::Spans;
         let schema = table.schema();
@@ -186,18 +187,17 @@ impl Sealed {
         }
         let leaves_of = leaves_of(&parquet_schema, schema.fields().len());
         let nested = [schema.index_of("events")?, schema.index_of("links")?];
-        // Most services send neither events nor links: then their leaves are runs of empty
-        // lists, written here, and parquet's writers are not needed at all.
-        let lists = held
+        // Events and links converted to Arrow and parquet's writers for them. Most services
+        // send neither: then their leaves are runs of empty lists (below), and neither is made.
+        let mut lists = if held
             .iter()
-            .any(|h| !h.block.events.is_empty() || !h.block.links.is_empty());
-        let mut writers = if lists {
-            nested_writers(&schema, nested, &props)?
+            .any(|h| !h.block.events.is_empty() || !h.block.links.is_empty())
+        {
+            Some((SpanRows::new(), nested_writers(&schema, nested, &props)?))
         } else {
-            Vec::new()
+            None
         };
         let mut own = OwnColumns::new(held, order.len(), &schema, &parquet_schema, &props)?;
-        let mut rows = SpanRows::new();
         // What a span of each block takes, on average, as it arrived and as rows.
         let span_bytes: Vec<usize> = held
             .iter()
@@ -207,14 +207,14 @@ impl Sealed {
             for &(hi, i) in chunk {
                 let (hi, i) = (hi as usize, i as usize);
                 own.push_span(held, hi, i)?;
-                if lists {
+                if let Some((rows, _)) = &mut lists {
                     let b = &held[hi].block;
                     rows.append_nested(b, &b.spans[i])?;
                 }
             }
-            if !lists {
+            let Some((rows, writers)) = &mut lists else {
                 continue;
-            }
+            };
             let mut writers = writers.iter_mut();
             for (f, array) in nested.iter().zip(rows.finish_nested()?) {
                 for leaf in compute_leaves(schema.field(*f), &array)? {
@@ -227,18 +227,18 @@ impl Sealed {
         }
 
         let mut out = file.next_row_group()?;
-        let mut writers = writers.into_iter();
+        let mut writers = lists.map(|(_, writers)| writers.into_iter());
         for (f, field) in schema.fields().iter().enumerate() {
             if own.append(field.name(), &mut out, &props, order.len())? {
                 continue;
             }
-            if !lists {
+            let Some(writers) = &mut writers else {
                 for leaf in leaves_of[f].clone() {
                     let chunk = empty_lists(parquet_schema.column(leaf), order.len(), &props)?;
                     write_chunk(&mut out, chunk, &props)?;
                 }
                 continue;
-            }
+            };
             for _ in leaves_of[f].clone() {
                 let w = writers
                     .next()
