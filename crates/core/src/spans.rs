@@ -299,6 +299,50 @@ pub struct SpanBlock {
     pub attrs: Vec<Attr>,
 }
 
+/// What each table of a decoded request held: the room the next request on the same thread
+/// is decoded into (see [`SpanBlock::decode`]).
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    text: u32,
+    bytes: u32,
+    resources: u32,
+    scopes: u32,
+    spans: u32,
+    events: u32,
+    links: u32,
+    attrs: u32,
+}
+
+impl Room {
+    const NONE: Room = Room {
+        text: 0,
+        bytes: 0,
+        resources: 0,
+        scopes: 0,
+        spans: 0,
+        events: 0,
+        links: 0,
+        attrs: 0,
+    };
+    /// Bytes a table (or the text) of the next request is given at most: one huge request
+    /// does not make every later one allocate its size.
+    const MAX_BYTES: usize = 256 << 10;
+
+    fn of(b: &SpanBlock) -> Room {
+        let n = |len: usize| len.min(u32::MAX as usize) as u32;
+        Room {
+            text: n(b.text.len().max(b.unchecked.len())),
+            bytes: n(b.bytes.len()),
+            resources: n(b.resources.len()),
+            scopes: n(b.scopes.len()),
+            spans: n(b.spans.len()),
+            events: n(b.events.len()),
+            links: n(b.links.len()),
+            attrs: n(b.attrs.len()),
+        }
+    }
+}
+
 /// Key and value bytes of `attrs`, a value counted wherever it is used (8 for a number).
 fn attr_bytes_in(attrs: &[Attr]) -> usize {
     attrs
@@ -401,6 +445,20 @@ impl SpanBlock {
             off: off as u32,
             len: b.len() as u32,
         }
+    }
+
+    /// Give back the room no store or table uses. glibc's allocator shrinks in place: nothing
+    /// is copied.
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.unchecked = Vec::new();
+        self.bytes.shrink_to_fit();
+        self.resources.shrink_to_fit();
+        self.scopes.shrink_to_fit();
+        self.spans.shrink_to_fit();
+        self.events.shrink_to_fit();
+        self.links.shrink_to_fit();
+        self.attrs.shrink_to_fit();
     }
 
     /// Memory the block holds: its stores and tables, as allocated.
@@ -1104,31 +1162,41 @@ impl SpanBlock {
     /// Read an OTLP protobuf `ExportTraceServiceRequest`. With `check_ids`, spans with an
     /// invalid trace, span or parent span id are left out and counted in the rejections.
     ///
-    /// The request is read into this thread's scratch block (whose stores keep their room from
-    /// one request to the next), and the result is a copy of exactly the size it needs: held
-    /// blocks carry no spare room, and no large buffer is allocated and freed per request.
+    /// The request is read into a block with the room this thread's previous request needed
+    /// (and a quarter more), then the room not used is given back: the allocator shrinks in
+    /// place, so held blocks carry no spare room, nothing is copied, and a table grows (and
+    /// is copied) only when a request is larger than the one before.
     pub fn decode(body: &[u8], check_ids: bool) -> Result<(SpanBlock, Rejections), DecodeError> {
         thread_local! {
-            static SCRATCH: std::cell::RefCell<SpanBlock> = std::cell::RefCell::default();
+            static ROOM: std::cell::Cell<Room> = const { std::cell::Cell::new(Room::NONE) };
         }
-        /// Room a scratch block keeps after a request, all its stores and tables together (a
-        /// larger one is let go: at most this much per receiving thread stays allocated).
-        const KEEP: usize = 1 << 20;
-        SCRATCH.with(|cell| {
-            let Ok(mut b) = cell.try_borrow_mut() else {
-                let mut b = SpanBlock::default();
-                let rej = b.read_request(body, check_ids)?;
-                return Ok((b, rej));
-            };
-            b.clear();
-            let read = b.read_request(body, check_ids);
-            // `Clone` allocates exactly what each store and table holds.
-            let out = read.map(|rej| (b.clone(), rej));
-            if b.heap_bytes() + b.unchecked.capacity() > KEEP {
-                *b = SpanBlock::default();
-            }
-            out
-        })
+        let room = ROOM.get();
+        let mut b = SpanBlock::with_room(&room, body.len());
+        let rej = b.read_request(body, check_ids);
+        ROOM.set(Room::of(&b));
+        let rej = rej?;
+        b.shrink_to_fit();
+        Ok((b, rej))
+    }
+
+    /// An empty block with `room` for each table (a quarter more, at most
+    /// [`Room::MAX_BYTES`]), the text's and bytes' bounded by the request's size.
+    fn with_room(room: &Room, body: usize) -> SpanBlock {
+        fn table<T>(n: u32) -> Vec<T> {
+            let n = n as usize;
+            Vec::with_capacity((n + n / 4).min(Room::MAX_BYTES / size_of::<T>()))
+        }
+        SpanBlock {
+            text: String::new(),
+            unchecked: table(room.text.min(u32::try_from(body).unwrap_or(u32::MAX))),
+            bytes: table(room.bytes.min(u32::try_from(body).unwrap_or(u32::MAX))),
+            resources: table(room.resources),
+            scopes: table(room.scopes),
+            spans: table(room.spans),
+            events: table(room.events),
+            links: table(room.links),
+            attrs: table(room.attrs),
+        }
     }
 
     fn clear(&mut self) {

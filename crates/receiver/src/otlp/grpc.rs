@@ -112,6 +112,12 @@ pub(crate) fn status_of(e: IntakeError) -> Status {
 #[derive(Clone)]
 pub(crate) struct Admitted(Arc<Reservation>);
 
+/// A request's size as its gRPC prefix declares it (prefix included), found in its extensions
+/// by the trace service: tonic gathers the body into a buffer sized from it at once, not one
+/// of 8 KiB grown (and copied) as frames arrive.
+#[derive(Clone, Copy)]
+struct Declared(usize);
+
 /// Admission before decoding: reads a request's gRPC prefix, refuses a message over the size
 /// limit, asks [`Intake::reserve`] for room from the declared size, and refuses it with a
 /// retryable status before tonic reads the rest or decodes anything (the body stays bounded
@@ -217,6 +223,7 @@ where
             match intake.reserve(size) {
                 Ok(r) => {
                     parts.extensions.insert(Admitted(Arc::new(r)));
+                    parts.extensions.insert(Declared(size));
                 }
                 Err(e) => return Ok(status_of(e).into_http()),
             }
@@ -296,7 +303,16 @@ impl tower::Service<http::Request<Body>> for TraceServer {
             }
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
-            let mut grpc = tonic::server::Grpc::new(TraceCodec)
+            // tonic puts the first frame into the buffer, reads the prefix, then asks for room
+            // for the whole message *beyond* that frame: the buffer takes both at once.
+            let buffer = req
+                .extensions()
+                .get::<Declared>()
+                .map_or(DEFAULT_BUFFER, |d| {
+                    let size = d.0.clamp(MIN_BUFFER, max.saturating_add(5));
+                    size + size.min(MAX_FRAME)
+                });
+            let mut grpc = tonic::server::Grpc::new(TraceCodec { buffer })
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(ExportTraces(inner), req).await)
@@ -316,8 +332,19 @@ impl tonic::server::UnaryService<DecodedTraces> for ExportTraces {
     }
 }
 
-/// prost's encoder for the response; the request read into a span block.
-struct TraceCodec;
+/// tonic's own buffer size, for a request whose size is not known.
+const DEFAULT_BUFFER: usize = 8 << 10;
+/// The smallest buffer a request is gathered into (a prefix declaring less still reads).
+const MIN_BUFFER: usize = 64;
+/// HTTP/2's frame size (the server does not allow larger): the most a request's first frame
+/// holds.
+const MAX_FRAME: usize = 16 << 10;
+
+/// prost's encoder for the response; the request read into a span block, gathered into a
+/// buffer of `buffer` bytes.
+struct TraceCodec {
+    buffer: usize,
+}
 
 type ProstTraces = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceResponse>;
 
@@ -332,11 +359,15 @@ impl tonic::codec::Codec for TraceCodec {
     }
 
     fn decoder(&mut self) -> TraceDecoder {
-        TraceDecoder
+        TraceDecoder {
+            buffer: self.buffer,
+        }
     }
 }
 
-struct TraceDecoder;
+struct TraceDecoder {
+    buffer: usize,
+}
 
 impl tonic::codec::Decoder for TraceDecoder {
     type Item = DecodedTraces;
@@ -352,6 +383,12 @@ impl tonic::codec::Decoder for TraceDecoder {
         spans_of_protobuf(message.as_ref())
             .map(|(block, rejected)| Some(DecodedTraces { block, rejected }))
             .map_err(Status::invalid_argument)
+    }
+
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        // The second figure (when to yield while encoding) is tonic's default; decoding
+        // does not use it.
+        tonic::codec::BufferSettings::new(self.buffer, 32 << 10)
     }
 }
 
