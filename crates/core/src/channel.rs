@@ -202,6 +202,7 @@ pub struct Intake {
     queues: Vec<Sender>,
     admission_wait: Duration,
     pressure: Arc<Pressure>,
+    keep_requests: bool,
 }
 
 impl Intake {
@@ -210,7 +211,21 @@ impl Intake {
             queues,
             admission_wait,
             pressure,
+            keep_requests: false,
         }
+    }
+
+    /// Whether receivers keep each trace request's bytes with its block
+    /// ([`crate::SpanBlock::decode_request`]): so a durable pipeline's write-ahead log writes
+    /// them instead of encoding the block again. Without one, the bytes would only be held.
+    pub fn keeping_requests(mut self, keep: bool) -> Self {
+        self.keep_requests = keep;
+        self
+    }
+
+    /// See [`Intake::keeping_requests`].
+    pub fn keeps_requests(&self) -> bool {
+        self.keep_requests
     }
 
     /// May a request of `wire_bytes` come in? Ask before decoding it; attach the reservation

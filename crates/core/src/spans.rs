@@ -291,12 +291,43 @@ pub struct SpanBlock {
     /// While a request is read: its strings, not yet checked as UTF-8 (see `read_request`).
     unchecked: Vec<u8>,
     bytes: Vec<u8>,
-    pub resources: Vec<Resource>,
-    pub scopes: Vec<Scope>,
-    pub spans: Vec<Span>,
-    pub events: Vec<Event>,
-    pub links: Vec<Link>,
-    pub attrs: Vec<Attr>,
+    resources: Vec<Resource>,
+    scopes: Vec<Scope>,
+    spans: Vec<Span>,
+    events: Vec<Event>,
+    links: Vec<Link>,
+    attrs: Vec<Attr>,
+    request: Request,
+}
+
+/// The protobuf request a block was read from, kept while the block is exactly what reading
+/// it gives (see [`SpanBlock::decode_request`]): the write-ahead log writes these bytes instead
+/// of encoding the block again. Every way of changing a block lets it go — the tables are
+/// reached for writing only through the `*_mut` methods, which do — so a block a processor
+/// changed (a redacted secret) is always encoded from its tables. Not part of the block's
+/// value: ignored by `==`, and a copy of a block does not have it.
+#[derive(Default)]
+struct Request(Option<bytes::Bytes>);
+
+impl Clone for Request {
+    fn clone(&self) -> Self {
+        Request(None)
+    }
+}
+
+impl PartialEq for Request {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(b) => write!(f, "Request({} bytes)", b.len()),
+            None => f.write_str("Request(None)"),
+        }
+    }
 }
 
 /// What each table of a decoded request held: the room the next request on the same thread
@@ -428,8 +459,93 @@ impl SpanBlock {
         &self.bytes[r.off as usize..(r.off + r.len) as usize]
     }
 
+    /// The resource groups.
+    #[inline]
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// The scope groups, each resource's in turn.
+    #[inline]
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// The spans, each scope's in turn.
+    #[inline]
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// Every span's events, each span's in turn.
+    #[inline]
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Every span's links, each span's in turn.
+    #[inline]
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// The attribute table: every resource's, scope's, span's, event's and link's attributes.
+    #[inline]
+    pub fn attr_table(&self) -> &[Attr] {
+        &self.attrs
+    }
+
+    /// The resource groups, to change (the block no longer is its request).
+    pub fn resources_mut(&mut self) -> &mut Vec<Resource> {
+        self.request.0 = None;
+        &mut self.resources
+    }
+
+    /// The scope groups, to change (the block no longer is its request).
+    pub fn scopes_mut(&mut self) -> &mut Vec<Scope> {
+        self.request.0 = None;
+        &mut self.scopes
+    }
+
+    /// The spans, to change (the block no longer is its request).
+    pub fn spans_mut(&mut self) -> &mut Vec<Span> {
+        self.request.0 = None;
+        &mut self.spans
+    }
+
+    /// The events, to change (the block no longer is its request).
+    pub fn events_mut(&mut self) -> &mut Vec<Event> {
+        self.request.0 = None;
+        &mut self.events
+    }
+
+    /// The links, to change (the block no longer is its request).
+    pub fn links_mut(&mut self) -> &mut Vec<Link> {
+        self.request.0 = None;
+        &mut self.links
+    }
+
+    /// The attribute table, to change (the block no longer is its request).
+    pub fn attrs_mut(&mut self) -> &mut Vec<Attr> {
+        self.request.0 = None;
+        &mut self.attrs
+    }
+
+    /// The protobuf request this block was read from, when the block is still exactly what
+    /// reading it gives ([`SpanBlock::decode_request`]; nothing refused, nothing changed).
+    #[inline]
+    pub fn request(&self) -> Option<&[u8]> {
+        self.request.0.as_deref()
+    }
+
+    /// Let the request go (its memory), keeping the block.
+    pub fn forget_request(&mut self) {
+        self.request.0 = None;
+    }
+
     /// Append text to the block.
     pub fn push_str(&mut self, s: &str) -> Str {
+        self.request.0 = None;
         let off = self.text.len();
         self.text.push_str(s);
         Str {
@@ -439,6 +555,7 @@ impl SpanBlock {
     }
 
     pub fn push_raw(&mut self, b: &[u8]) -> Raw {
+        self.request.0 = None;
         let off = self.bytes.len();
         self.bytes.extend_from_slice(b);
         Raw {
@@ -523,6 +640,7 @@ impl SpanBlock {
     /// Give span `i` new attributes: `keep` of its own, then `added`. Its attributes move to
     /// the end of the table (the old records stay, unreferenced).
     pub fn set_span_attrs(&mut self, i: usize, keep: impl Fn(&Attr) -> bool, added: &[Attr]) {
+        self.request.0 = None;
         let old = self.spans[i].attrs;
         let start = self.attrs.len();
         for j in old.range() {
@@ -537,6 +655,7 @@ impl SpanBlock {
 
     /// Keep the spans for which `keep` is true; scopes and resources left empty go too.
     fn retain_spans(&mut self, mut keep: impl FnMut(&SpanBlock, &Span) -> bool) {
+        self.request.0 = None;
         let flags: Vec<bool> = self.spans.iter().map(|s| keep(self, s)).collect();
         if flags.iter().all(|&k| k) {
             return;
@@ -573,6 +692,7 @@ impl SpanBlock {
     /// Take the first `n` spans out into a new block, which holds only their text (this one
     /// keeps its text for the spans it still has).
     pub fn take_front(&mut self, n: usize) -> SpanBlock {
+        self.request.0 = None;
         let len = self.spans.len();
         let n = n.min(len);
         let head = self.copy_spans(0..n);
@@ -975,6 +1095,22 @@ const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
 
+/// Whether a request's top level holds field 1 (resource groups) alone.
+fn only_resource_groups(body: &[u8]) -> bool {
+    let mut w = Wire::new(body);
+    loop {
+        match w.key() {
+            Ok(None) => return true,
+            Ok(Some((1, LEN))) => {
+                if w.len_of(LEN).is_err() {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// A cursor over one message's bytes.
 #[derive(Clone, Copy)]
 struct Wire<'a> {
@@ -1179,6 +1315,22 @@ impl SpanBlock {
         Ok((b, rej))
     }
 
+    /// [`SpanBlock::decode`], keeping `body` with the block while the block is exactly what
+    /// reading it gives ([`SpanBlock::request`]): when no span was refused and the request
+    /// holds nothing but resource groups (field 1; the write-ahead log's records keep log
+    /// records in field 2, which a replay must not find in a trace request's bytes).
+    pub fn decode_request(
+        body: impl Into<bytes::Bytes>,
+        check_ids: bool,
+    ) -> Result<(SpanBlock, Rejections), DecodeError> {
+        let body = body.into();
+        let (mut b, rej) = Self::decode(&body, check_ids)?;
+        if rej.count == 0 && !b.is_empty() && only_resource_groups(&body) {
+            b.request.0 = Some(body);
+        }
+        Ok((b, rej))
+    }
+
     /// An empty block with `room` for each table (a quarter more, at most
     /// [`Room::MAX_BYTES`]), the text's and bytes' bounded by the request's size.
     fn with_room(room: &Room, body: usize) -> SpanBlock {
@@ -1196,10 +1348,12 @@ impl SpanBlock {
             events: table(room.events),
             links: table(room.links),
             attrs: table(room.attrs),
+            request: Request(None),
         }
     }
 
     fn clear(&mut self) {
+        self.request.0 = None;
         self.text.clear();
         self.unchecked.clear();
         self.bytes.clear();
@@ -2730,6 +2884,7 @@ impl SpanBlock {
             events,
             links,
             attrs,
+            request: Request(None),
         };
         Ok((block, n.pos))
     }

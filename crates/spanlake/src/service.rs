@@ -111,7 +111,13 @@ pub async fn start(plan: &Plan) -> anyhow::Result<Running> {
         let mut receiver = plan
             .build_receiver(&id)
             .ok_or_else(|| anyhow!("receiver {id} is not in the plan"))?;
-        let intake = Intake::new(queues, plan.service.admission_wait, Arc::clone(&pressure));
+        // A durable pipeline's log writes a request's own bytes when nothing changed it.
+        let durable = plan.pipelines.iter().any(|p| {
+            p.acknowledgements == spanlake_config::Acknowledgements::Durable
+                && p.receivers.iter().any(|r| r.id == id)
+        });
+        let intake = Intake::new(queues, plan.service.admission_wait, Arc::clone(&pressure))
+            .keeping_requests(durable);
         if receiver.wants_trace_api() {
             let routes = spanlake_query::native::routes(intake.clone(), engine.clone())
                 .map_err(|e| anyhow!("receiver {id}: {e}"))?;

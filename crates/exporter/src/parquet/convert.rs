@@ -562,12 +562,12 @@ impl SpanRows {
     pub(crate) fn origins<'a>(&mut self, b: &'a SpanBlock) -> BlockOrigins<'a> {
         BlockOrigins {
             resources: b
-                .resources
+                .resources()
                 .iter()
                 .map(|r| self.origin.block_group(b, r))
                 .collect(),
             scopes: b
-                .scopes
+                .scopes()
                 .iter()
                 .map(|s| self.origin.block_scope(b, s))
                 .collect(),
@@ -582,7 +582,7 @@ impl SpanRows {
         (resource, scope, at): (usize, usize, usize),
         ingest_ns: i64,
     ) -> Result<(), ArrowError> {
-        self.append_span(b, &b.spans[at], ingest_ns)?;
+        self.append_span(b, &b.spans()[at], ingest_ns)?;
         let group = &origins.resources[resource];
         self.origin.append_service(group);
         self.origin.append(group, &origins.scopes[scope])
@@ -648,7 +648,7 @@ impl SpanRows {
     pub(crate) fn append_nested(&mut self, b: &SpanBlock, span: &Span) -> Result<(), ArrowError> {
         let ev = &mut self.events;
         let ev_attrs = ev.attrs.as_mut().expect("event attribute builders");
-        for e in &b.events[span.events.range()] {
+        for e in &b.events()[span.events.range()] {
             ev.time.append_value(clamp_nanos(e.time_unix_nano));
             ev.name.append_value(b.str(e.name));
             ev_attrs.append_block(b, e.attrs, &mut self.text)?;
@@ -659,7 +659,7 @@ impl SpanRows {
 
         let ln = &mut self.links;
         let ln_attrs = ln.attrs.as_mut().expect("link attribute builders");
-        for l in &b.links[span.links.range()] {
+        for l in &b.links()[span.links.range()] {
             hex_into(&mut ln.trace_id, &mut self.ids, b.raw(l.trace_id));
             hex_into(&mut ln.span_id, &mut self.ids, b.raw(l.span_id));
             opt_str(&mut ln.trace_state, b.str(l.trace_state));

@@ -158,11 +158,11 @@ impl OwnColumns {
             .map(|h| {
                 let b = &h.block;
                 (
-                    b.resources
+                    b.resources()
                         .iter()
                         .map(|r| resource_maps.group(b, r.attrs, text))
                         .collect(),
-                    b.scopes
+                    b.scopes()
                         .iter()
                         .map(|s| scope_maps.group(b, s.attrs, text))
                         .collect(),
@@ -189,7 +189,7 @@ impl OwnColumns {
             .map(|h| {
                 let b = &h.block;
                 let resources = b
-                    .resources
+                    .resources()
                     .iter()
                     .map(|r| {
                         [
@@ -200,7 +200,7 @@ impl OwnColumns {
                     })
                     .collect();
                 let scopes = b
-                    .scopes
+                    .scopes()
                     .iter()
                     .map(|s| {
                         let (n, v) = if s.present {
@@ -238,7 +238,7 @@ impl OwnColumns {
         let [span, resource, scope] = &mut self.maps;
         span.reserve(
             rows,
-            entries(&|b| b.spans.iter().map(|s| s.attrs.len()).sum()),
+            entries(&|b| b.spans().iter().map(|s| s.attrs.len()).sum()),
         );
         resource.reserve(
             rows,
@@ -258,7 +258,7 @@ impl OwnColumns {
         i: usize,
     ) -> Result<(), ParquetError> {
         let b = &held[hi].block;
-        let span = &b.spans[i];
+        let span = &b.spans()[i];
         let (r, s) = self.origin_of[hi][i];
         let (r, s) = (r as usize, s as usize);
 
@@ -292,8 +292,8 @@ impl OwnColumns {
         dropped_attrs.push(Some(i64::from(span.dropped_attributes_count)))?;
         dropped_events.push(Some(i64::from(span.dropped_events_count)))?;
         dropped_links.push(Some(i64::from(span.dropped_links_count)))?;
-        resource_dropped.push(Some(i64::from(b.resources[r].dropped_attributes_count)))?;
-        let scope = &b.scopes[s];
+        resource_dropped.push(Some(i64::from(b.resources()[r].dropped_attributes_count)))?;
+        let scope = &b.scopes()[s];
         scope_dropped.push(Some(if scope.present {
             i64::from(scope.dropped_attributes_count)
         } else {

@@ -191,7 +191,7 @@ impl Sealed {
         // send neither: then their leaves are runs of empty lists (below), and neither is made.
         let mut lists = if held
             .iter()
-            .any(|h| !h.block.events.is_empty() || !h.block.links.is_empty())
+            .any(|h| !h.block.events().is_empty() || !h.block.links().is_empty())
         {
             Some((SpanRows::new(), nested_writers(&schema, nested, &props)?))
         } else {
@@ -209,7 +209,7 @@ impl Sealed {
                 own.push_span(held, hi, i)?;
                 if let Some((rows, _)) = &mut lists {
                     let b = &held[hi].block;
-                    rows.append_nested(b, &b.spans[i])?;
+                    rows.append_nested(b, &b.spans()[i])?;
                 }
             }
             let Some((rows, writers)) = &mut lists else {
@@ -430,26 +430,26 @@ fn unfilled_columns(held: &[HeldSpans]) -> Vec<ColumnPath> {
         (false, false, false, false);
     for h in held {
         let b = &h.block;
-        for r in &b.resources {
+        for r in b.resources() {
             note(&mut resource, b, r.attrs);
             resource_url |= !r.schema_url.is_empty();
         }
-        for s in &b.scopes {
+        for s in b.scopes() {
             note(&mut scope, b, s.attrs);
             scope_name |= s.present && !s.name.is_empty();
             scope_version |= s.present && !s.version.is_empty();
             scope_url |= !s.schema_url.is_empty();
         }
-        for sp in &b.spans {
+        for sp in b.spans() {
             note(&mut span, b, sp.attrs);
             trace_state |= !sp.trace_state.is_empty();
             status_message |= sp.status.is_some_and(|s| !s.message.is_empty());
         }
-        for e in &b.events {
+        for e in b.events() {
             events = true;
             note(&mut event, b, e.attrs);
         }
-        for l in &b.links {
+        for l in b.links() {
             links = true;
             link_state |= !l.trace_state.is_empty();
             note(&mut link, b, l.attrs);
@@ -582,7 +582,7 @@ impl<'a> SortKey<'a> {
 fn span_order(held: &[HeldSpans]) -> (Vec<(u32, u32)>, usize) {
     let spans = held.iter().map(|h| h.block.len()).sum();
     let binary = held.iter().all(|h| {
-        h.block.spans.iter().all(|s| {
+        h.block.spans().iter().all(|s| {
             let id = h.block.raw(s.trace_id);
             id.len() == 16 && !id.starts_with(spanlake_core::ids::TEXT_ID)
         })
@@ -591,7 +591,7 @@ fn span_order(held: &[HeldSpans]) -> (Vec<(u32, u32)>, usize) {
         let mut keys: Vec<(u128, i64, u32, u32)> = Vec::with_capacity(spans);
         for (hi, h) in held.iter().enumerate() {
             let b = &h.block;
-            for (i, span) in b.spans.iter().enumerate() {
+            for (i, span) in b.spans().iter().enumerate() {
                 let id = b
                     .raw(span.trace_id)
                     .try_into()
@@ -608,7 +608,7 @@ fn span_order(held: &[HeldSpans]) -> (Vec<(u32, u32)>, usize) {
     let mut keys: Vec<SpanKey> = Vec::with_capacity(spans);
     for (hi, h) in held.iter().enumerate() {
         let b = &h.block;
-        for (i, span) in b.spans.iter().enumerate() {
+        for (i, span) in b.spans().iter().enumerate() {
             let time = clamp_nanos(span.start_time_unix_nano);
             keys.push(SpanKey::new(
                 b.raw(span.trace_id),
@@ -620,7 +620,7 @@ fn span_order(held: &[HeldSpans]) -> (Vec<(u32, u32)>, usize) {
     }
     let id_of = |k: &SpanKey| {
         let b = &held[k.block as usize].block;
-        b.raw(b.spans[k.span as usize].trace_id)
+        b.raw(b.spans()[k.span as usize].trace_id)
     };
     keys.sort_unstable_by(|a, b| SpanKey::cmp(a, b, &id_of));
     let traces = distinct(&keys, |a, b| SpanKey::id_cmp(a, b, &id_of).is_eq());

@@ -289,7 +289,7 @@ impl LakeWriter {
                 continue;
             }
             let hours: Vec<HourKey> = block
-                .spans
+                .spans()
                 .iter()
                 .map(|sp| span_hour(sp.start_time_unix_nano, ingest))
                 .collect();

@@ -174,7 +174,7 @@ mod tests {
         blocks
             .iter()
             .flat_map(|b| {
-                b.spans
+                b.spans()
                     .iter()
                     .map(move |s| b.str(s.name).parse().expect("number"))
             })

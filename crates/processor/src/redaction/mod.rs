@@ -364,7 +364,7 @@ impl Redactor {
     ) -> Option<Rows> {
         let mut dropped: Vec<usize> = Vec::new();
         for (place, j) in rows.range().enumerate() {
-            let a = b.attrs[j];
+            let a = b.attr_table()[j];
             // Most attributes: a key judged clean and a value found clean at this place of
             // the previous span, both the very strings (a block stores a repeat once).
             if let BlockValue::Str(v) = a.value()
@@ -398,7 +398,7 @@ impl Redactor {
                 let mut text = String::new();
                 spanlake_exporter_text(b.any_value(a.value()).as_ref(), &mut text);
                 let masked = b.push_str(&self.replacement(&text));
-                b.attrs[j].set_value(BlockValue::Str(masked));
+                b.attrs_mut()[j].set_value(BlockValue::Str(masked));
                 tally.masked += 1;
                 continue;
             }
@@ -426,7 +426,7 @@ impl Redactor {
                     tally.dropped += 1;
                     dropped.push(j);
                 } else {
-                    b.attrs[j].set_value(value);
+                    b.attrs_mut()[j].set_value(value);
                     tally.masked += 1;
                 }
             }
@@ -434,16 +434,16 @@ impl Redactor {
         if dropped.is_empty() {
             return None;
         }
-        let start = b.attrs.len();
+        let start = b.attr_table().len();
         for j in rows.range() {
             if !dropped.contains(&j) {
-                let a = b.attrs[j];
-                b.attrs.push(a);
+                let a = b.attr_table()[j];
+                b.attrs_mut().push(a);
             }
         }
         Some(Rows {
             start: start as u32,
-            end: b.attrs.len() as u32,
+            end: b.attr_table().len() as u32,
         })
     }
 
@@ -458,69 +458,69 @@ impl Redactor {
         let mut ignored = Tally::default();
         // Span attributes repeat their keys span after span; the others have a memo of their own.
         let (mut memo, mut other) = (KeyMemo::default(), KeyMemo::default());
-        for ri in 0..b.resources.len() {
-            let r = b.resources[ri];
+        for ri in 0..b.resources().len() {
+            let r = b.resources()[ri];
             if let Some(rows) =
                 self.scrub_block_attrs(b, r.attrs, &mut ignored, "resource.", &mut other)
             {
-                b.resources[ri].attrs = rows;
+                b.resources_mut()[ri].attrs = rows;
             }
         }
-        for si in 0..b.scopes.len() {
-            let sc = b.scopes[si];
+        for si in 0..b.scopes().len() {
+            let sc = b.scopes()[si];
             if !sc.present {
                 continue;
             }
             if let Some(rows) =
                 self.scrub_block_attrs(b, sc.attrs, &mut ignored, "scope.", &mut other)
             {
-                b.scopes[si].attrs = rows;
+                b.scopes_mut()[si].attrs = rows;
             }
             if let Some(name) = self.scrub_field(b, sc.name) {
-                b.scopes[si].name = name;
+                b.scopes_mut()[si].name = name;
             }
         }
-        for i in 0..b.spans.len() {
-            let sp = b.spans[i];
+        for i in 0..b.spans().len() {
+            let sp = b.spans()[i];
             let mut tally = Tally::default();
             if let Some(name) = self.scrub_field(b, sp.name) {
-                b.spans[i].name = name;
+                b.spans_mut()[i].name = name;
                 tally.mask("name");
             }
             if let Some(st) = sp.status
                 && let Some(message) = self.scrub_field(b, st.message)
             {
-                b.spans[i].status = Some(BlockStatus { message, ..st });
+                b.spans_mut()[i].status = Some(BlockStatus { message, ..st });
                 tally.mask("status.message");
             }
             if let Some(rows) = self.scrub_block_attrs(b, sp.attrs, &mut tally, "", &mut memo) {
-                b.spans[i].attrs = rows;
+                b.spans_mut()[i].attrs = rows;
             }
             for e in sp.events.range() {
-                let ev = b.events[e];
+                let ev = b.events()[e];
                 if let Some(name) = self.scrub_field(b, ev.name) {
-                    b.events[e].name = name;
+                    b.events_mut()[e].name = name;
                     tally.mask("event.name");
                 }
                 if let Some(rows) =
                     self.scrub_block_attrs(b, ev.attrs, &mut tally, "event.", &mut other)
                 {
-                    b.events[e].attrs = rows;
+                    b.events_mut()[e].attrs = rows;
                 }
             }
             for l in sp.links.range() {
-                let link = b.links[l];
+                let link = b.links()[l];
                 if let Some(rows) =
                     self.scrub_block_attrs(b, link.attrs, &mut tally, "link.", &mut other)
                 {
-                    b.links[l].attrs = rows;
+                    b.links_mut()[l].attrs = rows;
                 }
                 if let Some(state) = self.scrub_field(b, link.trace_state) {
-                    b.links[l].trace_state = state;
+                    b.links_mut()[l].trace_state = state;
                 }
             }
             if let Some(state) = self.scrub_field(b, sp.trace_state) {
-                b.spans[i].trace_state = state;
+                b.spans_mut()[i].trace_state = state;
             }
             self.summarize_span(b, i, &tally);
         }
@@ -949,6 +949,147 @@ mod tests {
         assert_eq!(keys, Some(Value::StringValue("aws,db.password,event.name,event.pem,event.set-cookie,gen_ai.prompt,http.request.header.authorization,link.api_key,list,name,nested,nested.token,note,password,status.message".into())));
     }
 
+    /// A block read with its request keeps the request's bytes (which the write-ahead log
+    /// writes instead of the block) only while redaction changed nothing: a secret in any
+    /// place, masked or dropped, or a key the allowlist drops, lets them go.
+    #[test]
+    fn a_block_redaction_changed_no_longer_has_its_request() {
+        let span = |name: &str, attributes: Vec<KeyValue>| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: name.into(),
+            attributes,
+            ..Default::default()
+        };
+        let request = |span: Span, resource: Vec<KeyValue>, scope: Vec<KeyValue>| {
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: resource,
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: "lib".into(),
+                            attributes: scope,
+                            ..Default::default()
+                        }),
+                        spans: vec![span],
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                }],
+            }
+            .encode_to_vec()
+        };
+        let plain = || vec![kv("http.route", s("/cart"))];
+        let with_event = Span {
+            events: vec![Event {
+                name: "e".into(),
+                attributes: vec![kv("set-cookie", s("session=abc123def456"))],
+                ..Default::default()
+            }],
+            ..span("GET /cart", plain())
+        };
+        let with_link = Span {
+            links: vec![Link {
+                trace_id: vec![3; 16],
+                span_id: vec![4; 8],
+                attributes: vec![kv("api_key", s("link-secret-value"))],
+                ..Default::default()
+            }],
+            ..span("GET /cart", plain())
+        };
+        let with_status = Span {
+            status: Some(Status {
+                code: 2,
+                message: format!("auth failed for {AWS}"),
+            }),
+            ..span("GET /cart", plain())
+        };
+        let changed = [
+            (
+                "span name",
+                request(span(&format!("Bearer {JWT}"), plain()), plain(), plain()),
+            ),
+            (
+                "blocked key",
+                request(
+                    span("GET /", vec![kv("password", s("x"))]),
+                    plain(),
+                    plain(),
+                ),
+            ),
+            (
+                "value",
+                request(span("GET /", vec![kv("note", s(CARD))]), plain(), plain()),
+            ),
+            ("event", request(with_event, plain(), plain())),
+            ("link", request(with_link, plain(), plain())),
+            ("status", request(with_status, plain(), plain())),
+            (
+                "resource",
+                request(
+                    span("GET /", plain()),
+                    vec![kv("client_secret", s("v"))],
+                    plain(),
+                ),
+            ),
+            (
+                "scope",
+                request(
+                    span("GET /", plain()),
+                    plain(),
+                    vec![kv("private_key", s("v"))],
+                ),
+            ),
+        ];
+        for action in [Action::Mask, Action::Hash, Action::Drop] {
+            let r = builtin(action);
+            for (place, body) in &changed {
+                let (block, _) = SpanBlock::decode_request(body.clone(), true).expect("decodes");
+                assert_eq!(
+                    block.request(),
+                    Some(&body[..]),
+                    "{place}: read with its request"
+                );
+                let mut blocks = vec![block];
+                r.redact(&mut blocks);
+                assert_eq!(
+                    blocks[0].request(),
+                    None,
+                    "{place}, {action:?}: redacted, so changed"
+                );
+            }
+            let clean = request(span("GET /cart", plain()), plain(), plain());
+            let mut blocks = vec![
+                SpanBlock::decode_request(clean.clone(), true)
+                    .expect("decodes")
+                    .0,
+            ];
+            r.redact(&mut blocks);
+            assert_eq!(
+                blocks[0].request(),
+                Some(&clean[..]),
+                "{action:?}: nothing to redact"
+            );
+        }
+        let allowlist = Redactor::new(&RedactionConfig {
+            allow_all_keys: false,
+            allowed_keys: vec!["http.route".into()],
+            ..Default::default()
+        })
+        .expect("valid");
+        let body = request(
+            span("GET /", vec![kv("user.email", s("a@b.c"))]),
+            plain(),
+            plain(),
+        );
+        let mut blocks = vec![SpanBlock::decode_request(body, true).expect("decodes").0];
+        allowlist.redact(&mut blocks);
+        assert_eq!(blocks[0].request(), None, "a key the allowlist drops");
+    }
+
     #[test]
     fn hashes_join_equal_secrets() {
         let r = builtin(Action::Hash);
@@ -1058,7 +1199,7 @@ mod tests {
             span_of(&[("user", "u-3"), ("password", "p-3"), ("other", "o-3")]),
             span_of(&[("user", "u-4"), ("other", "o-4"), ("password", "p-4")]),
         ]);
-        let key = |span: usize, place: usize| block.attrs(block.spans[span].attrs)[place].key();
+        let key = |span: usize, place: usize| block.attrs(block.spans()[span].attrs)[place].key();
         assert_eq!(
             key(1, 0),
             key(0, 0),
@@ -1101,7 +1242,7 @@ mod tests {
                 .map(|v| span_of(&[("request", v), ("note", v)]))
                 .collect(),
         );
-        let value = |span: usize| block.attrs(block.spans[span].attrs)[0].value();
+        let value = |span: usize| block.attrs(block.spans()[span].attrs)[0].value();
         assert_eq!(
             value(1),
             value(0),

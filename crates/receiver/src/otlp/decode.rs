@@ -16,7 +16,23 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, String>
 
 /// OTLP protobuf straight into a span block; spans with invalid ids are refused one by one.
 pub fn spans_of_protobuf(body: &[u8]) -> Result<(SpanBlock, Rejections), String> {
-    SpanBlock::decode(body, true)
+    described(SpanBlock::decode(body, true))
+}
+
+/// [`spans_of_protobuf`], the block keeping the request's bytes while it is exactly what they
+/// give ([`SpanBlock::request`]: the write-ahead log writes them as they are).
+pub fn spans_of_request(body: bytes::Bytes) -> Result<(SpanBlock, Rejections), String> {
+    described(SpanBlock::decode_request(body, true))
+}
+
+/// A decoded request with its refusals described for the client, or why it is not one.
+fn described(
+    decoded: Result<
+        (SpanBlock, spanlake_core::spans::Rejections),
+        spanlake_core::spans::DecodeError,
+    >,
+) -> Result<(SpanBlock, Rejections), String> {
+    decoded
         .map(|(block, rej)| {
             let message = rej.message();
             (

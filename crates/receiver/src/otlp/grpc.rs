@@ -23,7 +23,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
-use super::decode::{Rejections, keep_valid_logs, spans_of_protobuf};
+use super::decode::{Rejections, keep_valid_logs, spans_of_protobuf, spans_of_request};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -312,7 +312,8 @@ impl tower::Service<http::Request<Body>> for TraceServer {
                     let size = d.0.clamp(MIN_BUFFER, max.saturating_add(5));
                     size + size.min(MAX_FRAME)
                 });
-            let mut grpc = tonic::server::Grpc::new(TraceCodec { buffer })
+            let keep = inner.intake.keeps_requests();
+            let mut grpc = tonic::server::Grpc::new(TraceCodec { buffer, keep })
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(ExportTraces(inner), req).await)
@@ -341,9 +342,10 @@ const MIN_BUFFER: usize = 64;
 const MAX_FRAME: usize = 16 << 10;
 
 /// prost's encoder for the response; the request read into a span block, gathered into a
-/// buffer of `buffer` bytes.
+/// buffer of `buffer` bytes; with `keep`, the block keeps the request's bytes.
 struct TraceCodec {
     buffer: usize,
+    keep: bool,
 }
 
 type ProstTraces = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceResponse>;
@@ -361,12 +363,14 @@ impl tonic::codec::Codec for TraceCodec {
     fn decoder(&mut self) -> TraceDecoder {
         TraceDecoder {
             buffer: self.buffer,
+            keep: self.keep,
         }
     }
 }
 
 struct TraceDecoder {
     buffer: usize,
+    keep: bool,
 }
 
 impl tonic::codec::Decoder for TraceDecoder {
@@ -378,11 +382,16 @@ impl tonic::codec::Decoder for TraceDecoder {
         buf: &mut tonic::codec::DecodeBuf<'_>,
     ) -> Result<Option<DecodedTraces>, Status> {
         use bytes::Buf;
-        // The message is one contiguous buffer: taking it as `Bytes` copies nothing.
+        // The message is one contiguous buffer: taking it as `Bytes` copies nothing. For a
+        // durable pipeline the block keeps it, for the write-ahead log.
         let message = buf.copy_to_bytes(buf.remaining());
-        spans_of_protobuf(message.as_ref())
-            .map(|(block, rejected)| Some(DecodedTraces { block, rejected }))
-            .map_err(Status::invalid_argument)
+        if self.keep {
+            spans_of_request(message)
+        } else {
+            spans_of_protobuf(&message)
+        }
+        .map(|(block, rejected)| Some(DecodedTraces { block, rejected }))
+        .map_err(Status::invalid_argument)
     }
 
     fn buffer_settings(&self) -> tonic::codec::BufferSettings {

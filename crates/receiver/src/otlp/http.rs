@@ -22,6 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use super::config::{CorsConfig, HttpConfig};
 use super::decode::{
     decode_logs_json, decode_logs_protobuf, keep_valid_logs, spans_of_json, spans_of_protobuf,
+    spans_of_request,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -301,6 +302,9 @@ async fn export(
         }
     }
     let decoded = match (kind, encoding) {
+        (Kind::Traces, Encoding::Protobuf) if shared.intake.keeps_requests() => {
+            spans_of_request(body.clone())
+        }
         (Kind::Traces, Encoding::Protobuf) => spans_of_protobuf(&body),
         (Kind::Traces, Encoding::Json) => spans_of_json(&body),
         (Kind::Logs, Encoding::Protobuf) => {
