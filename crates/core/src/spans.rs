@@ -1095,6 +1095,27 @@ const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
 
+/// `a == b`, without a `memcmp` call for the short strings most keys, values and ids are:
+/// two overlapping 8-byte (or 4-byte) words cover up to 16 (or 8) bytes.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word8 =
+        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let word4 =
+        |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0 => true,
+        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..8 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// Whether a request's top level holds field 1 (resource groups) alone.
 fn only_resource_groups(body: &[u8]) -> bool {
     let mut w = Wire::new(body);
@@ -1457,10 +1478,10 @@ impl SpanBlock {
 
     /// The string `s`: `like` (a string already read) when it is the same text, so text
     /// repeated from span to span is stored once; else stored as [`text_of`](Self::text_of).
-    #[inline]
+    #[inline(always)]
     fn text_like(&mut self, s: &[u8], like: Option<Str>) -> Result<Str, DecodeError> {
         match like {
-            Some(l) if self.unchecked_str(l) == s => Ok(l),
+            Some(l) if same_bytes(self.unchecked_str(l), s) => Ok(l),
             _ => self.text_of(s),
         }
     }
@@ -1471,7 +1492,7 @@ impl SpanBlock {
     fn id_like(&mut self, id: &[u8], like: impl IntoIterator<Item = Raw>) -> Raw {
         match like
             .into_iter()
-            .find(|&r| !id.is_empty() && self.raw(r) == id)
+            .find(|&r| !id.is_empty() && same_bytes(self.raw(r), id))
         {
             Some(r) => r,
             None => self.push_raw(id),
@@ -2893,6 +2914,22 @@ impl SpanBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `same_bytes` is `==` at every length up to past its word sizes, for equal slices and
+    /// for slices differing in any one byte.
+    #[test]
+    fn same_bytes_is_equality() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+            assert!(same_bytes(&a, &a.clone()), "length {n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_bytes(&a, &b), "length {n}, byte {at}");
+            }
+            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
 
