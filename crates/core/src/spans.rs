@@ -538,11 +538,6 @@ impl SpanBlock {
         self.request.0.as_deref()
     }
 
-    /// Let the request go (its memory), keeping the block.
-    pub fn forget_request(&mut self) {
-        self.request.0 = None;
-    }
-
     /// Append text to the block.
     pub fn push_str(&mut self, s: &str) -> Str {
         self.request.0 = None;
@@ -1359,10 +1354,11 @@ impl SpanBlock {
             let n = n as usize;
             Vec::with_capacity((n + n / 4).min(Room::MAX_BYTES / size_of::<T>()))
         }
+        let body = u32::try_from(body).unwrap_or(u32::MAX);
         SpanBlock {
             text: String::new(),
-            unchecked: table(room.text.min(u32::try_from(body).unwrap_or(u32::MAX))),
-            bytes: table(room.bytes.min(u32::try_from(body).unwrap_or(u32::MAX))),
+            unchecked: table(room.text.min(body)),
+            bytes: table(room.bytes.min(body)),
             resources: table(room.resources),
             scopes: table(room.scopes),
             spans: table(room.spans),
@@ -1391,11 +1387,6 @@ impl SpanBlock {
     /// end is where the next one starts, or the end), so each is valid once the whole is —
     /// one long check instead of one per string.
     fn read_request(&mut self, body: &[u8], check_ids: bool) -> Result<Rejections, DecodeError> {
-        if self.unchecked.capacity() < self.text.capacity() {
-            self.unchecked = std::mem::take(&mut self.text).into_bytes();
-        }
-        self.unchecked.clear();
-        self.text.clear();
         let rej = self.read_spans(body, check_ids)?;
         match String::from_utf8(std::mem::take(&mut self.unchecked)) {
             Ok(text) => {
