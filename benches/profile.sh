@@ -23,7 +23,7 @@ sed -e "s#{GRPC}#127.0.0.1:34317#; s#{HTTP}#127.0.0.1:34318#; s#{DATA}#$work/dat
 pid=$!
 sleep 1.5
 "$root/target/release/spanlake-loadgen" run --endpoint 127.0.0.1:34317 --protocol grpc \
-  --concurrency 2 --rate "$rate" --duration 12s "$@" >"$work/loadgen.log" 2>&1 &
+  --concurrency "${CONCURRENCY:-2}" --rate "$rate" --duration 12s "$@" >"$work/loadgen.log" 2>&1 &
 loadgen=$!
 sleep 2
 perf record -e cpu-clock -F 1000 --call-graph=dwarf,16384 -o "$out" -p "$pid" -- sleep 8 2>/dev/null

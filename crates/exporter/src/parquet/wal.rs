@@ -1,12 +1,13 @@
 //! The write-ahead log of a parquet exporter: spans that are acknowledged but not yet in a
 //! committed Parquet file.
 //!
-//! The log is a directory of segments, `<id>.wal`, numbered upwards. A segment starts with an
-//! 8-byte magic and holds records:
+//! The log is a directory of segments, `<id>.wal`, numbered upwards. A segment starts with a
+//! 16-byte header — an 8-byte magic and the segment's id (u64 LE) — and holds records:
 //!
 //! ```text
 //! u32 LE  payload length
-//! u32 LE  CRC-32 of the payload
+//! u32 LE  CRC-32 of the segment id below and the payload
+//! u64 LE  the segment's id
 //! payload i64 LE ingest time (Unix ns), then the body: a protobuf message whose field 1 is
 //!         OTLP ResourceSpans (as in ExportTraceServiceRequest) and field 2 OTLP
 //!         ResourceLogs — or, for large spans, the spans in the log's own encoding (they
@@ -15,6 +16,20 @@
 //!         records — or either body as one zstd frame (it starts with zstd's magic, 28 B5
 //!         2F FD)
 //! ```
+//!
+//! A segment the log moves on from ends with an end marker: a record header with length 0.
+//!
+//! Segments are recycled (PostgreSQL's way): one whose spans are all committed is renamed
+//! `<id>.spare` instead of deleted (up to [`SPARES_MAX`], within `max_size`), and the next
+//! segment is that file, written over from its start. Its blocks are already allocated and
+//! the file already that long, so a write finds its pages in place and an fsync writes the
+//! data alone — not the file's size, not new blocks' metadata. What the file held before
+//! stays after the new records: those records carry the old segment's id, so reading stops
+//! there. Replay reads each segment up to its end marker, or — the newest segment only — up
+//! to the first record that does not check out.
+//!
+//! Segments of builds before recycling (magic `SLWAL\0\0\x01`, records with an 8-byte
+//! header: length, CRC-32 of the payload) are replayed as they were written: to their end.
 //!
 //! Spans whose attributes take ≥ 2 KiB (judged by each block's first span) go in the own
 //! encoding: a long value is written once per segment — the first record that holds it
@@ -33,16 +48,19 @@
 //!
 //! Records hold spans after every processor ran (redaction included: no secret reaches the
 //! disk). Writes go to the current segment; fsyncs are grouped by the exporter (one fsync
-//! serves every batch written since the last one). A segment is deleted once every span in it
-//! is in a committed Parquet file.
+//! serves every batch written since the last one). A segment is recycled or deleted once
+//! every span in it is in a committed Parquet file.
 //!
 //! On start the log is replayed: every record that checks out is handed back. A torn last
-//! record (a crash mid-write) is expected and ignored; damage anywhere else sets the segment
-//! aside as `<id>.wal.corrupt`, with an error in the log, after its good records are replayed.
+//! record (a crash mid-write) is expected and ignored (the newest segment gets its end marker
+//! in its place); damage anywhere else — a segment without its end marker included — sets the
+//! segment aside as `<id>.wal.corrupt`, with an error in the log, after its good records are
+//! replayed.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +71,17 @@ use serde::Deserialize;
 use spanlake_core::SpanBlock;
 use spanlake_core::spans::{NATIVE_MAGIC, NATIVE_MAGIC_V1, SegmentValues};
 
-const MAGIC: &[u8; 8] = b"SLWAL\0\0\x01";
+/// A segment's magic; its id follows.
+const MAGIC: &[u8; 8] = b"SLWAL\0\0\x02";
+/// The magic of segments written before recycling: records with an 8-byte header, no id.
+const MAGIC_V1: &[u8; 8] = b"SLWAL\0\0\x01";
+/// A segment's header: its magic and id.
+const SEGMENT_HEADER: usize = 16;
+/// Spare segments kept for reuse at most.
+const SPARES_MAX: usize = 4;
+/// A spare larger than this many segments (one record larger than a segment made it so) is
+/// not kept.
+const SPARE_SEGMENTS_MAX: u64 = 2;
 
 /// The body of a record: spans and log records.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,7 +118,10 @@ impl Record {
         })
     }
 }
-const RECORD_HEADER: usize = 8;
+/// A record's header: length, checksum, segment id.
+const RECORD_HEADER: usize = 16;
+/// A record's header in segments written before recycling: length, checksum.
+const RECORD_HEADER_V1: usize = 8;
 
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
@@ -257,6 +288,9 @@ pub struct Wal {
     segments: BTreeMap<u64, u64>,
     /// Segments to set aside instead of deleting once their good records are committed.
     corrupt: Vec<u64>,
+    /// Committed segments kept for reuse, `<id>.spare`, with their sizes; and their sum.
+    spares: BTreeMap<u64, u64>,
+    spare_bytes: u64,
     current: Option<Current>,
     /// Id of the next segment; ids only grow.
     next_id: u64,
@@ -280,6 +314,25 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.wal"))
 }
 
+fn spare_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.spare"))
+}
+
+/// The end marker of segment `id`: a record header with length 0.
+fn end_marker(id: u64) -> [u8; RECORD_HEADER] {
+    let mut m = [0u8; RECORD_HEADER];
+    m[8..].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&m[8..]);
+    m[4..8].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// Write segment `id`'s end marker at `at` and make it durable.
+fn write_end_marker(file: &File, id: u64, at: u64) -> io::Result<()> {
+    file.write_all_at(&end_marker(id), at)?;
+    file.sync_data()
+}
+
 impl Wal {
     /// Open the log in `dir` (created if missing) and hand every record already in it to
     /// `replay(segment, ingest_ns, resource_spans)`, oldest first.
@@ -294,15 +347,30 @@ impl Wal {
         };
         fs::create_dir_all(dir).map_err(io)?;
         let mut ids = Vec::new();
+        let mut spares = BTreeMap::new();
+        // Ids only grow: past every segment, spare or set-aside segment there is (a spare
+        // holds records with its old id, which a new segment must never have).
+        let mut highest = 0;
         for entry in fs::read_dir(dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(hex) = name.strip_suffix(".wal")
-                && let Ok(id) = u64::from_str_radix(hex, 16)
-            {
-                ids.push(id);
+            let Some((hex, kind)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(id) = u64::from_str_radix(hex, 16) else {
+                continue;
+            };
+            match kind {
+                "wal" => ids.push(id),
+                "spare" => {
+                    let size = entry.metadata().map_err(io)?.len();
+                    spares.insert(id, size);
+                }
+                "wal.corrupt" => {}
+                _ => continue,
             }
+            highest = highest.max(id);
         }
         ids.sort_unstable();
         let mut wal = Wal {
@@ -310,8 +378,10 @@ impl Wal {
             config,
             segments: BTreeMap::new(),
             corrupt: Vec::new(),
+            spare_bytes: spares.values().sum(),
+            spares,
             current: None,
-            next_id: ids.last().map_or(1, |id| id + 1),
+            next_id: highest + 1,
             total: 0,
             buf: Vec::new(),
             scratch: SpanBlock::default(),
@@ -330,36 +400,54 @@ impl Wal {
                 source,
             })?;
             report.segments += 1;
-            let scan = scan_segment(&data, |ingest, rec| {
+            let scan = scan_segment(&data, id, |ingest, rec| {
                 report.records += 1;
                 report.spans += rec.spans.len();
                 report.logs += spanlake_core::batch::count_logs(&rec.resource_logs);
                 replay(id, ingest, rec)
             });
+            let is_last = Some(id) == last;
+            let old_format = data.starts_with(MAGIC_V1);
             // The bytes of the segment that stay on disk.
             let kept = match scan {
-                Ok(()) => data.len(),
-                Err(Damage { at: 0, .. }) if data.is_empty() => {
-                    // Created, then the crash came before its header: nothing in it.
+                Ok(Scanned { end, marker: true }) => end,
+                // The newest segment ends where its records do (a crash came before the log
+                // moved on): it gets its end marker there, so that once newer segments follow
+                // it, it does not look damaged.
+                Ok(Scanned { end, marker: false }) if is_last => wal.end_on_replay(&path, id, end),
+                Ok(Scanned { end, marker: false }) => {
+                    tracing::error!(segment = %path.display(), offset = end, "write-ahead log: segment ends without its end marker (damaged); its records are replayed and it is set aside as .corrupt");
+                    wal.corrupt.push(id);
+                    report.set_aside.push(path.with_extension("wal.corrupt"));
+                    data.len()
+                }
+                // Created, or being reused, when the crash came before its header was
+                // written: nothing in it is this segment's.
+                Err(Damage { foreign: true, .. }) if is_last || data.is_empty() => {
                     let _ = fs::remove_file(&path);
                     continue;
                 }
                 // Past the header (`at > 0`): a crash mid-write leaves a partial record at the
-                // very end; nothing in it was acknowledged. Cut it off, so that once newer
-                // segments follow this one it does not look damaged.
-                Err(Damage { at, why }) if Some(id) == last && at > 0 => {
-                    report.torn_bytes = (data.len() - at) as u64;
-                    tracing::info!(segment = %path.display(), bytes = report.torn_bytes, reason = why, "write-ahead log: dropping a torn last record");
-                    let cut = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(at as u64).and_then(|_| f.sync_all()));
-                    if let Err(e) = cut {
-                        tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot cut the torn record off");
+                // very end; nothing in it was acknowledged. Cut it off (older segments) or
+                // end the segment in its place, so that once newer segments follow this one
+                // it does not look damaged.
+                Err(Damage { at, why, torn, .. }) if is_last && at > 0 => {
+                    report.torn_bytes = torn as u64;
+                    tracing::info!(segment = %path.display(), bytes = torn, reason = why, "write-ahead log: dropping a torn last record");
+                    if old_format {
+                        let cut = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(at as u64).and_then(|_| f.sync_all()));
+                        if let Err(e) = cut {
+                            tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot cut the torn record off");
+                        }
+                        at
+                    } else {
+                        wal.end_on_replay(&path, id, at)
                     }
-                    at
                 }
-                Err(Damage { at, why }) => {
+                Err(Damage { at, why, .. }) => {
                     tracing::error!(segment = %path.display(), offset = at, reason = why, "write-ahead log: segment is damaged; its records before the damage are replayed and it is set aside as .corrupt");
                     wal.corrupt.push(id);
                     report.set_aside.push(path.with_extension("wal.corrupt"));
@@ -369,7 +457,39 @@ impl Wal {
             wal.segments.insert(id, kept as u64);
             wal.total += kept as u64;
         }
+        while wal.spares.len() > SPARES_MAX {
+            wal.drop_spare();
+        }
         Ok((wal, report))
+    }
+
+    /// End the newest segment found at replay at `at` (where its good records end): the
+    /// bytes it keeps.
+    fn end_on_replay(&self, path: &Path, id: u64, at: usize) -> usize {
+        let ended = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| write_end_marker(&f, id, at as u64));
+        match ended {
+            Ok(()) => at + RECORD_HEADER,
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot write the end marker of the newest segment; once a newer one follows, it will be set aside (its records are replayed all the same)");
+                at
+            }
+        }
+    }
+
+    /// Let the oldest spare segment go.
+    fn drop_spare(&mut self) {
+        if let Some((id, size)) = self.spares.pop_first() {
+            self.spare_bytes -= size;
+            let path = spare_path(&self.dir, id);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot remove a spare segment");
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -394,9 +514,27 @@ impl Wal {
     }
 
     /// Every record written so far is in committed files: close the current segment, so that
-    /// `trim` can remove it, and start the next record in a new one.
+    /// `trim` can let it go, and start the next record in a new one.
     pub fn seal(&mut self) {
-        self.current = None;
+        if let Some(cur) = self.current.take()
+            && let Err(e) = self.end_segment(&cur)
+        {
+            // Its spans are committed; should a crash come before `trim`, the replay sets it
+            // aside after handing them back.
+            tracing::warn!(segment = %seg_path(&self.dir, cur.id).display(), error = %e, "write-ahead log: cannot end a segment");
+        }
+    }
+
+    /// Write `cur`'s end marker, durably: once a newer segment exists, replay expects it.
+    fn end_segment(&mut self, cur: &Current) -> Result<(), WalError> {
+        write_end_marker(&cur.file, cur.id, cur.len).map_err(|source| WalError::Io {
+            path: seg_path(&self.dir, cur.id),
+            source,
+        })?;
+        let marker = RECORD_HEADER as u64;
+        self.segments.insert(cur.id, cur.len + marker);
+        self.total += marker;
+        Ok(())
     }
 
     /// Append one record. It is written (in the page cache) when this returns; it is durable
@@ -426,7 +564,7 @@ impl Wal {
         let len = self.buf.len() as u64;
         let needs_new = match &self.current {
             None => true,
-            Some(c) => c.len + len > self.config.segment_size && c.len > MAGIC.len() as u64,
+            Some(c) => c.len + len > self.config.segment_size && c.len > SEGMENT_HEADER as u64,
         };
         if needs_new && native && self.current.is_some() {
             // The record goes to the next segment: it may refer only to values defined there
@@ -441,8 +579,19 @@ impl Wal {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"),
             });
         }
-        let header = if needs_new { MAGIC.len() as u64 } else { 0 };
-        if self.total + len + header > self.config.max_size {
+        // A new segment's header, and the end marker of the one it follows.
+        let headers = match (needs_new, &self.current) {
+            (false, _) => 0,
+            (true, None) => SEGMENT_HEADER as u64,
+            (true, Some(_)) => (SEGMENT_HEADER + RECORD_HEADER) as u64,
+        };
+        // Spares give way to records.
+        while self.total + len + headers + self.spare_bytes > self.config.max_size
+            && !self.spares.is_empty()
+        {
+            self.drop_spare();
+        }
+        if self.total + len + headers > self.config.max_size {
             return Err(WalError::Full {
                 used: self.total,
                 max: self.config.max_size,
@@ -457,12 +606,11 @@ impl Wal {
                 source: io::Error::other("no open segment"),
             });
         };
+        finish_record(&mut self.buf, cur.id);
         let path = seg_path(&self.dir, cur.id);
-        if let Err(source) = (&*cur.file).write_all(&self.buf) {
-            // Leave no partial record behind: later records must stay readable.
-            if cur.file.set_len(cur.len).is_err() {
-                self.current = None;
-            }
+        // A write that fails part way leaves a record that does not check out after the
+        // last good one: the next record, or the end marker, is written over it.
+        if let Err(source) = cur.file.write_all_at(&self.buf, cur.len) {
             return Err(WalError::Io { path, source });
         }
         cur.len += len;
@@ -476,8 +624,8 @@ impl Wal {
         })
     }
 
-    /// Encode one record into `buf` (header, checksum and all) for `segment`; whether its
-    /// spans are in the own encoding (which refers to the segment's values).
+    /// Encode one record into `buf` for `segment` (its header is left to [`finish_record`]);
+    /// whether its spans are in the own encoding (which refers to the segment's values).
     fn encode(
         &mut self,
         ingest_ns: i64,
@@ -514,10 +662,6 @@ impl Wal {
         }
         let items = n_spans + spanlake_core::batch::count_logs(logs);
         self.compress_body(items);
-        let payload_len = self.buf.len() - RECORD_HEADER;
-        let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
-        self.buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         native
     }
 
@@ -554,14 +698,14 @@ impl Wal {
         }
     }
 
-    /// Close the current segment (fsynced, so only the newest segment can ever hold a torn
-    /// record) and start the next.
+    /// Close the current segment (ended and fsynced, so only the newest segment can ever hold
+    /// a torn record) and start the next: a spare segment if there is one, else a new file.
     fn rotate(&mut self) -> Result<(), WalError> {
-        if let Some(cur) = self.current.take() {
-            cur.file.sync_data().map_err(|source| WalError::Io {
-                path: seg_path(&self.dir, cur.id),
-                source,
-            })?;
+        if let Some(cur) = self.current.take()
+            && let Err(e) = self.end_segment(&cur)
+        {
+            self.current = Some(cur);
+            return Err(e);
         }
         let id = self.next_id;
         let path = seg_path(&self.dir, id);
@@ -569,28 +713,56 @@ impl Wal {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        if let Err(e) = file.write_all(MAGIC).and_then(|_| file.sync_data()) {
+        let file = match self.reuse_spare(&path) {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(io)?,
+        };
+        let mut header = [0u8; SEGMENT_HEADER];
+        header[..MAGIC.len()].copy_from_slice(MAGIC);
+        header[MAGIC.len()..].copy_from_slice(&id.to_le_bytes());
+        if let Err(e) = file.write_all_at(&header, 0).and_then(|_| file.sync_data()) {
             let _ = fs::remove_file(&path);
             return Err(io(e));
         }
         // The new name must survive a crash too.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            let _ = fs::remove_file(&path);
+            return Err(io(e));
+        }
         self.next_id = id + 1;
-        self.segments.insert(id, MAGIC.len() as u64);
-        self.total += MAGIC.len() as u64;
+        self.segments.insert(id, SEGMENT_HEADER as u64);
+        self.total += SEGMENT_HEADER as u64;
         self.current = Some(Current {
             id,
             file: Arc::new(file),
-            len: MAGIC.len() as u64,
+            len: SEGMENT_HEADER as u64,
         });
         Ok(())
+    }
+
+    /// The newest spare segment, renamed `path` and open for writing over.
+    fn reuse_spare(&mut self, path: &Path) -> Option<File> {
+        while let Some((old, size)) = self.spares.pop_last() {
+            self.spare_bytes -= size;
+            let spare = spare_path(&self.dir, old);
+            let reused = fs::rename(&spare, path).and_then(|_| {
+                OpenOptions::new().write(true).open(path).inspect_err(|_| {
+                    let _ = fs::remove_file(path);
+                })
+            });
+            match reused {
+                Ok(file) => return Some(file),
+                Err(e) => {
+                    tracing::warn!(segment = %spare.display(), error = %e, "write-ahead log: cannot reuse a spare segment");
+                    let _ = fs::remove_file(&spare);
+                }
+            }
+        }
+        None
     }
 
     /// Every span of segments before `keep_from` is in a committed file: let them go (the
@@ -604,12 +776,13 @@ impl Wal {
             .filter(|id| Some(*id) != current)
             .collect();
         let mut freed = 0;
-        for id in old {
+        // Newest first: the spares kept are those most likely still in the page cache.
+        for id in old.into_iter().rev() {
             let path = seg_path(&self.dir, id);
             let result = if self.corrupt.contains(&id) {
                 fs::rename(&path, path.with_extension("wal.corrupt"))
             } else {
-                fs::remove_file(&path)
+                self.recycle(id, &path)
             };
             match result {
                 Ok(()) => {
@@ -631,63 +804,179 @@ impl Wal {
         }
         freed
     }
+
+    /// Keep committed segment `id` as a spare when there is room for one, else remove it.
+    fn recycle(&mut self, id: u64, path: &Path) -> io::Result<()> {
+        let live = self.total - self.segments.get(&id).copied().unwrap_or(0);
+        let size = fs::metadata(path)?.len();
+        let keep = self.spares.len() < SPARES_MAX
+            && size <= self.config.segment_size.saturating_mul(SPARE_SEGMENTS_MAX)
+            && live + self.spare_bytes + size <= self.config.max_size;
+        if keep {
+            match fs::rename(path, spare_path(&self.dir, id)) {
+                Ok(()) => {
+                    self.spares.insert(id, size);
+                    self.spare_bytes += size;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "write-ahead log: cannot keep a committed segment for reuse");
+                }
+            }
+        }
+        fs::remove_file(path)
+    }
+}
+
+/// Fill in the header of the record encoded in `buf` for segment `id`: the payload's length,
+/// then the CRC-32 of the id and the payload, then the id.
+fn finish_record(buf: &mut [u8], id: u64) {
+    let payload_len = buf.len() - RECORD_HEADER;
+    buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    buf[8..16].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&buf[8..]);
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Where a segment's records end, and whether at its end marker (segments written before
+/// recycling have none: they end with the file).
+struct Scanned {
+    end: usize,
+    marker: bool,
 }
 
 struct Damage {
     at: usize,
     why: &'static str,
+    /// Bytes of the record that does not check out (as far as the segment holds them).
+    torn: usize,
+    /// Nothing in the segment is its own: no header yet, or another segment's (a spare was
+    /// being reused).
+    foreign: bool,
 }
 
-/// Walk a segment's records, handing each good one to `each`; stop at the first damage.
-fn scan_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Damage> {
-    if data.len() < MAGIC.len() {
+/// Walk segment `id`'s records, handing each good one to `each`; stop at its end marker, at
+/// another segment's records (what a reused file held before), or at the first damage.
+fn scan_segment(
+    data: &[u8],
+    id: u64,
+    mut each: impl FnMut(i64, Record),
+) -> Result<Scanned, Damage> {
+    let damage = |at, why, torn| Damage {
+        at,
+        why,
+        torn,
+        foreign: false,
+    };
+    if data.starts_with(MAGIC_V1) {
+        return scan_old_segment(data, each).map(|()| Scanned {
+            end: data.len(),
+            marker: true,
+        });
+    }
+    if data.len() < SEGMENT_HEADER {
         return Err(Damage {
-            at: 0,
-            why: "segment shorter than its header",
+            foreign: true,
+            ..damage(0, "segment shorter than its header", data.len())
         });
     }
     if &data[..MAGIC.len()] != MAGIC {
+        return Err(damage(
+            0,
+            "not a spanlake write-ahead log segment",
+            data.len(),
+        ));
+    }
+    if data[MAGIC.len()..SEGMENT_HEADER] != id.to_le_bytes() {
         return Err(Damage {
-            at: 0,
-            why: "not a spanlake write-ahead log segment",
+            foreign: true,
+            ..damage(0, "the header is another segment's", data.len())
         });
     }
-    let mut at = MAGIC.len();
+    let mut at = SEGMENT_HEADER;
     let mut values = SegmentValues::default();
-    while at < data.len() {
+    loop {
         let rest = &data[at..];
+        if rest.is_empty() {
+            return Ok(Scanned {
+                end: at,
+                marker: false,
+            });
+        }
         if rest.len() < RECORD_HEADER {
-            return Err(Damage {
-                at,
-                why: "partial record header",
+            return Err(damage(at, "partial record header", rest.len()));
+        }
+        if rest[8..16] != id.to_le_bytes() {
+            // Not this segment's: what the file held before it was reused, or zeros.
+            return Ok(Scanned {
+                end: at,
+                marker: false,
             });
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let Some(payload) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else {
-            return Err(Damage {
-                at,
-                why: "partial record",
-            });
+        let torn = rest.len().min(RECORD_HEADER.saturating_add(len));
+        let Some(checked) = rest.get(8..RECORD_HEADER + len) else {
+            return Err(damage(at, "partial record", torn));
         };
-        if len < 8 || crc32fast::hash(payload) != crc {
-            return Err(Damage {
-                at,
-                why: "checksum mismatch",
+        if crc32fast::hash(checked) != crc {
+            return Err(damage(at, "checksum mismatch", torn));
+        }
+        if len == 0 {
+            return Ok(Scanned {
+                end: at + RECORD_HEADER,
+                marker: true,
             });
+        }
+        let payload = &checked[8..];
+        if len < 8 {
+            return Err(damage(at, "record shorter than its ingest time", torn));
         }
         let mut ingest = [0u8; 8];
         ingest.copy_from_slice(&payload[..8]);
         let Some(rec) =
             record_body(&payload[8..]).and_then(|body| Record::decode(&body, &mut values))
         else {
-            return Err(Damage {
-                at,
-                why: "record does not decode",
-            });
+            return Err(damage(at, "record does not decode", torn));
         };
         each(i64::from_le_bytes(ingest), rec);
         at += RECORD_HEADER + len;
+    }
+}
+
+/// Walk a segment written before recycling (records with an 8-byte header, no end marker)
+/// to its end.
+fn scan_old_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<(), Damage> {
+    let damage = |at: usize, why| Damage {
+        at,
+        why,
+        torn: data.len() - at,
+        foreign: false,
+    };
+    let mut at = MAGIC_V1.len();
+    let mut values = SegmentValues::default();
+    while at < data.len() {
+        let rest = &data[at..];
+        if rest.len() < RECORD_HEADER_V1 {
+            return Err(damage(at, "partial record header"));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let Some(payload) = rest.get(RECORD_HEADER_V1..RECORD_HEADER_V1 + len) else {
+            return Err(damage(at, "partial record"));
+        };
+        if len < 8 || crc32fast::hash(payload) != crc {
+            return Err(damage(at, "checksum mismatch"));
+        }
+        let mut ingest = [0u8; 8];
+        ingest.copy_from_slice(&payload[..8]);
+        let Some(rec) =
+            record_body(&payload[8..]).and_then(|body| Record::decode(&body, &mut values))
+        else {
+            return Err(damage(at, "record does not decode"));
+        };
+        each(i64::from_le_bytes(ingest), rec);
+        at += RECORD_HEADER_V1 + len;
     }
     Ok(())
 }
@@ -906,7 +1195,7 @@ mod tests {
         );
         // In the log's own encoding (not protobuf, compressed, which would be as small).
         let seg = fs::read(seg_path(&dir, w.segment)).expect("segment");
-        let body = MAGIC.len() + RECORD_HEADER + 8;
+        let body = SEGMENT_HEADER + RECORD_HEADER + 8;
         assert_eq!(seg[body..body + 4], NATIVE_MAGIC);
         // Small spans are written as protobuf, as they are encoded.
         let small = groups(3);
@@ -940,7 +1229,7 @@ mod tests {
         for g in &logs {
             prost::encoding::message::encode(2, g, &mut payload);
         }
-        let mut seg = MAGIC.to_vec();
+        let mut seg = MAGIC_V1.to_vec();
         seg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         seg.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         seg.extend_from_slice(&payload);
@@ -1137,7 +1426,162 @@ mod tests {
         let before = wal.size();
         let freed = wal.trim(u64::MAX);
         assert_eq!(freed, before, "no segment is open after replay: all go");
-        assert_eq!(fs::read_dir(&dir).expect("dir").count(), 0);
+        assert_eq!(wal.size(), 0);
+        let left = files(&dir);
+        assert_eq!(left.len(), SPARES_MAX, "{left:?}");
+        assert!(left.iter().all(|f| f.ends_with(".spare")), "{left:?}");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Committed segments are kept as spares and written over as new segments: the records
+    /// they held before never come back, a crash in a reused segment loses nothing
+    /// acknowledged, and a spare caught mid-reuse by a crash holds nothing.
+    #[test]
+    fn committed_segments_are_reused_and_their_old_records_never_come_back() {
+        let dir = tempdir("reuse");
+        let config = WalConfig {
+            segment_size: 4096,
+            max_size: 1 << 20,
+            ..Default::default()
+        };
+        let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
+        for i in 1..=60u8 {
+            wal.append(i as i64, &groups(9), &[]).expect("append");
+        }
+        assert!(wal.current_segment() > SPARES_MAX as u64 + 1);
+        wal.seal();
+        wal.trim(u64::MAX);
+        let spares = files(&dir);
+        assert_eq!(spares.len(), SPARES_MAX, "{spares:?}");
+        let spare_size = fs::metadata(dir.join(&spares[SPARES_MAX - 1]))
+            .expect("spare")
+            .len();
+        let first_new = wal.current_segment();
+
+        // Fewer, smaller records than the spares held: each reused file goes on with another
+        // segment's records after the new ones.
+        let mut acked = Vec::new();
+        for i in 1..=12u8 {
+            let w = wal.append(100 + i as i64, &groups(1), &[]).expect("append");
+            acked.push((w.segment, 100 + i as i64));
+        }
+        let used: Vec<u64> = acked.iter().map(|a| a.0).collect();
+        assert_eq!(used[0], first_new);
+        let reused = seg_path(&dir, first_new);
+        assert_eq!(
+            fs::metadata(&reused).expect("segment").len(),
+            spare_size,
+            "the newest spare is written over, not replaced"
+        );
+        assert!(
+            files(&dir).iter().filter(|f| f.ends_with(".spare")).count() < SPARES_MAX,
+            "spares were taken"
+        );
+        drop(wal); // a crash: nothing committed, nothing ended
+        for round in 0..2 {
+            let mut got = Vec::new();
+            let (_, report) = Wal::open(&dir, config.clone(), |seg, ingest, _| {
+                got.push((seg, ingest))
+            })
+            .expect("replay");
+            assert_eq!(got, acked, "round {round}: the new records only, each once");
+            assert_eq!(
+                report.torn_bytes, 0,
+                "another segment's records are not torn"
+            );
+            assert!(report.set_aside.is_empty(), "{:?}", report.set_aside);
+        }
+
+        // A newer segment after the reused ones: they all still read to their end markers.
+        let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("replay");
+        let w = wal.append(200, &groups(2), &[]).expect("append");
+        acked.push((w.segment, 200));
+        drop(wal);
+        let mut got = Vec::new();
+        let (_, report) = Wal::open(&dir, config.clone(), |seg, ingest, _| {
+            got.push((seg, ingest))
+        })
+        .expect("replay");
+        assert_eq!(got, acked);
+        assert!(report.set_aside.is_empty(), "{:?}", report.set_aside);
+
+        // A crash between a spare's rename and its new header: the file under the next
+        // segment's name holds none of that segment's records, and goes.
+        let spare = files(&dir)
+            .into_iter()
+            .find(|f| f.ends_with(".spare"))
+            .expect("a spare is left");
+        let next = w.segment + 1;
+        fs::rename(dir.join(&spare), seg_path(&dir, next)).expect("rename");
+        let mut got = Vec::new();
+        let (_, report) = Wal::open(&dir, config.clone(), |seg, ingest, _| {
+            got.push((seg, ingest))
+        })
+        .expect("replay");
+        assert_eq!(got, acked);
+        assert!(report.set_aside.is_empty(), "{:?}", report.set_aside);
+        assert!(!seg_path(&dir, next).exists());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A record torn by a crash in a reused segment is dropped, and the segment ends in its
+    /// place; a segment without its end marker that is not the newest is set aside.
+    #[test]
+    fn a_torn_record_in_a_reused_segment_is_dropped_and_a_missing_end_marker_is_damage() {
+        let dir = tempdir("reuse-torn");
+        let config = WalConfig {
+            segment_size: 4096,
+            max_size: 1 << 20,
+            ..Default::default()
+        };
+        let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
+        for i in 1..=20u8 {
+            wal.append(i as i64, &groups(8), &[]).expect("append");
+        }
+        wal.seal();
+        wal.trim(u64::MAX);
+        let a = wal.append(101, &groups(1), &[]).expect("append");
+        let b = wal.append(102, &groups(3), &[]).expect("append");
+        assert_eq!(a.segment, b.segment);
+        drop(wal);
+        // Tear the second record: its last bytes never reached the disk.
+        let path = seg_path(&dir, b.segment);
+        let mut data = fs::read(&path).expect("read");
+        let end = SEGMENT_HEADER + a.bytes + b.bytes;
+        assert!(data.len() > end, "the reused file goes on past the records");
+        data[end - 3] ^= 0x5a;
+        fs::write(&path, &data).expect("write");
+        let mut got = Vec::new();
+        let (_, report) =
+            Wal::open(&dir, config.clone(), |_, ingest, _| got.push(ingest)).expect("replay");
+        assert_eq!(got, vec![101]);
+        assert_eq!(report.torn_bytes, b.bytes as u64);
+        assert!(report.set_aside.is_empty());
+        let data = fs::read(&path).expect("read");
+        let marker = SEGMENT_HEADER + a.bytes;
+        assert_eq!(data[marker..marker + RECORD_HEADER], end_marker(b.segment));
+
+        // Take the end marker away from a segment that is not the newest: damage.
+        let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("replay");
+        wal.append(103, &groups(1), &[]).expect("append");
+        drop(wal);
+        let mut data = fs::read(&path).expect("read");
+        data[marker..marker + RECORD_HEADER].fill(0);
+        fs::write(&path, &data).expect("write");
+        let mut got = Vec::new();
+        let (_, report) =
+            Wal::open(&dir, config.clone(), |_, ingest, _| got.push(ingest)).expect("replay");
+        assert_eq!(got, vec![101, 103], "every good record is handed back");
+        assert_eq!(report.set_aside, vec![path.with_extension("wal.corrupt")]);
         fs::remove_dir_all(&dir).ok();
     }
 
