@@ -18,7 +18,7 @@ shift 4
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 sed -e "s#{GRPC}#127.0.0.1:34317#; s#{HTTP}#127.0.0.1:34318#; s#{DATA}#$work/data#; s#{ACKS}#$acks#" \
-  "$root/benches/sidecar.json" >"$work/pipeline.json"
+  "${CONFIG:-$root/benches/sidecar.json}" >"$work/pipeline.json"
 "$bin" run --config "$work/pipeline.json" >"$work/collector.log" 2>&1 &
 pid=$!
 sleep 1.5
@@ -26,7 +26,7 @@ sleep 1.5
   --concurrency "${CONCURRENCY:-2}" --rate "$rate" --duration 12s "$@" >"$work/loadgen.log" 2>&1 &
 loadgen=$!
 sleep 2
-perf record -e cpu-clock -F 1000 --call-graph=dwarf,16384 -o "$out" -p "$pid" -- sleep 8 2>/dev/null
+perf record -e ${EVENT:-cpu-clock} ${FREQ:--F 1000} --call-graph=dwarf,16384 -o "$out" -p "$pid" -- sleep 8 2>/dev/null
 wait "$loadgen"
 head -1 "$work/loadgen.log"
 kill "$pid"
