@@ -265,7 +265,19 @@ pub struct Written {
 struct Current {
     id: u64,
     file: Arc<File>,
+    /// Where the next record goes.
     len: u64,
+    /// The file's length: more than `len` in a reused spare.
+    disk: u64,
+}
+
+impl Current {
+    /// The segment now reaches `end`: the bytes the file grew by.
+    fn reach(&mut self, end: u64) -> u64 {
+        let grown = end.saturating_sub(self.disk);
+        self.disk += grown;
+        grown
+    }
 }
 
 /// What replay found.
@@ -408,13 +420,16 @@ impl Wal {
             });
             let is_last = Some(id) == last;
             let old_format = data.starts_with(MAGIC_V1);
-            // The bytes of the segment that stay on disk.
+            // The bytes of the segment that stay on disk (a reused file's go on past its
+            // records).
             let kept = match scan {
-                Ok(Scanned { end, marker: true }) => end,
+                Ok(Scanned { marker: true, .. }) => data.len(),
                 // The newest segment ends where its records do (a crash came before the log
                 // moved on): it gets its end marker there, so that once newer segments follow
                 // it, it does not look damaged.
-                Ok(Scanned { end, marker: false }) if is_last => wal.end_on_replay(&path, id, end),
+                Ok(Scanned { end, marker: false }) if is_last => {
+                    data.len().max(wal.end_on_replay(&path, id, end))
+                }
                 Ok(Scanned { end, marker: false }) => {
                     tracing::error!(segment = %path.display(), offset = end, "write-ahead log: segment ends without its end marker (damaged); its records are replayed and it is set aside as .corrupt");
                     wal.corrupt.push(id);
@@ -444,7 +459,7 @@ impl Wal {
                         }
                         at
                     } else {
-                        wal.end_on_replay(&path, id, at)
+                        data.len().max(wal.end_on_replay(&path, id, at))
                     }
                 }
                 Err(Damage { at, why, .. }) => {
@@ -516,8 +531,8 @@ impl Wal {
     /// Every record written so far is in committed files: close the current segment, so that
     /// `trim` can let it go, and start the next record in a new one.
     pub fn seal(&mut self) {
-        if let Some(cur) = self.current.take()
-            && let Err(e) = self.end_segment(&cur)
+        if let Some(mut cur) = self.current.take()
+            && let Err(e) = self.end_segment(&mut cur)
         {
             // Its spans are committed; should a crash come before `trim`, the replay sets it
             // aside after handing them back.
@@ -526,14 +541,13 @@ impl Wal {
     }
 
     /// Write `cur`'s end marker, durably: once a newer segment exists, replay expects it.
-    fn end_segment(&mut self, cur: &Current) -> Result<(), WalError> {
+    fn end_segment(&mut self, cur: &mut Current) -> Result<(), WalError> {
         write_end_marker(&cur.file, cur.id, cur.len).map_err(|source| WalError::Io {
             path: seg_path(&self.dir, cur.id),
             source,
         })?;
-        let marker = RECORD_HEADER as u64;
-        self.segments.insert(cur.id, cur.len + marker);
-        self.total += marker;
+        self.total += cur.reach(cur.len + RECORD_HEADER as u64);
+        self.segments.insert(cur.id, cur.disk);
         Ok(())
     }
 
@@ -579,19 +593,21 @@ impl Wal {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"),
             });
         }
-        // A new segment's header, and the end marker of the one it follows.
-        let headers = match (needs_new, &self.current) {
-            (false, _) => 0,
-            (true, None) => SEGMENT_HEADER as u64,
-            (true, Some(_)) => (SEGMENT_HEADER + RECORD_HEADER) as u64,
+        // What the log's files grow by, at most: past the current file's end, or a new
+        // segment's header, the record, and the end marker of the segment it follows (a spare
+        // reused for it is already counted among the spares).
+        let grows = match (needs_new, &self.current) {
+            (false, Some(c)) => (c.len + len).saturating_sub(c.disk),
+            (true, None) | (false, None) => SEGMENT_HEADER as u64 + len,
+            (true, Some(_)) => (SEGMENT_HEADER + RECORD_HEADER) as u64 + len,
         };
         // Spares give way to records.
-        while self.total + len + headers + self.spare_bytes > self.config.max_size
+        while self.total + grows + self.spare_bytes > self.config.max_size
             && !self.spares.is_empty()
         {
             self.drop_spare();
         }
-        if self.total + len + headers > self.config.max_size {
+        if self.total + grows > self.config.max_size {
             return Err(WalError::Full {
                 used: self.total,
                 max: self.config.max_size,
@@ -614,8 +630,8 @@ impl Wal {
             return Err(WalError::Io { path, source });
         }
         cur.len += len;
-        self.total += len;
-        self.segments.insert(cur.id, cur.len);
+        self.total += cur.reach(cur.len);
+        self.segments.insert(cur.id, cur.disk);
         self.values.commit();
         Ok(Written {
             segment: cur.id,
@@ -701,8 +717,8 @@ impl Wal {
     /// Close the current segment (ended and fsynced, so only the newest segment can ever hold
     /// a torn record) and start the next: a spare segment if there is one, else a new file.
     fn rotate(&mut self) -> Result<(), WalError> {
-        if let Some(cur) = self.current.take()
-            && let Err(e) = self.end_segment(&cur)
+        if let Some(mut cur) = self.current.take()
+            && let Err(e) = self.end_segment(&mut cur)
         {
             self.current = Some(cur);
             return Err(e);
@@ -713,13 +729,16 @@ impl Wal {
             path: path.clone(),
             source,
         };
-        let file = match self.reuse_spare(&path) {
-            Some(file) => file,
-            None => OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .open(&path)
-                .map_err(io)?,
+        let (file, disk) = match self.reuse_spare(&path) {
+            Some(reused) => reused,
+            None => {
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io)?;
+                (file, 0)
+            }
         };
         let mut header = [0u8; SEGMENT_HEADER];
         header[..MAGIC.len()].copy_from_slice(MAGIC);
@@ -734,18 +753,20 @@ impl Wal {
             return Err(io(e));
         }
         self.next_id = id + 1;
-        self.segments.insert(id, SEGMENT_HEADER as u64);
-        self.total += SEGMENT_HEADER as u64;
+        let disk = disk.max(SEGMENT_HEADER as u64);
+        self.segments.insert(id, disk);
+        self.total += disk;
         self.current = Some(Current {
             id,
             file: Arc::new(file),
             len: SEGMENT_HEADER as u64,
+            disk,
         });
         Ok(())
     }
 
-    /// The newest spare segment, renamed `path` and open for writing over.
-    fn reuse_spare(&mut self, path: &Path) -> Option<File> {
+    /// The newest spare segment, renamed `path` and open for writing over, and its length.
+    fn reuse_spare(&mut self, path: &Path) -> Option<(File, u64)> {
         while let Some((old, size)) = self.spares.pop_last() {
             self.spare_bytes -= size;
             let spare = spare_path(&self.dir, old);
@@ -755,7 +776,7 @@ impl Wal {
                 })
             });
             match reused {
-                Ok(file) => return Some(file),
+                Ok(file) => return Some((file, size)),
                 Err(e) => {
                     tracing::warn!(segment = %spare.display(), error = %e, "write-ahead log: cannot reuse a spare segment");
                     let _ = fs::remove_file(&spare);
@@ -1604,6 +1625,55 @@ mod tests {
         assert!(n > 10, "{n} records fit");
         assert!(matches!(err, WalError::Full { max: 8192, .. }), "{err}");
         assert!(wal.size() <= 8192);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    fn dir_bytes(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").metadata().expect("meta").len())
+            .sum()
+    }
+
+    /// With spares kept and reused, the log's files together never pass `max_size`, and the
+    /// log's size is what its segment files take.
+    #[test]
+    fn spares_and_segments_together_stay_within_max_size() {
+        let dir = tempdir("full-reuse");
+        let config = WalConfig {
+            segment_size: 4096,
+            max_size: 16384,
+            ..Default::default()
+        };
+        let (mut wal, _) = Wal::open(&dir, config, |_, _, _| {}).expect("open");
+        let mut sizes = [2u8, 9, 5, 1, 7];
+        let mut reused = 0;
+        for round in 0..12 {
+            let mut n = 0;
+            loop {
+                let spares = wal.spares.len();
+                let appended = wal.append(0, &groups(sizes[n % sizes.len()]), &[]);
+                reused += usize::from(wal.spares.len() < spares);
+                match appended {
+                    Ok(_) => n += 1,
+                    Err(WalError::Full { .. }) => break,
+                    Err(e) => panic!("{e}"),
+                }
+                let on_disk = dir_bytes(&dir);
+                assert!(on_disk <= 16384, "round {round}: {on_disk} bytes");
+                assert_eq!(wal.size() + wal.spare_bytes, on_disk, "round {round}");
+            }
+            assert!(n > 3, "round {round}: {n} records fit");
+            sizes.rotate_left(1);
+            // Everything is committed: the segments become spares.
+            wal.seal();
+            wal.trim(u64::MAX);
+            assert!(dir_bytes(&dir) <= 16384);
+        }
+        assert!(
+            reused >= 12,
+            "spares were taken (reused, or let go for records) {reused} times"
+        );
         fs::remove_dir_all(&dir).ok();
     }
 
