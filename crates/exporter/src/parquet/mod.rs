@@ -344,7 +344,7 @@ impl Exporter for ParquetExporter {
                     }
                 }
             }
-            let (writer, result) = thread.run(writer, |w| w.commit_all()).await;
+            let (writer, result) = thread.run(writer, |w| w.commit_all_and_close()).await;
             pressure.buffered(-(reported as isize));
             // Every acknowledgement waiting on an fsync is answered before the task ends.
             drop(sync_tx);

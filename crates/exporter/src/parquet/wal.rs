@@ -494,6 +494,13 @@ impl Wal {
         }
     }
 
+    /// Let every spare segment go (a clean stop: the next start begins with fresh files).
+    pub fn drop_spares(&mut self) {
+        while !self.spares.is_empty() {
+            self.drop_spare();
+        }
+    }
+
     /// Let the oldest spare segment go.
     fn drop_spare(&mut self) {
         if let Some((id, size)) = self.spares.pop_first() {

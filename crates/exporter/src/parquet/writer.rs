@@ -188,6 +188,18 @@ impl LakeWriter {
         self.wal.as_ref()
     }
 
+    /// Commit everything, then (when that worked) remove the log's spare segments: a clean
+    /// stop leaves the log empty.
+    pub fn commit_all_and_close(&mut self) -> Result<Vec<Committed>, WriteError> {
+        let result = self.commit_all();
+        if result.is_ok()
+            && let Some(wal) = self.wal.as_mut()
+        {
+            wal.drop_spares();
+        }
+        result
+    }
+
     /// Take spans: into the write-ahead log first (when durable), then into the buffers that
     /// become files. The returned record becomes durable once its file is fsynced.
     pub fn take(&mut self, blocks: Vec<SpanBlock>) -> Result<Option<Written>, WriteError> {
