@@ -11,6 +11,12 @@
 #   benches/profile.sh /tmp/b1 durable 1000 /tmp/large.data --attributes 20 --attribute-size 5000 --spans-per-request 10
 #   benches/phases.py /tmp/k10.data                 # share of the samples by stage
 #   benches/phases.py /tmp/k10.data memcmp          # who calls a function (the leaf's callers)
+#
+# CONCURRENCY (default 2) requests in flight; CONFIG another pipeline file than
+# benches/sidecar.json; EVENT (default cpu-clock) and FREQ (default "-F 1000") for perf, e.g.
+#   EVENT=page-faults FREQ="-c 1" benches/profile.sh BIN durable 1000 OUT ...   # every fault
+#   EVENT=sched:sched_switch FREQ="-c 1" ...                                    # who waits where
+#   CONCURRENCY=8 benches/profile.sh BIN durable 0 OUT                          # full rate
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$1 acks=$2 rate=$3 out=$4
