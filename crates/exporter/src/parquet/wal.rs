@@ -1426,11 +1426,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_and_committed_segments_go() {
         let dir = tempdir("order");
-        let config = WalConfig {
-            segment_size: 4096,
-            max_size: 1 << 20,
-            ..Default::default()
-        };
+        let config = small_segments();
         let (mut wal, report) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
         assert_eq!(report, ReplayReport::default());
         let mut segs = Vec::new();
@@ -1461,6 +1457,25 @@ mod tests {
         fs::remove_dir_all(&dir).ok();
     }
 
+    /// Segments of 4 KiB in a log of 1 MiB: rotations come after a few records.
+    fn small_segments() -> WalConfig {
+        WalConfig {
+            segment_size: 4096,
+            max_size: 1 << 20,
+            ..Default::default()
+        }
+    }
+
+    /// Replay the log in `dir`: each record's segment and ingest time.
+    fn replay_ids(dir: &Path, config: &WalConfig) -> (Vec<(u64, i64)>, ReplayReport) {
+        let mut got = Vec::new();
+        let (_, report) = Wal::open(dir, config.clone(), |seg, ingest, _| {
+            got.push((seg, ingest))
+        })
+        .expect("replay");
+        (got, report)
+    }
+
     fn files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .expect("dir")
@@ -1476,11 +1491,7 @@ mod tests {
     #[test]
     fn committed_segments_are_reused_and_their_old_records_never_come_back() {
         let dir = tempdir("reuse");
-        let config = WalConfig {
-            segment_size: 4096,
-            max_size: 1 << 20,
-            ..Default::default()
-        };
+        let config = small_segments();
         let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
         for i in 1..=60u8 {
             wal.append(i as i64, &groups(9), &[]).expect("append");
@@ -1516,11 +1527,7 @@ mod tests {
         );
         drop(wal); // a crash: nothing committed, nothing ended
         for round in 0..2 {
-            let mut got = Vec::new();
-            let (_, report) = Wal::open(&dir, config.clone(), |seg, ingest, _| {
-                got.push((seg, ingest))
-            })
-            .expect("replay");
+            let (got, report) = replay_ids(&dir, &config);
             assert_eq!(got, acked, "round {round}: the new records only, each once");
             assert_eq!(
                 report.torn_bytes, 0,
@@ -1534,11 +1541,7 @@ mod tests {
         let w = wal.append(200, &groups(2), &[]).expect("append");
         acked.push((w.segment, 200));
         drop(wal);
-        let mut got = Vec::new();
-        let (_, report) = Wal::open(&dir, config.clone(), |seg, ingest, _| {
-            got.push((seg, ingest))
-        })
-        .expect("replay");
+        let (got, report) = replay_ids(&dir, &config);
         assert_eq!(got, acked);
         assert!(report.set_aside.is_empty(), "{:?}", report.set_aside);
 
@@ -1550,11 +1553,7 @@ mod tests {
             .expect("a spare is left");
         let next = w.segment + 1;
         fs::rename(dir.join(&spare), seg_path(&dir, next)).expect("rename");
-        let mut got = Vec::new();
-        let (_, report) = Wal::open(&dir, config.clone(), |seg, ingest, _| {
-            got.push((seg, ingest))
-        })
-        .expect("replay");
+        let (got, report) = replay_ids(&dir, &config);
         assert_eq!(got, acked);
         assert!(report.set_aside.is_empty(), "{:?}", report.set_aside);
         assert!(!seg_path(&dir, next).exists());
@@ -1566,11 +1565,7 @@ mod tests {
     #[test]
     fn a_torn_record_in_a_reused_segment_is_dropped_and_a_missing_end_marker_is_damage() {
         let dir = tempdir("reuse-torn");
-        let config = WalConfig {
-            segment_size: 4096,
-            max_size: 1 << 20,
-            ..Default::default()
-        };
+        let config = small_segments();
         let (mut wal, _) = Wal::open(&dir, config.clone(), |_, _, _| {}).expect("open");
         for i in 1..=20u8 {
             wal.append(i as i64, &groups(8), &[]).expect("append");
@@ -1687,11 +1682,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_ignored_and_damage_elsewhere_is_set_aside() {
         let dir = tempdir("torn");
-        let config = WalConfig {
-            segment_size: 4096,
-            max_size: 1 << 20,
-            ..Default::default()
-        };
+        let config = small_segments();
         let (mut wal, _) = Wal::open(&dir, config, |_, _, _| {}).expect("open");
         for i in 1..=30u8 {
             wal.append(i as i64, &groups(i % 7 + 1), &[])
