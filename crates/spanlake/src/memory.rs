@@ -56,10 +56,10 @@ struct Heap {
 /// Under load that frees and takes large blocks at once (the testbed's requests of 10 spans of
 /// 20 × 5 KB attributes: ~0.8 MB each), the use looks quiet between looks, and what a trim
 /// gives back is faulted in again moments later: a trim a second, ~1,100 page faults a second
-/// (~11% of the collector's samples at the testbed's 1k spans/s on a busy VM). So when the process has grown back by half of what the last
-/// trim gave back, within four quiet periods of it, the next trim waits twice as long (up to
-/// [`WAIT_MAX`], where it trims all the same); a trim whose memory was not taken back brings
-/// the wait back to the delay.
+/// (~11% of the collector's samples at the testbed's 1k spans/s on a busy VM). So when the
+/// process has grown back by half of what the last trim gave back, within four quiet periods
+/// of it, the next trim waits twice as long (up to [`WAIT_MAX`], where it trims all the same);
+/// a trim whose memory was not taken back brings the wait back to the delay.
 #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 #[derive(Debug)]
 struct TrimPolicy {
