@@ -333,9 +333,7 @@ fn spare_path(dir: &Path, id: u64) -> PathBuf {
 /// The end marker of segment `id`: a record header with length 0.
 fn end_marker(id: u64) -> [u8; RECORD_HEADER] {
     let mut m = [0u8; RECORD_HEADER];
-    m[8..].copy_from_slice(&id.to_le_bytes());
-    let crc = crc32fast::hash(&m[8..]);
-    m[4..8].copy_from_slice(&crc.to_le_bytes());
+    finish_record(&mut m, id);
     m
 }
 
@@ -420,6 +418,16 @@ impl Wal {
             });
             let is_last = Some(id) == last;
             let old_format = data.starts_with(MAGIC_V1);
+            // Any segment but the newest must end with its marker: without one it is damaged.
+            let scan = match scan {
+                Ok(Scanned { end, marker: false }) if !is_last => Err(Damage {
+                    at: end,
+                    why: "segment ends without its end marker",
+                    torn: 0,
+                    foreign: false,
+                }),
+                scanned => scanned,
+            };
             // The bytes of the segment that stay on disk (a reused file's go on past its
             // records).
             let kept = match scan {
@@ -427,14 +435,8 @@ impl Wal {
                 // The newest segment ends where its records do (a crash came before the log
                 // moved on): it gets its end marker there, so that once newer segments follow
                 // it, it does not look damaged.
-                Ok(Scanned { end, marker: false }) if is_last => {
-                    data.len().max(wal.end_on_replay(&path, id, end))
-                }
                 Ok(Scanned { end, marker: false }) => {
-                    tracing::error!(segment = %path.display(), offset = end, "write-ahead log: segment ends without its end marker (damaged); its records are replayed and it is set aside as .corrupt");
-                    wal.corrupt.push(id);
-                    report.set_aside.push(path.with_extension("wal.corrupt"));
-                    data.len()
+                    data.len().max(wal.end_on_replay(&path, id, end))
                 }
                 // Created, or being reused, when the crash came before its header was
                 // written: nothing in it is this segment's.
@@ -960,16 +962,19 @@ fn scan_segment(
         if len < 8 {
             return Err(damage(at, "record shorter than its ingest time", torn));
         }
-        let mut ingest = [0u8; 8];
-        ingest.copy_from_slice(&payload[..8]);
-        let Some(rec) =
-            record_body(&payload[8..]).and_then(|body| Record::decode(&body, &mut values))
-        else {
+        let Some((ingest, rec)) = read_record(payload, &mut values) else {
             return Err(damage(at, "record does not decode", torn));
         };
-        each(i64::from_le_bytes(ingest), rec);
+        each(ingest, rec);
         at += RECORD_HEADER + len;
     }
+}
+
+/// A checked record's payload (at least 8 bytes): its ingest time and body.
+fn read_record(payload: &[u8], values: &mut SegmentValues) -> Option<(i64, Record)> {
+    let (ingest, body) = payload.split_first_chunk::<8>()?;
+    let rec = record_body(body).and_then(|body| Record::decode(&body, values))?;
+    Some((i64::from_le_bytes(*ingest), rec))
 }
 
 /// Walk a segment written before recycling (records with an 8-byte header, no end marker)
@@ -996,14 +1001,10 @@ fn scan_old_segment(data: &[u8], mut each: impl FnMut(i64, Record)) -> Result<()
         if len < 8 || crc32fast::hash(payload) != crc {
             return Err(damage(at, "checksum mismatch"));
         }
-        let mut ingest = [0u8; 8];
-        ingest.copy_from_slice(&payload[..8]);
-        let Some(rec) =
-            record_body(&payload[8..]).and_then(|body| Record::decode(&body, &mut values))
-        else {
+        let Some((ingest, rec)) = read_record(payload, &mut values) else {
             return Err(damage(at, "record does not decode"));
         };
-        each(i64::from_le_bytes(ingest), rec);
+        each(ingest, rec);
         at += RECORD_HEADER_V1 + len;
     }
     Ok(())
