@@ -85,6 +85,11 @@ impl Receiver {
         self.inner.recv().await
     }
 
+    /// The next batch if one is waiting right now, without waiting for one.
+    pub fn try_recv(&mut self) -> Option<Batch> {
+        self.inner.try_recv().ok()
+    }
+
     /// No batch is waiting right now.
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()

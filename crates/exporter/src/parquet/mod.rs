@@ -22,8 +22,7 @@ pub use writer::{Committed, LakeWriter, WriteError, writer_properties};
 use std::sync::Arc;
 use std::time::Duration;
 
-use spanlake_core::{Exporter, Guard, IntakeError, Pressure, Receiver, Signal};
-use tokio::sync::mpsc;
+use spanlake_core::{Batch, Exporter, Guard, IntakeError, Pressure, Receiver, Signal, SpanBlock};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -73,10 +72,11 @@ impl ParquetExporter {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The writer's own thread: every piece of blocking work on the lake (taking batches, sealing
-/// row groups, committing files) runs there, one at a time, off the async workers. On tokio's
-/// blocking pool the work hopped between threads (the log's fsyncs run there too), each with
-/// its allocator's own partly used pages: with one thread the sidecar peaks ~2 MiB lower at
-/// 10k spans/s, and the writer shows by name in `top -H` and profiles.
+/// row groups, committing files, the write-ahead log's fsyncs) runs there, one at a time, off
+/// the async workers. On tokio's blocking pool the work hopped between threads, each with its
+/// allocator's own partly used pages: with one thread the sidecar peaks ~2 MiB lower at 10k
+/// spans/s, and the writer shows by name in `top -H` and profiles. The fsync runs here too:
+/// on tokio's blocking pool it cost one more hop a batch and waited a timer's tick (~1 ms).
 struct WriterThread {
     jobs: std::sync::mpsc::Sender<Job>,
 }
@@ -122,63 +122,140 @@ impl WriterThread {
     }
 }
 
-/// Written to the log, waiting for the fsync that acknowledges it.
-struct Unsynced {
-    written: Written,
-    guards: Vec<Guard>,
+/// At most this many batches share one trip to the writer's thread.
+const GROUP_MAX: usize = 64;
+
+/// What a batch brings to the write-ahead log, about: its spans' memory, its logs' protobuf.
+fn batch_bytes(batch: &Batch) -> usize {
+    match &batch.signal {
+        Signal::Spans(blocks) => blocks.iter().map(SpanBlock::heap_bytes).sum(),
+        Signal::Logs(groups) => groups.iter().map(prost::Message::encoded_len).sum(),
+        Signal::EndTrace(_) => 0,
+    }
 }
 
-/// Group commit: one fsync for every record written since the last one, within
-/// `sync_interval` or `sync_bytes`; then the clients waiting on them are acknowledged.
-async fn sync_loop(
-    mut rx: mpsc::Receiver<Unsynced>,
-    interval: Duration,
-    sync_bytes: usize,
-    name: String,
-    pressure: Arc<Pressure>,
-) {
-    while let Some(first) = rx.recv().await {
-        let deadline = Instant::now() + interval;
-        let mut bytes = first.written.bytes;
-        let mut group = vec![first];
-        while bytes < sync_bytes {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(u)) => {
-                    bytes += u.written.bytes;
-                    group.push(u);
-                }
+/// The batches that go to the writer's thread together with `first` (group commit): those
+/// waiting now and those arriving within `wait` (`wal.sync_interval`), up to `max_bytes`
+/// (`wal.sync_bytes`) or [`GROUP_MAX`] batches.
+async fn gather(
+    first: Batch,
+    input: &mut Receiver,
+    wait: Duration,
+    max_bytes: usize,
+) -> Vec<Batch> {
+    let deadline = Instant::now() + wait;
+    let mut bytes = batch_bytes(&first);
+    let mut group = vec![first];
+    while group.len() < GROUP_MAX && bytes < max_bytes {
+        let next = match input.try_recv() {
+            Some(b) => b,
+            None if wait.is_zero() => break,
+            None => match tokio::time::timeout_at(deadline, input.recv()).await {
+                Ok(Some(b)) => b,
                 Ok(None) | Err(_) => break,
-            }
+            },
+        };
+        if matches!(next.signal, Signal::EndTrace(_)) {
+            continue;
         }
-        let mut files: Vec<Arc<std::fs::File>> = Vec::new();
-        for u in &group {
-            if !files.iter().any(|f| Arc::ptr_eq(f, &u.written.file)) {
-                files.push(Arc::clone(&u.written.file));
-            }
+        bytes += batch_bytes(&next);
+        group.push(next);
+    }
+    group
+}
+
+/// What a trip to the writer's thread did, for the exporter's task to act on.
+#[derive(Default)]
+struct Outcome {
+    /// A batch could not be taken (its clients were told to retry).
+    refused: Option<WriteError>,
+    /// An fsync failed (the clients of every batch it covered were told to retry).
+    unsynced: Option<std::io::Error>,
+    /// What committing the files that were due gave.
+    committed: Option<Result<Vec<Committed>, WriteError>>,
+}
+
+/// Written to the write-ahead log, not yet fsynced: the files, the clients waiting.
+#[derive(Default)]
+struct Unsynced {
+    files: Vec<Arc<std::fs::File>>,
+    acks: Vec<Guard>,
+    bytes: usize,
+}
+
+impl Unsynced {
+    fn add(&mut self, written: Written, acks: Vec<Guard>) {
+        if !self.files.iter().any(|f| Arc::ptr_eq(f, &written.file)) {
+            self.files.push(written.file);
         }
-        let synced =
-            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data())).await;
-        match synced {
-            Ok(Ok(())) => drop(group),
-            Ok(Err(e)) => {
-                tracing::error!(exporter = %name, error = %e, "parquet: cannot fsync the write-ahead log; clients will retry");
-                pressure.refuse(
-                    &disk_fault(&name),
-                    IntakeError::Unavailable(format!("the write-ahead log cannot be synced: {e}")),
-                    Some(Duration::from_secs(1)),
-                );
-                for u in &group {
-                    spanlake_core::fail_all(&u.guards);
+        self.bytes += written.bytes;
+        self.acks.extend(acks);
+    }
+
+    /// One fsync of every file written since the last; then the clients waiting on it are
+    /// answered (told to retry, when it failed).
+    fn sync(&mut self, out: &mut Outcome) {
+        if let Err(e) = self.files.iter().try_for_each(|f| f.sync_data()) {
+            spanlake_core::fail_all(&self.acks);
+            out.unsynced = Some(e);
+        }
+        self.files.clear();
+        self.acks.clear();
+        self.bytes = 0;
+    }
+}
+
+/// On the writer's thread, one trip for a group of batches: take each; make what went to the
+/// write-ahead log durable, one fsync for every `sync_bytes` written (group commit); answer
+/// the clients; then seal the row groups and (when `commit`: commits are not backing off)
+/// commit the files that are due. Clients are answered before any sealing, and from here: the
+/// fsync waits on the disk in this thread, not in another the answer would hop through.
+fn take_group(w: &mut LakeWriter, group: Vec<Batch>, sync_bytes: usize, commit: bool) -> Outcome {
+    let mut out = Outcome::default();
+    let mut log = Unsynced::default();
+    let mut took = false;
+    for batch in group {
+        let (signal, guards) = batch.into_signal();
+        let taken = match signal {
+            Signal::Spans(blocks) => w.take(blocks),
+            Signal::Logs(groups) => w.take_logs(&groups),
+            Signal::EndTrace(_) => Ok(None),
+        };
+        match taken {
+            Ok(Some(written)) => {
+                took = true;
+                // The in-flight slot and the memory go back now; the clients are answered
+                // after the fsync.
+                let (acks, rest) = spanlake_core::split_acks(guards);
+                drop(rest);
+                log.add(written, acks);
+                if log.bytes >= sync_bytes {
+                    log.sync(&mut out);
                 }
+            }
+            // Buffered (memory acknowledgements): the clients can be told.
+            Ok(None) => {
+                took = true;
+                drop(guards);
             }
             Err(e) => {
-                tracing::error!(exporter = %name, error = %e, "parquet: the fsync task failed");
-                for u in &group {
-                    spanlake_core::fail_all(&u.guards);
-                }
+                spanlake_core::fail_all(&guards);
+                out.refused = Some(e);
             }
         }
     }
+    if !log.files.is_empty() {
+        log.sync(&mut out);
+    }
+    // While commits are failing, row groups are still sealed (memory).
+    if took && w.has_work() {
+        if commit {
+            out.committed = Some(w.commit_full());
+        } else {
+            w.seal_ready();
+        }
+    }
+    out
 }
 
 /// Commit retries: after a failure, wait before trying again, longer each time.
@@ -234,20 +311,14 @@ impl Exporter for ParquetExporter {
         } = *self;
         let tick_every =
             (config.max_file_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let durable = writer.wal().is_some();
-        let (sync_tx, sync_task) = if durable {
-            let (tx, rx) = mpsc::channel(1024);
-            let task = tokio::spawn(sync_loop(
-                rx,
-                config.wal.sync_interval,
-                config.wal.sync_bytes,
-                name.clone(),
-                Arc::clone(&pressure),
-            ));
-            (Some(tx), Some(task))
+        // Group commit: with durable acknowledgements, batches arriving within
+        // `wal.sync_interval` share an fsync.
+        let wait = if writer.wal().is_some() {
+            config.wal.sync_interval
         } else {
-            (None, None)
+            Duration::ZERO
         };
+        let sync_bytes = config.wal.sync_bytes;
         tokio::spawn(async move {
             let thread = WriterThread::spawn()
                 .map_err(|e| format!("exporter {name}: cannot start the writer's thread: {e}"))?;
@@ -272,56 +343,30 @@ impl Exporter for ParquetExporter {
                         if matches!(batch.signal, Signal::EndTrace(_)) {
                             continue;
                         }
+                        let group = gather(batch, &mut input, wait, sync_bytes).await;
+                        let commit = backoff.ready();
                         let out;
-                        (writer, out) = thread.run(writer, move |w| {
-                            let (signal, guards) = batch.into_signal();
-                            let taken = match signal {
-                                Signal::Spans(blocks) => w.take(blocks),
-                                Signal::Logs(groups) => w.take_logs(&groups),
-                                Signal::EndTrace(_) => Ok(None),
-                            };
-                            (taken, guards)
-                        })
-                        .await;
-                        let (taken, guards) = out;
-                        let taken_ok = taken.is_ok();
-                        match taken {
-                            Ok(Some(written)) => {
-                                // The spans are taken: the in-flight slot and the memory go back
-                                // now; the clients are answered after the fsync.
-                                let (acks, rest) = spanlake_core::split_acks(guards);
-                                drop(rest);
-                                if let Some(tx) = &sync_tx {
-                                    let u = Unsynced { written, guards: acks };
-                                    if let Err(mpsc::error::SendError(u)) = tx.send(u).await {
-                                        spanlake_core::fail_all(&u.guards);
-                                    }
-                                }
-                            }
-                            // Buffered (memory acknowledgements): the clients can be told.
-                            Ok(None) => drop(guards),
-                            Err(e) => {
-                                spanlake_core::fail_all(&guards);
-                                drop(guards);
-                                refuse_for(&name, &e, &pressure);
-                                if matches!(e, WriteError::Wal { source: wal::WalError::Full { .. }, .. }) && backoff.ready() {
-                                    // Make room: everything buffered goes to its files now.
-                                    let result;
-                                    (writer, result) = thread.run(writer, |w| w.commit_all()).await;
-                                    backoff.record(&name, &result);
-                                }
-                            }
+                        (writer, out) = thread
+                            .run(writer, move |w| take_group(w, group, sync_bytes, commit))
+                            .await;
+                        if let Some(e) = &out.unsynced {
+                            tracing::error!(exporter = %name, error = %e, "parquet: cannot fsync the write-ahead log; clients will retry");
+                            pressure.refuse(
+                                &disk_fault(&name),
+                                IntakeError::Unavailable(format!("the write-ahead log cannot be synced: {e}")),
+                                Some(Duration::from_secs(1)),
+                            );
                         }
-                        // Row groups and files are encoded after the clients of this batch
-                        // are answered (or its fsync is under way), not before.
-                        // While commits are failing, row groups are still sealed (memory).
-                        if taken_ok && writer.has_work() {
-                            if backoff.ready() {
+                        if let Some(result) = &out.committed {
+                            backoff.record(&name, result);
+                        }
+                        if let Some(e) = out.refused {
+                            refuse_for(&name, &e, &pressure);
+                            if matches!(e, WriteError::Wal { source: wal::WalError::Full { .. }, .. }) && backoff.ready() {
+                                // Make room: everything buffered goes to its files now.
                                 let result;
-                                (writer, result) = thread.run(writer, |w| w.commit_full()).await;
+                                (writer, result) = thread.run(writer, |w| w.commit_all()).await;
                                 backoff.record(&name, &result);
-                            } else {
-                                (writer, ()) = thread.run(writer, |w| w.seal_ready()).await;
                             }
                         }
                         report(&name, &writer, &mut reported, &pressure);
@@ -346,11 +391,6 @@ impl Exporter for ParquetExporter {
             }
             let (writer, result) = thread.run(writer, |w| w.commit_all_and_close()).await;
             pressure.buffered(-(reported as isize));
-            // Every acknowledgement waiting on an fsync is answered before the task ends.
-            drop(sync_tx);
-            if let Some(t) = sync_task {
-                let _ = t.await;
-            }
             match result {
                 Ok(files) => {
                     tracing::info!(exporter = %name, files = files.len(), "parquet: committed everything on shutdown");
@@ -402,6 +442,159 @@ fn disk_fault(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use spanlake_core::{Ack, AckWait, TraceEnd};
+    use std::future::Future;
+
+    /// A batch of one span whose attribute holds `size` bytes, and its client's answer.
+    fn batch(id: u8, size: usize) -> (Batch, AckWait) {
+        let span = Span {
+            trace_id: vec![id; 16],
+            span_id: vec![id; 8],
+            name: format!("s{id}"),
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_000_000_010,
+            attributes: vec![KeyValue {
+                key: "payload".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("x".repeat(size))),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut b = Batch::spans(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let (guard, wait) = Ack::pair();
+        b.add_guard(guard);
+        (b, wait)
+    }
+
+    fn durable_config(tag: &str) -> ParquetConfig {
+        let path = std::env::temp_dir().join(format!(
+            "spanlake-exporter-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        ParquetConfig {
+            path,
+            wal: WalConfig {
+                segment_size: 16 * 1024,
+                max_size: 32 * 1024,
+                ..WalConfig::default()
+            },
+            ..ParquetConfig::default()
+        }
+    }
+
+    /// One trip to the writer's thread takes a group of batches into the write-ahead log: when
+    /// it returns, every client is answered — stored, or told to retry when the log had no
+    /// room for its batch, without failing the others — and a crash right after loses none of
+    /// the stored ones (they are replayed, the refused one is not).
+    #[tokio::test]
+    async fn a_group_of_batches_is_logged_synced_and_answered_in_one_trip() {
+        for sync_bytes in [1, 4 << 20] {
+            let config = durable_config("group");
+            let (mut w, _) =
+                LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("open");
+            let (group, waits): (Vec<_>, Vec<_>) = [(1, 10), (2, 40_000), (3, 10)]
+                .map(|(id, size)| batch(id, size))
+                .into_iter()
+                .unzip();
+            let out = take_group(&mut w, group, sync_bytes, true);
+            assert!(
+                matches!(
+                    out.refused,
+                    Some(WriteError::Wal {
+                        source: wal::WalError::Full { .. },
+                        ..
+                    })
+                ),
+                "the large batch does not fit the log"
+            );
+            assert!(out.unsynced.is_none() && out.committed.is_none());
+            // Answered already: no trip, timer or other task is needed any more.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let answers: Vec<_> = waits
+                .into_iter()
+                .map(|wait| std::pin::pin!(wait.wait()).as_mut().poll(&mut cx))
+                .collect();
+            assert_eq!(
+                answers,
+                [true, false, true].map(std::task::Poll::Ready),
+                "sync_bytes {sync_bytes}"
+            );
+            drop(w); // a crash
+            let (w, report) =
+                LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("reopen");
+            assert_eq!(report.expect("durable").spans, 2, "sync_bytes {sync_bytes}");
+            assert_eq!(w.buffered_rows(), 2);
+            std::fs::remove_dir_all(&config.path).ok();
+        }
+    }
+
+    /// The batches waiting when one arrives go with it (ends of traces, which the lake does not
+    /// store, left out), up to the bytes of one fsync; with an interval, so do those arriving
+    /// within it.
+    #[tokio::test]
+    async fn waiting_batches_share_the_trip_up_to_the_bytes_of_one_fsync() {
+        let (tx, mut rx) = spanlake_core::channel::bounded("exporter", 16);
+        for id in 2..=4 {
+            tx.try_send(batch(id, 10).0).expect("room");
+        }
+        tx.try_send(Batch::end_trace(TraceEnd {
+            trace_id: vec![9; 16],
+            status: Status::default(),
+            end_time_unix_nano: 0,
+        }))
+        .expect("room");
+        tx.try_send(batch(5, 10).0).expect("room");
+        let group = gather(batch(1, 10).0, &mut rx, Duration::ZERO, usize::MAX).await;
+        assert_eq!(
+            group.iter().map(Batch::len).sum::<usize>(),
+            5,
+            "every span batch waiting"
+        );
+        assert!(rx.try_recv().is_none());
+
+        for id in 2..=4 {
+            tx.try_send(batch(id, 1000).0).expect("room");
+        }
+        let first = batch(1, 1000).0;
+        let one = batch_bytes(&first);
+        let group = gather(first, &mut rx, Duration::ZERO, 2 * one).await;
+        assert_eq!(group.len(), 2, "up to sync_bytes");
+        let group = gather(
+            rx.try_recv().expect("left"),
+            &mut rx,
+            Duration::ZERO,
+            usize::MAX,
+        )
+        .await;
+        assert_eq!(group.len(), 2, "the rest, on the next trip");
+
+        let late = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            late.send(batch(2, 1000).0).await.expect("open");
+        });
+        let group = gather(batch(1, 1000).0, &mut rx, Duration::from_secs(10), 2 * one).await;
+        assert_eq!(group.len(), 2, "one arriving within the interval");
+        let group = gather(
+            batch(1, 10).0,
+            &mut rx,
+            Duration::from_millis(30),
+            usize::MAX,
+        )
+        .await;
+        assert_eq!(group.len(), 1, "none arrives within the interval");
+    }
 
     /// Work on the writer runs on its one named thread, in order, the writer coming back each
     /// time; a panic there goes on in the exporter's task.

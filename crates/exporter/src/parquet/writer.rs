@@ -1,8 +1,8 @@
 //! The lake writer: buffers rows per partition, seals each complete row group (`sealed.rs`),
 //! writes a file from its sealed row groups, commits by rename.
 //!
-//! Everything here is blocking (CPU and file I/O); the exporter task calls it through
-//! `spawn_blocking`.
+//! Everything here is blocking (CPU and file I/O); the exporter task calls it on the writer's
+//! own thread (`WriterThread` in `mod.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
