@@ -109,7 +109,14 @@ async fn run(
                 if pending.is_empty() {
                     deadline = None;
                 } else if draining || (config.flush_when_idle && input.is_empty()) {
-                    deadline = Some(Instant::now());
+                    // Sent now, not through a timer set to now: tokio's timers round up to the
+                    // next millisecond, which every request would wait (and the worker wake
+                    // up for).
+                    deadline = None;
+                    let chunk = pending.take(config.max_size);
+                    if !emitter.emit(chunk).await {
+                        return;
+                    }
                 } else if arrived_into_empty || emitted {
                     // What is left arrived with this batch (older spans leave first).
                     deadline = Some(Instant::now() + config.timeout);
@@ -352,6 +359,22 @@ mod tests {
         let a = try_next(&mut h).flatten().expect("full batch");
         let b = try_next(&mut h).flatten().expect("the rest, at once");
         assert_eq!((a.len(), b.len()), (100, 50));
+    }
+
+    /// On the real clock: an idle queue's partial batch is out as soon as the processor has
+    /// run, not after a timer set to "now" — tokio rounds timers up to the next millisecond,
+    /// which every request would wait (and the worker wake up for).
+    #[tokio::test]
+    async fn with_flush_when_idle_no_timer_holds_the_batch() {
+        let mut h = start_with(100, 60_000, 3, 8, true);
+        for round in 0..20 {
+            h.input.send(spans(10, round * 10)).await.expect("send");
+            settle().await;
+            let b = try_next(&mut h)
+                .flatten()
+                .expect("out without waiting for a timer");
+            assert_eq!(b.len(), 10);
+        }
     }
 
     #[tokio::test(start_paused = true)]
