@@ -209,8 +209,15 @@ impl Unsynced {
 /// write-ahead log durable, one fsync for every `sync_bytes` written (group commit); answer
 /// the clients; then seal the row groups and (when `commit`: commits are not backing off)
 /// commit the files that are due. Clients are answered before any sealing, and from here: the
-/// fsync waits on the disk in this thread, not in another the answer would hop through.
-fn take_group(w: &mut LakeWriter, group: Vec<Batch>, sync_bytes: usize, commit: bool) -> Outcome {
+/// fsync waits on the disk in this thread, not in another the answer would hop through. A full
+/// log refuses its batch and (when `commit`) has everything buffered committed at once, which
+/// frees it for the rest of the group.
+fn take_group(
+    w: &mut LakeWriter,
+    group: Vec<Batch>,
+    sync_bytes: usize,
+    mut commit: bool,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut log = Unsynced::default();
     let mut took = false;
@@ -240,7 +247,22 @@ fn take_group(w: &mut LakeWriter, group: Vec<Batch>, sync_bytes: usize, commit: 
             }
             Err(e) => {
                 spanlake_core::fail_all(&guards);
+                let full = matches!(
+                    e,
+                    WriteError::Wal {
+                        source: wal::WalError::Full { .. },
+                        ..
+                    }
+                );
                 out.refused = Some(e);
+                if full && commit {
+                    // Make room: everything buffered goes to its files now (the batches of
+                    // this group taken so far included: their spans are then in fsynced files,
+                    // whatever becomes of their log records).
+                    let result = w.commit_all();
+                    commit = result.is_ok();
+                    out.committed = Some(result);
+                }
             }
         }
     }
@@ -360,14 +382,8 @@ impl Exporter for ParquetExporter {
                         if let Some(result) = &out.committed {
                             backoff.record(&name, result);
                         }
-                        if let Some(e) = out.refused {
-                            refuse_for(&name, &e, &pressure);
-                            if matches!(e, WriteError::Wal { source: wal::WalError::Full { .. }, .. }) && backoff.ready() {
-                                // Make room: everything buffered goes to its files now.
-                                let result;
-                                (writer, result) = thread.run(writer, |w| w.commit_all()).await;
-                                backoff.record(&name, &result);
-                            }
+                        if let Some(e) = &out.refused {
+                            refuse_for(&name, e, &pressure);
                         }
                         report(&name, &writer, &mut reported, &pressure);
                     }
@@ -496,10 +512,13 @@ mod tests {
     /// One trip to the writer's thread takes a group of batches into the write-ahead log: when
     /// it returns, every client is answered — stored, or told to retry when the log had no
     /// room for its batch, without failing the others — and a crash right after loses none of
-    /// the stored ones (they are replayed, the refused one is not).
+    /// the stored ones. When commits may run, the full log has what is buffered committed at
+    /// once (the first batch goes to a file, the third to the freed log); otherwise both wait
+    /// in the log.
     #[tokio::test]
     async fn a_group_of_batches_is_logged_synced_and_answered_in_one_trip() {
-        for sync_bytes in [1, 4 << 20] {
+        for (sync_bytes, commit) in [(1, false), (4 << 20, false), (4 << 20, true)] {
+            let case = format!("sync_bytes {sync_bytes}, commit {commit}");
             let config = durable_config("group");
             let (mut w, _) =
                 LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("open");
@@ -507,7 +526,7 @@ mod tests {
                 .map(|(id, size)| batch(id, size))
                 .into_iter()
                 .unzip();
-            let out = take_group(&mut w, group, sync_bytes, true);
+            let out = take_group(&mut w, group, sync_bytes, commit);
             assert!(
                 matches!(
                     out.refused,
@@ -516,9 +535,9 @@ mod tests {
                         ..
                     })
                 ),
-                "the large batch does not fit the log"
+                "the large batch does not fit the log: {case}"
             );
-            assert!(out.unsynced.is_none() && out.committed.is_none());
+            assert!(out.unsynced.is_none());
             // Answered already: no trip, timer or other task is needed any more.
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             let answers: Vec<_> = waits
@@ -528,13 +547,19 @@ mod tests {
             assert_eq!(
                 answers,
                 [true, false, true].map(std::task::Poll::Ready),
-                "sync_bytes {sync_bytes}"
+                "{case}"
             );
+            let committed = match out.committed {
+                None => 0,
+                Some(Ok(files)) => files.iter().map(|f| f.rows).sum(),
+                Some(Err(e)) => panic!("{case}: {e}"),
+            };
+            assert_eq!(committed, usize::from(commit), "{case}");
             drop(w); // a crash
             let (w, report) =
                 LakeWriter::open("parquet", config.clone(), Arc::default(), true).expect("reopen");
-            assert_eq!(report.expect("durable").spans, 2, "sync_bytes {sync_bytes}");
-            assert_eq!(w.buffered_rows(), 2);
+            assert_eq!(report.expect("durable").spans, 2 - committed, "{case}");
+            assert_eq!(w.buffered_rows(), 2 - committed);
             std::fs::remove_dir_all(&config.path).ok();
         }
     }
