@@ -109,14 +109,7 @@ async fn run(
                 if pending.is_empty() {
                     deadline = None;
                 } else if draining || (config.flush_when_idle && input.is_empty()) {
-                    // Sent now, not through a timer set to now: tokio's timers round up to the
-                    // next millisecond, which every request would wait (and the worker wake
-                    // up for).
-                    deadline = None;
-                    let chunk = pending.take(config.max_size);
-                    if !emitter.emit(chunk).await {
-                        return;
-                    }
+                    deadline = Some(Instant::now());
                 } else if arrived_into_empty || emitted {
                     // What is left arrived with this batch (older spans leave first).
                     deadline = Some(Instant::now() + config.timeout);
@@ -145,9 +138,14 @@ async fn run(
     }
 }
 
+/// Wait for `deadline`; one already reached is ready at once, without a timer: tokio rounds a
+/// timer up to the next millisecond, which every flush of an idle queue (deadline "now") would
+/// wait, and the worker wake up for.
 async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(d) = deadline {
-        tokio::time::sleep_until(d).await;
+    match deadline {
+        Some(d) if d <= Instant::now() => {}
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => {}
     }
 }
 
