@@ -1,4 +1,6 @@
-//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//! OTLP/gRPC: the server (trace exports are answered by its front, `front.rs`) and
+//! `opentelemetry.proto.collector.logs.v1.LogsService/Export`, served through tonic's routes
+//! with the native and query APIs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,57 +14,21 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
-use spanlake_core::{Batch, CancellationToken, Intake, IntakeError, Reservation, SpanBlock};
+use spanlake_core::{Batch, CancellationToken, Intake, IntakeError, Reservation};
 use tokio::task::JoinHandle;
 use tonic::body::Body;
-use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
-use super::decode::{Rejections, keep_valid_logs, spans_of_protobuf, spans_of_request};
+use super::decode::keep_valid_logs;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-
-struct Service {
-    intake: Intake,
-}
-
-impl Service {
-    async fn export(
-        &self,
-        request: Request<DecodedTraces>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let reservation = request.extensions().get::<Admitted>().cloned();
-        let DecodedTraces { block, rejected } = request.into_inner();
-        let blocks = if block.is_empty() {
-            Vec::new()
-        } else {
-            vec![block]
-        };
-        admit(&self.intake, reservation, Batch::blocks(blocks)).await?;
-        let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
-            rejected_spans: rejected.count,
-            error_message: rejected.message,
-        });
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success,
-        }))
-    }
-}
-
-/// A trace request as the gRPC service decodes it: its valid spans, and those refused.
-struct DecodedTraces {
-    block: SpanBlock,
-    rejected: Rejections,
-}
 
 struct Logs {
     intake: Intake,
@@ -111,12 +77,6 @@ pub(crate) fn status_of(e: IntakeError) -> Status {
 /// The memory reserved for a request, found in its extensions by the service.
 #[derive(Clone)]
 pub(crate) struct Admitted(Arc<Reservation>);
-
-/// A request's size as its gRPC prefix declares it (prefix included), found in its extensions
-/// by the trace service: tonic gathers the body into a buffer sized from it at once, not one
-/// of 8 KiB grown (and copied) as frames arrive.
-#[derive(Clone, Copy)]
-struct Declared(usize);
 
 /// Admission before decoding: reads a request's gRPC prefix, refuses a message over the size
 /// limit, asks [`Intake::reserve`] for room from the declared size, and refuses it with a
@@ -223,7 +183,6 @@ where
             match intake.reserve(size) {
                 Ok(r) => {
                     parts.extensions.insert(Admitted(Arc::new(r)));
-                    parts.extensions.insert(Declared(size));
                 }
                 Err(e) => return Ok(status_of(e).into_http()),
             }
@@ -262,145 +221,6 @@ where
     }
 }
 
-/// `TraceService/Export`, as tonic's generated server serves it (framing, gzip, size limit,
-/// status codes), but decoding the request from one contiguous slice: prost reads a `&[u8]`
-/// about 11% faster than tonic's `BytesMut`-backed buffer (decoding is about a quarter of the
-/// collector's CPU at full load).
-#[derive(Clone)]
-struct TraceServer {
-    inner: Arc<Service>,
-    max_message: usize,
-}
-
-const EXPORT_TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-impl NamedService for TraceServer {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-impl tower::Service<http::Request<Body>> for TraceServer {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let inner = Arc::clone(&self.inner);
-        let max = self.max_message;
-        Box::pin(async move {
-            if req.uri().path() != EXPORT_TRACES {
-                return Ok(Status::unimplemented(format!(
-                    "no method {} on this server",
-                    req.uri().path()
-                ))
-                .into_http());
-            }
-            let mut gzip = EnabledCompressionEncodings::default();
-            gzip.enable(CompressionEncoding::Gzip);
-            // tonic puts the first frame into the buffer, reads the prefix, then asks for room
-            // for the whole message *beyond* that frame: the buffer takes both at once.
-            let buffer = req
-                .extensions()
-                .get::<Declared>()
-                .map_or(DEFAULT_BUFFER, |d| {
-                    let size = d.0.clamp(MIN_BUFFER, max.saturating_add(5));
-                    size + size.min(MAX_FRAME)
-                });
-            let keep = inner.intake.keeps_requests();
-            let mut grpc = tonic::server::Grpc::new(TraceCodec { buffer, keep })
-                .apply_compression_config(gzip, gzip)
-                .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(ExportTraces(inner), req).await)
-        })
-    }
-}
-
-struct ExportTraces(Arc<Service>);
-
-impl tonic::server::UnaryService<DecodedTraces> for ExportTraces {
-    type Response = ExportTraceServiceResponse;
-    type Future = BoxFuture<'static, Result<Response<ExportTraceServiceResponse>, Status>>;
-
-    fn call(&mut self, request: Request<DecodedTraces>) -> Self::Future {
-        let inner = Arc::clone(&self.0);
-        Box::pin(async move { inner.export(request).await })
-    }
-}
-
-/// tonic's own buffer size, for a request whose size is not known.
-const DEFAULT_BUFFER: usize = 8 << 10;
-/// The smallest buffer a request is gathered into (a prefix declaring less still reads).
-const MIN_BUFFER: usize = 64;
-/// HTTP/2's frame size (the server does not allow larger): the most a request's first frame
-/// holds.
-const MAX_FRAME: usize = 16 << 10;
-
-/// prost's encoder for the response; the request read into a span block, gathered into a
-/// buffer of `buffer` bytes; with `keep`, the block keeps the request's bytes.
-struct TraceCodec {
-    buffer: usize,
-    keep: bool,
-}
-
-type ProstTraces = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceResponse>;
-
-impl tonic::codec::Codec for TraceCodec {
-    type Encode = ExportTraceServiceResponse;
-    type Decode = DecodedTraces;
-    type Encoder = <ProstTraces as tonic::codec::Codec>::Encoder;
-    type Decoder = TraceDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic::codec::Codec::encoder(&mut ProstTraces::default())
-    }
-
-    fn decoder(&mut self) -> TraceDecoder {
-        TraceDecoder {
-            buffer: self.buffer,
-            keep: self.keep,
-        }
-    }
-}
-
-struct TraceDecoder {
-    buffer: usize,
-    keep: bool,
-}
-
-impl tonic::codec::Decoder for TraceDecoder {
-    type Item = DecodedTraces;
-    type Error = Status;
-
-    fn decode(
-        &mut self,
-        buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<DecodedTraces>, Status> {
-        use bytes::Buf;
-        // The message is one contiguous buffer: taking it as `Bytes` copies nothing. For a
-        // durable pipeline the block keeps it, for the write-ahead log.
-        let message = buf.copy_to_bytes(buf.remaining());
-        if self.keep {
-            spans_of_request(message)
-        } else {
-            spans_of_protobuf(&message)
-        }
-        .map(|(block, rejected)| Some(DecodedTraces { block, rejected }))
-        .map_err(Status::invalid_argument)
-    }
-
-    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
-        // The second figure (when to yield while encoding) is tonic's default; decoding
-        // does not use it.
-        tonic::codec::BufferSettings::new(self.buffer, 32 << 10)
-    }
-}
-
 pub(crate) fn start(
     config: &GrpcConfig,
     intake: Intake,
@@ -410,12 +230,6 @@ pub(crate) fn start(
     let listener = spanlake_core::net::bind(&config.endpoint)?;
     let addr = listener.local_addr()?;
     let max = config.max_recv_msg_size_mib * 1024 * 1024;
-    let svc = TraceServer {
-        inner: Arc::new(Service {
-            intake: intake.clone(),
-        }),
-        max_message: max,
-    };
     let logs = LogsServiceServer::new(Logs {
         intake: intake.clone(),
     })
@@ -423,21 +237,12 @@ pub(crate) fn start(
     .send_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(max);
     let logs = Admission::new(logs, intake.clone(), max);
-    let svc = Admission::new(svc, intake, max);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(refine_status))
-            .add_routes(match extra {
-                Some(routes) => routes.add_service(svc).add_service(logs),
-                None => tonic::service::Routes::new(svc).add_service(logs),
-            })
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, %addr, "OTLP/gRPC server stopped with an error");
-        }
-    });
+    let routes = match extra {
+        Some(routes) => routes.add_service(logs),
+        None => tonic::service::Routes::new(logs),
+    };
+    let front = super::front::Front::new(intake, max, routes);
+    let task = tokio::spawn(super::front::serve(listener, front, shutdown));
     Ok((addr, task))
 }
 
@@ -445,7 +250,7 @@ pub(crate) fn start(
 /// undecodable message with `INTERNAL` and one over the size limit with `OUT_OF_RANGE`, which
 /// OTLP exporters retry; the request is the problem, so: `INVALID_ARGUMENT` and
 /// `RESOURCE_EXHAUSTED` without retry information (both final for an OTLP client).
-fn refine_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+pub(crate) fn refine_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
     let headers = resp.headers_mut();
     let code = headers
         .get("grpc-status")

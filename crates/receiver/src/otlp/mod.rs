@@ -2,6 +2,7 @@
 
 mod config;
 mod decode;
+mod front;
 mod grpc;
 mod http;
 
