@@ -585,13 +585,18 @@ async fn bench(
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => DEFAULT_BENCH_PIPELINE.to_string(),
     };
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.to_string())
-            .map_err(|e| e.to_string())
+    // Two free ports, both held until both are known (a port let go at once could come back
+    // as the second).
+    let (grpc, http) = {
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string());
+        let (a, b) = (bind()?, bind()?);
+        let addr = |l: &std::net::TcpListener| {
+            l.local_addr()
+                .map(|a| a.to_string())
+                .map_err(|e| e.to_string())
+        };
+        (addr(&a)?, addr(&b)?)
     };
-    let (grpc, http) = (free()?, free()?);
     let cfg = template
         .replace("{GRPC}", &grpc)
         .replace("{HTTP}", &http)
@@ -619,6 +624,13 @@ async fn bench(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Ok(Some(code)) = child.try_wait() {
+        return Err(format!(
+            "the collector exited as it started ({code}): run `{} run --config {}` to see why",
+            collector.display(),
+            cfg_path.display()
+        ));
+    }
     let idle_kib = status_kib(pid, "VmRSS:");
     let cpu0 = cpu_seconds(pid);
     let report = drive(&endpoint, &l).await;
