@@ -1,9 +1,10 @@
-//! The OTLP/gRPC server's front: the connections, served by hyper's HTTP/2 server, and the
-//! trace exports (`TraceService/Export`, the collector's hot path) answered here straight from
-//! the request's frames; every other call (logs, the native and query APIs, health) goes on to
-//! tonic's routes.
+//! The OTLP/gRPC server's front: the connections, served by hyper's HTTP/2 server, and the two
+//! OTLP calls — trace exports (`TraceService/Export`, the collector's hot path) and logs exports
+//! (`LogsService/Export`, span events sent as log records) — answered here straight from the
+//! request's frames; every other call (the native and query APIs, health) goes on to tonic's
+//! routes.
 //!
-//! For the trace call this is what tonic's server did, without the layers a unary call with
+//! For the OTLP calls this is what tonic's server did, without the layers a unary call with
 //! one message does not need (tonic's service stack, the router, a streaming decoder and a
 //! boxed body per layer): the gRPC framing (a compression flag and a length before the
 //! message), `grpc-encoding` identity or gzip, the size limit (`max_recv_msg_size_mib`, told
@@ -27,18 +28,25 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use spanlake_core::{Batch, CancellationToken, Intake};
+use prost::Message;
+use spanlake_core::{Batch, CancellationToken, Intake, Reservation};
 use tonic::Status;
 use tonic::body::Body;
 
-use super::decode::{spans_of_protobuf, spans_of_request};
+use super::decode::{keep_valid_logs, spans_of_protobuf, spans_of_request};
 
 /// The trace export's path.
 pub(crate) const EXPORT_TRACES: &str =
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The logs export's path (span events sent as log records).
+pub(crate) const EXPORT_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// The gRPC prefix before a message: a compression flag and the message's length.
 const PREFIX: usize = 5;
@@ -77,10 +85,19 @@ impl hyper::service::Service<Request<Incoming>> for Front {
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        if req.uri().path() == EXPORT_TRACES {
+        let path = req.uri().path();
+        if path == EXPORT_TRACES {
             let shared = Arc::clone(&self.shared);
             Box::pin(async move {
                 Ok(match export_traces(&shared, req).await {
+                    Ok(answer) => answer,
+                    Err(refusal) => refusal,
+                })
+            })
+        } else if path == EXPORT_LOGS {
+            let shared = Arc::clone(&self.shared);
+            Box::pin(async move {
+                Ok(match export_logs(&shared, req).await {
                     Ok(answer) => answer,
                     Err(refusal) => refusal,
                 })
@@ -159,6 +176,74 @@ fn refuse(status: Status) -> Refusal {
 
 /// `TraceService/Export`: read the one message, decode it, admit its spans, answer.
 async fn export_traces(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    let keep = shared.intake.keeps_requests();
+    let (message, reservation) = read_message(shared, req, keep).await?;
+    let decoded = if keep {
+        spans_of_request(message)
+    } else {
+        spans_of_protobuf(&message)
+    };
+    let (block, rejected) = decoded.map_err(|e| refuse(Status::invalid_argument(e)))?;
+    admit(&shared.intake, reservation, Batch::blocks(vec![block])).await?;
+    let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
+        rejected_spans: rejected.count,
+        error_message: rejected.message,
+    });
+    Ok(answer(&ExportTraceServiceResponse { partial_success }))
+}
+
+/// `LogsService/Export` (span events sent as log records): read the one message, decode it,
+/// admit its records, answer.
+async fn export_logs(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    let (message, reservation) = read_message(shared, req, false).await?;
+    let request = ExportLogsServiceRequest::decode(&message[..]).map_err(|e| {
+        refuse(Status::invalid_argument(format!(
+            "the request is not an OTLP logs export: {e}"
+        )))
+    })?;
+    drop(message);
+    let mut resource_logs = request.resource_logs;
+    let rejected = keep_valid_logs(&mut resource_logs);
+    admit(&shared.intake, reservation, Batch::logs(resource_logs)).await?;
+    let partial_success = (rejected.count > 0).then_some(ExportLogsPartialSuccess {
+        rejected_log_records: rejected.count,
+        error_message: rejected.message,
+    });
+    Ok(answer(&ExportLogsServiceResponse { partial_success }))
+}
+
+/// Admit what a request held, with the memory reserved for it before decoding, and wait until
+/// it is as safe as the pipelines make it; an empty batch has nothing to wait for. Overload is
+/// `RESOURCE_EXHAUSTED` with `RetryInfo`, anything else `UNAVAILABLE`: both retryable for an
+/// OTLP client.
+async fn admit(
+    intake: &Intake,
+    reservation: Option<Reservation>,
+    mut batch: Batch,
+) -> Result<(), Refusal> {
+    if let Some(r) = reservation {
+        batch.add_guard(Arc::new(r));
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    intake
+        .admit(batch)
+        .await
+        .map_err(|e| refuse(e.to_grpc_status()))
+}
+
+/// Read a unary call's one message, decompressed, with the memory reserved for it.
+///
+/// Its prefix comes first (the size, so room is reserved before the rest is read), then its
+/// bytes. A message that arrives in one frame is that frame's bytes (no copy) unless `keep`
+/// (the pipeline keeps the request for its log): a frame shares its memory with others h2
+/// read at once, so a kept message is copied into a buffer of its own size.
+async fn read_message(
+    shared: &Shared,
+    req: Request<Incoming>,
+    keep: bool,
+) -> Result<(Bytes, Option<Reservation>), Refusal> {
     let (parts, mut body) = req.into_parts();
     let grpc = parts
         .headers
@@ -188,17 +273,12 @@ async fn export_traces(shared: &Shared, req: Request<Incoming>) -> Result<Respon
         }
     };
     let max = shared.max_message;
-    let keep = shared.intake.keeps_requests();
     let too_large = || {
         refuse(Status::resource_exhausted(format!(
             "the request is larger than max_recv_msg_size_mib ({max} bytes)"
         )))
     };
 
-    // The message: its prefix first (the size, so room is reserved before the rest is read),
-    // then its bytes. A message that arrives in one frame is that frame's bytes (no copy)
-    // unless the pipeline keeps the request for its log: a frame shares its memory with
-    // others h2 read at once, so a kept request is copied into a buffer of its own size.
     let mut prefix = [0u8; PREFIX];
     let mut have = 0;
     let mut declared: Option<(bool, usize)> = None;
@@ -213,7 +293,7 @@ async fn export_traces(shared: &Shared, req: Request<Incoming>) -> Result<Respon
             )))
         })?;
         let Ok(mut data) = frame.into_data() else {
-            continue; // a client's trailers: nothing in them for this call
+            continue; // a client's trailers: nothing in them for a unary call
         };
         let len = match declared {
             Some((_, len)) => len,
@@ -289,28 +369,7 @@ async fn export_traces(shared: &Shared, req: Request<Incoming>) -> Result<Respon
             ))),
         })?;
     }
-    let decoded = if keep {
-        spans_of_request(message)
-    } else {
-        spans_of_protobuf(&message)
-    };
-    let (block, rejected) = decoded.map_err(|e| refuse(Status::invalid_argument(e)))?;
-    if !block.is_empty() {
-        let mut batch = Batch::blocks(vec![block]);
-        if let Some(r) = reservation {
-            batch.add_guard(Arc::new(r));
-        }
-        shared
-            .intake
-            .admit(batch)
-            .await
-            .map_err(|e| refuse(e.to_grpc_status()))?;
-    }
-    let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
-        rejected_spans: rejected.count,
-        error_message: rejected.message,
-    });
-    Ok(answer(&ExportTraceServiceResponse { partial_success }))
+    Ok((message, reservation))
 }
 
 enum Gunzip {
@@ -332,7 +391,7 @@ fn gunzip(compressed: &[u8], max: usize) -> Result<Bytes, Gunzip> {
 }
 
 /// A unary call's answer: the message after its prefix, then `grpc-status: 0`.
-fn answer<M: prost::Message>(message: &M) -> Response<Body> {
+fn answer<M: Message>(message: &M) -> Response<Body> {
     let len = message.encoded_len();
     let data = if len == 0 {
         Bytes::from_static(&[0; PREFIX])
@@ -415,7 +474,6 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use prost::Message;
     use spanlake_core::{Pressure, bounded};
 
     /// A running OTLP/gRPC server on 127.0.0.1 and the queue its batches arrive in.
@@ -496,9 +554,75 @@ mod tests {
         s.task.await.expect("the server stops");
     }
 
+    #[tokio::test]
+    async fn logs_exports_are_answered_plain_and_gzip_and_bad_records_counted() {
+        use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let mut s = server(4);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects");
+        let record = |trace_id: Vec<u8>| LogRecord {
+            trace_id,
+            span_id: vec![3; 8],
+            event_name: "exception".into(),
+            time_unix_nano: 1_500,
+            ..Default::default()
+        };
+        let logs = |records: Vec<LogRecord>| ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let plain = LogsServiceClient::new(channel.clone());
+        let gzip = LogsServiceClient::new(channel)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        for (mut client, n) in [(plain, 2), (gzip, 300)] {
+            let mut records: Vec<_> = (0..n).map(|_| record(vec![7; 16])).collect();
+            records.push(record(vec![1, 2, 3])); // a trace id of 3 bytes: refused
+            let call = tokio::spawn(async move { client.export(logs(records)).await });
+            assert_eq!(next_spans(&mut s.batches).await, n);
+            let answer = call.await.expect("joins").expect("accepted").into_inner();
+            let partial = answer.partial_success.expect("a partial success");
+            assert_eq!(partial.rejected_log_records, 1);
+            assert!(partial.error_message.contains("trace_id"), "{partial:?}");
+        }
+
+        // Not a logs export, and over the limit: final statuses, nothing admitted.
+        let logs_call = |body: Vec<Bytes>| raw_call_to(s.addr, EXPORT_LOGS, &[GRPC], body, true);
+        let (_, headers, _) = logs_call(vec![framed(0, &[0xff; 40])]).await;
+        assert_eq!(grpc_status(&headers), "3");
+        let mut prefix = BytesMut::new();
+        prefix.put_u8(0);
+        prefix.put_u32((4 << 20) + 1);
+        let (_, headers, _) = logs_call(vec![prefix.freeze()]).await;
+        assert_eq!(grpc_status(&headers), "8");
+        assert!(s.batches.try_recv().is_none());
+        s.shutdown.cancel();
+        s.task.await.expect("the server stops");
+    }
+
     /// A raw HTTP/2 call: the answer's status, headers (with trailers) and body.
     async fn raw_call(
         addr: SocketAddr,
+        headers: &[(&str, &str)],
+        body: Vec<Bytes>,
+        end: bool,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        raw_call_to(addr, EXPORT_TRACES, headers, body, end).await
+    }
+
+    /// A raw HTTP/2 call to `path`.
+    async fn raw_call_to(
+        addr: SocketAddr,
+        path: &str,
         headers: &[(&str, &str)],
         body: Vec<Bytes>,
         end: bool,
@@ -509,7 +633,7 @@ mod tests {
         let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
         tokio::spawn(conn);
         let mut client = client.ready().await.expect("ready");
-        let mut req = http::Request::post(format!("http://{addr}{EXPORT_TRACES}"));
+        let mut req = http::Request::post(format!("http://{addr}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
