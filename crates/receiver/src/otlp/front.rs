@@ -532,14 +532,19 @@ mod tests {
             .len()
     }
 
-    #[tokio::test]
-    async fn tonic_clients_export_plain_and_gzip() {
-        let mut s = server(4);
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+    /// A tonic client's connection to `addr`.
+    async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
-            .expect("connects");
+            .expect("connects")
+    }
+
+    #[tokio::test]
+    async fn tonic_clients_export_plain_and_gzip() {
+        let mut s = server(4);
+        let channel = channel(s.addr).await;
         let plain = TraceServiceClient::new(channel.clone());
         let gzip = TraceServiceClient::new(channel)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -559,11 +564,7 @@ mod tests {
         use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
         use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
         let mut s = server(4);
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connects");
+        let channel = channel(s.addr).await;
         let record = |trace_id: Vec<u8>| LogRecord {
             trace_id,
             span_id: vec![3; 8],
