@@ -216,14 +216,8 @@ async fn export_logs(shared: &Shared, req: Request<Incoming>) -> Result<Response
 /// it is as safe as the pipelines make it; an empty batch has nothing to wait for. Overload is
 /// `RESOURCE_EXHAUSTED` with `RetryInfo`, anything else `UNAVAILABLE`: both retryable for an
 /// OTLP client.
-async fn admit(
-    intake: &Intake,
-    reservation: Option<Reservation>,
-    mut batch: Batch,
-) -> Result<(), Refusal> {
-    if let Some(r) = reservation {
-        batch.add_guard(Arc::new(r));
-    }
+async fn admit(intake: &Intake, reservation: Reservation, mut batch: Batch) -> Result<(), Refusal> {
+    batch.add_guard(Arc::new(reservation));
     if batch.is_empty() {
         return Ok(());
     }
@@ -243,7 +237,7 @@ async fn read_message(
     shared: &Shared,
     req: Request<Incoming>,
     keep: bool,
-) -> Result<(Bytes, Option<Reservation>), Refusal> {
+) -> Result<(Bytes, Reservation), Refusal> {
     let (parts, mut body) = req.into_parts();
     let grpc = parts
         .headers
@@ -343,7 +337,8 @@ async fn read_message(
             gathered.put(data);
         }
     }
-    let Some((compressed, len)) = declared else {
+    // Room is reserved as the prefix is read: both or neither.
+    let (Some((compressed, len)), Some(reservation)) = (declared, reservation) else {
         return Err(refuse(Status::invalid_argument(if have == 0 {
             "the request holds no message".to_string()
         } else {
