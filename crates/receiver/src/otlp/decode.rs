@@ -176,11 +176,48 @@ pub fn keep_valid_spans(resource_spans: &mut Vec<ResourceSpans>) -> Rejections {
     rej
 }
 
+/// Why a gzip body could not be decompressed.
+pub(crate) enum GunzipError {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Decompress a gzip body (OTLP/HTTP `Content-Encoding: gzip`, an OTLP/gRPC message with
+/// `grpc-encoding: gzip`), refusing to inflate past `max` bytes (a small bomb must not take the
+/// memory).
+pub(crate) fn gunzip(data: &[u8], max: usize) -> Result<bytes::Bytes, GunzipError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(max));
+    let mut dec = flate2::read::MultiGzDecoder::new(data).take(max as u64 + 1);
+    dec.read_to_end(&mut out).map_err(GunzipError::Invalid)?;
+    if out.len() > max {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(bytes::Bytes::from(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::trace::v1::Span;
+
+    #[test]
+    fn gunzip_refuses_to_inflate_past_the_limit() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![0u8; 1 << 20]).expect("compress");
+        let small = enc.finish().expect("compress");
+        assert!(matches!(
+            gunzip(&small, 1 << 16),
+            Err(GunzipError::TooLarge)
+        ));
+        assert_eq!(gunzip(&small, 1 << 20).map(|b| b.len()).ok(), Some(1 << 20));
+        assert!(matches!(
+            gunzip(b"not gzip", 100),
+            Err(GunzipError::Invalid(_))
+        ));
+    }
 
     #[test]
     fn json_follows_the_otlp_rules() {

@@ -17,7 +17,6 @@
 //! stream (HTTP/2 `RST_STREAM`), and hyper drops the call's work.
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,7 +38,7 @@ use spanlake_core::{Batch, CancellationToken, Intake, Reservation};
 use tonic::Status;
 use tonic::body::Body;
 
-use super::decode::{keep_valid_logs, spans_of_protobuf, spans_of_request};
+use super::decode::{GunzipError, gunzip, keep_valid_logs, spans_of_protobuf, spans_of_request};
 
 /// The trace export's path.
 pub(crate) const EXPORT_TRACES: &str =
@@ -85,22 +84,20 @@ impl hyper::service::Service<Request<Incoming>> for Front {
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let path = req.uri().path();
-        if path == EXPORT_TRACES {
+        let traces = match req.uri().path() {
+            EXPORT_TRACES => Some(true),
+            EXPORT_LOGS => Some(false),
+            _ => None,
+        };
+        if let Some(traces) = traces {
             let shared = Arc::clone(&self.shared);
             Box::pin(async move {
-                Ok(match export_traces(&shared, req).await {
-                    Ok(answer) => answer,
-                    Err(refusal) => refusal,
-                })
-            })
-        } else if path == EXPORT_LOGS {
-            let shared = Arc::clone(&self.shared);
-            Box::pin(async move {
-                Ok(match export_logs(&shared, req).await {
-                    Ok(answer) => answer,
-                    Err(refusal) => refusal,
-                })
+                let answered = if traces {
+                    export_traces(&shared, req).await
+                } else {
+                    export_logs(&shared, req).await
+                };
+                Ok(answered.unwrap_or_else(|refusal| refusal))
             })
         } else {
             let mut routes = self.routes.clone();
@@ -358,31 +355,13 @@ async fn read_message(
             )));
         }
         message = gunzip(&message, max).map_err(|e| match e {
-            Gunzip::TooLarge => too_large(),
-            Gunzip::Bad(e) => refuse(Status::invalid_argument(format!(
+            GunzipError::TooLarge => too_large(),
+            GunzipError::Invalid(e) => refuse(Status::invalid_argument(format!(
                 "the gzip message could not be decompressed: {e}"
             ))),
         })?;
     }
     Ok((message, reservation))
-}
-
-enum Gunzip {
-    TooLarge,
-    Bad(std::io::Error),
-}
-
-/// Decompress a gzip message of at most `max` bytes decompressed.
-fn gunzip(compressed: &[u8], max: usize) -> Result<Bytes, Gunzip> {
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(max));
-    flate2::read::GzDecoder::new(compressed)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Gunzip::Bad)?;
-    if out.len() > max {
-        return Err(Gunzip::TooLarge);
-    }
-    Ok(Bytes::from(out))
 }
 
 /// A unary call's answer: the message after its prefix, then `grpc-status: 0`.

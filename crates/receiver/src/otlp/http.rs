@@ -1,6 +1,5 @@
 //! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,8 +20,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::config::{CorsConfig, HttpConfig};
 use super::decode::{
-    decode_logs_json, decode_logs_protobuf, keep_valid_logs, spans_of_json, spans_of_protobuf,
-    spans_of_request,
+    GunzipError, decode_logs_json, decode_logs_protobuf, gunzip, keep_valid_logs, spans_of_json,
+    spans_of_protobuf, spans_of_request,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -409,22 +408,6 @@ fn json_response(r: &ExportTraceServiceResponse) -> Vec<u8> {
     }
 }
 
-enum GunzipError {
-    TooLarge,
-    Invalid(std::io::Error),
-}
-
-/// Decompress, refusing to inflate past `max` bytes (a small bomb must not take the memory).
-fn gunzip(data: &[u8], max: usize) -> Result<Bytes, GunzipError> {
-    let mut out = Vec::with_capacity((data.len() * 4).min(max));
-    let mut dec = flate2::read::MultiGzDecoder::new(data).take(max as u64 + 1);
-    dec.read_to_end(&mut out).map_err(GunzipError::Invalid)?;
-    if out.len() > max {
-        return Err(GunzipError::TooLarge);
-    }
-    Ok(Bytes::from(out))
-}
-
 mod http_body_util_limit {
     pub use http_body_util::LengthLimitError;
 }
@@ -470,22 +453,5 @@ mod tests {
             media_type(&h),
             Err("Content-Type \"text/plain\" is not supported; send application/x-protobuf or application/json".into())
         );
-    }
-
-    #[test]
-    fn gunzip_refuses_to_inflate_past_the_limit() {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(&vec![0u8; 1 << 20]).expect("compress");
-        let small = enc.finish().expect("compress");
-        assert!(matches!(
-            gunzip(&small, 1 << 16),
-            Err(GunzipError::TooLarge)
-        ));
-        assert_eq!(gunzip(&small, 1 << 20).map(|b| b.len()).ok(), Some(1 << 20));
-        assert!(matches!(
-            gunzip(b"not gzip", 100),
-            Err(GunzipError::Invalid(_))
-        ));
     }
 }
