@@ -22,7 +22,7 @@ STAGES = [
     ("batch", ["spanlake_processor::batch"]),
     ("decode", ["SpanBlock::decode", "spans::decode", "read_request"]),
     ("writer other", ["LakeWriter", "parquet::writer", "ParquetExporter"]),
-    ("receive (gRPC, HTTP)", ["tonic::", "h2::", "hyper::", "axum::"]),
+    ("receive (gRPC, HTTP)", ["tonic::", "h2::", "hyper::", "axum::", "otlp::http2::"]),
     ("context switches, idle", ["finish_task_switch", "schedule", "park", "epoll_wait", "futex"]),
 ]
 OURS = re.compile(r"spanlake|parquet::|arrow|tonic|h2::|prost|hyper|zstd")

@@ -1,8 +1,8 @@
-//! The OTLP/gRPC server's front: the connections, served by hyper's HTTP/2 server, and the two
-//! OTLP calls — trace exports (`TraceService/Export`, the collector's hot path) and logs exports
-//! (`LogsService/Export`, span events sent as log records) — answered here straight from the
-//! request's frames; every other call (the native and query APIs, health) goes on to tonic's
-//! routes.
+//! The OTLP/gRPC server's front: what the two OTLP calls mean — trace exports
+//! (`TraceService/Export`, the collector's hot path) and logs exports (`LogsService/Export`,
+//! span events sent as log records) — answered straight from the request's frames by the
+//! server's own HTTP/2 connections (`http2.rs`); every other call (the native and query APIs,
+//! health, reflection) goes on to tonic's routes.
 //!
 //! For the OTLP calls this is what tonic's server did, without the layers a unary call with
 //! one message does not need (tonic's service stack, the router, a streaming decoder and a
@@ -14,19 +14,12 @@
 //! with `RetryInfo` for overload, `UNAVAILABLE` when the collector is stopping.
 //!
 //! A client's deadline (`grpc-timeout`) is the client's: when it passes, the client resets the
-//! stream (HTTP/2 `RST_STREAM`), and hyper drops the call's work.
+//! stream (HTTP/2 `RST_STREAM`), and the connection drops the call's work.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -36,7 +29,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use spanlake_core::{Batch, CancellationToken, Intake, Reservation};
 use tonic::Status;
-use tonic::body::Body;
 
 use super::decode::{GunzipError, gunzip, keep_valid_logs, spans_of_protobuf, spans_of_request};
 
@@ -48,22 +40,23 @@ pub(crate) const EXPORT_TRACES: &str =
 pub(crate) const EXPORT_LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// The gRPC prefix before a message: a compression flag and the message's length.
-const PREFIX: usize = 5;
+pub(crate) const PREFIX: usize = 5;
 
 /// The compressions a client may use (sent back with every answer, and with the refusal of
 /// another one, as the gRPC protocol asks).
-const ACCEPTED_ENCODINGS: &str = "gzip";
+pub(crate) const ACCEPTED_ENCODINGS: &str = "gzip";
 
-/// The service hyper calls for every request of a connection.
+/// What every connection of the server shares: the OTLP calls' intake and limit, and the
+/// routes of the other calls.
 #[derive(Clone)]
 pub(crate) struct Front {
-    shared: Arc<Shared>,
-    routes: tonic::service::Routes,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) routes: tonic::service::Routes,
 }
 
-struct Shared {
-    intake: Intake,
-    max_message: usize,
+pub(crate) struct Shared {
+    pub(crate) intake: Intake,
+    pub(crate) max_message: usize,
 }
 
 impl Front {
@@ -78,34 +71,14 @@ impl Front {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for Front {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let traces = match req.uri().path() {
-            EXPORT_TRACES => Some(true),
-            EXPORT_LOGS => Some(false),
-            _ => None,
-        };
-        if let Some(traces) = traces {
-            let shared = Arc::clone(&self.shared);
-            Box::pin(async move {
-                let answered = if traces {
-                    export_traces(&shared, req).await
-                } else {
-                    export_logs(&shared, req).await
-                };
-                Ok(answered.unwrap_or_else(|refusal| refusal))
-            })
-        } else {
-            let mut routes = self.routes.clone();
-            Box::pin(async move {
-                let Ok(resp) = tower::Service::call(&mut routes, req.map(Body::new)).await;
-                Ok(super::grpc::refine_status(resp))
-            })
-        }
+/// The OTLP call a path names: `Some(true)` trace exports, `Some(false)` logs exports.
+pub(crate) fn otlp_call(path: &[u8]) -> Option<bool> {
+    if path == EXPORT_TRACES.as_bytes() {
+        Some(true)
+    } else if path == EXPORT_LOGS.as_bytes() {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -117,13 +90,6 @@ pub(crate) async fn serve(
     front: Front,
     shutdown: CancellationToken,
 ) {
-    let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    // As tonic's server configured it: hyper's defaults, no limit on concurrent streams, no
-    // keep-alive pings of the server's own.
-    http2
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(None)
-        .keep_alive_interval(None);
     // Every connection task holds a sender: when the last is dropped, all have closed.
     let (open, mut closed) = tokio::sync::mpsc::channel::<Infallible>(1);
     loop {
@@ -141,19 +107,11 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = http2.serve_connection(hyper_util::rt::TokioIo::new(stream), front.clone());
+        let front = front.clone();
         let shutdown = shutdown.clone();
         let open = open.clone();
         tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
+            if let Err(e) = super::http2::serve_connection(stream, front, shutdown).await {
                 tracing::debug!(error = %e, "OTLP/gRPC connection ended with an error");
             }
             drop(open);
@@ -164,23 +122,55 @@ pub(crate) async fn serve(
     let _ = closed.recv().await;
 }
 
-/// A refusal of the call, as its answer.
-type Refusal = Response<Body>;
-
-fn refuse(status: Status) -> Refusal {
-    status.into_http()
+/// Whether a call's content type is gRPC's (`application/grpc`, `application/grpc+proto`...).
+pub(crate) fn is_grpc(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|v| v.starts_with(b"application/grpc"))
 }
 
-/// `TraceService/Export`: read the one message, decode it, admit its spans, answer.
-async fn export_traces(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
-    let keep = shared.intake.keeps_requests();
-    let (message, reservation) = read_message(shared, req, keep).await?;
-    let decoded = if keep {
+/// Whether a call's messages are gzip-compressed, from its `grpc-encoding`; another
+/// compression is refused (`UNIMPLEMENTED`, with the ones accepted).
+pub(crate) fn is_gzip(encoding: Option<&[u8]>) -> Result<bool, Status> {
+    match encoding {
+        None | Some(b"identity") => Ok(false),
+        Some(b"gzip") => Ok(true),
+        Some(other) => Err(Status::unimplemented(format!(
+            "the message is compressed with {}, which this server does not read (it reads gzip)",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+/// The body a request that is not gRPC is answered with (HTTP 415, as the gRPC protocol asks).
+pub(crate) const NOT_GRPC: &str =
+    "this port serves OTLP over gRPC: the content type must begin with application/grpc\n";
+
+/// Answer an OTLP call whose message has been read: decode it, admit what it holds, and give
+/// the answer's message (with its gRPC prefix) or the refusal.
+pub(crate) async fn export(
+    shared: &Shared,
+    traces: bool,
+    message: Bytes,
+    reservation: Reservation,
+) -> Result<Bytes, Status> {
+    if traces {
+        export_traces(shared, message, reservation).await
+    } else {
+        export_logs(shared, message, reservation).await
+    }
+}
+
+/// `TraceService/Export`: decode the one message, admit its spans, answer.
+async fn export_traces(
+    shared: &Shared,
+    message: Bytes,
+    reservation: Reservation,
+) -> Result<Bytes, Status> {
+    let decoded = if shared.intake.keeps_requests() {
         spans_of_request(message)
     } else {
         spans_of_protobuf(&message)
     };
-    let (block, rejected) = decoded.map_err(|e| refuse(Status::invalid_argument(e)))?;
+    let (block, rejected) = decoded.map_err(Status::invalid_argument)?;
     admit(&shared.intake, reservation, Batch::blocks(vec![block])).await?;
     let partial_success = (rejected.count > 0).then_some(ExportTracePartialSuccess {
         rejected_spans: rejected.count,
@@ -189,14 +179,15 @@ async fn export_traces(shared: &Shared, req: Request<Incoming>) -> Result<Respon
     Ok(answer(&ExportTraceServiceResponse { partial_success }))
 }
 
-/// `LogsService/Export` (span events sent as log records): read the one message, decode it,
-/// admit its records, answer.
-async fn export_logs(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
-    let (message, reservation) = read_message(shared, req, false).await?;
+/// `LogsService/Export` (span events sent as log records): decode the one message, admit its
+/// records, answer.
+async fn export_logs(
+    shared: &Shared,
+    message: Bytes,
+    reservation: Reservation,
+) -> Result<Bytes, Status> {
     let request = ExportLogsServiceRequest::decode(&message[..]).map_err(|e| {
-        refuse(Status::invalid_argument(format!(
-            "the request is not an OTLP logs export: {e}"
-        )))
+        Status::invalid_argument(format!("the request is not an OTLP logs export: {e}"))
     })?;
     drop(message);
     let mut resource_logs = request.resource_logs;
@@ -213,228 +204,156 @@ async fn export_logs(shared: &Shared, req: Request<Incoming>) -> Result<Response
 /// it is as safe as the pipelines make it; an empty batch has nothing to wait for. Overload is
 /// `RESOURCE_EXHAUSTED` with `RetryInfo`, anything else `UNAVAILABLE`: both retryable for an
 /// OTLP client.
-async fn admit(intake: &Intake, reservation: Reservation, mut batch: Batch) -> Result<(), Refusal> {
+async fn admit(intake: &Intake, reservation: Reservation, mut batch: Batch) -> Result<(), Status> {
     batch.add_guard(Arc::new(reservation));
     if batch.is_empty() {
         return Ok(());
     }
-    intake
-        .admit(batch)
-        .await
-        .map_err(|e| refuse(e.to_grpc_status()))
+    intake.admit(batch).await.map_err(|e| e.to_grpc_status())
 }
 
-/// Read a unary call's one message, decompressed, with the memory reserved for it.
-///
-/// Its prefix comes first (the size, so room is reserved before the rest is read), then its
-/// bytes. A message that arrives in one frame is that frame's bytes (no copy) unless `keep`
-/// (the pipeline keeps the request for its log): a frame shares its memory with others h2
-/// read at once, so a kept message is copied into a buffer of its own size.
-async fn read_message(
-    shared: &Shared,
-    req: Request<Incoming>,
-    keep: bool,
-) -> Result<(Bytes, Reservation), Refusal> {
-    let (parts, mut body) = req.into_parts();
-    let grpc = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !grpc {
-        return Err(not_grpc());
+/// A unary call's answer: the message after its gRPC prefix.
+fn answer<M: Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    if len == 0 {
+        return Bytes::from_static(&[0; PREFIX]);
     }
-    let gzip = match parts
-        .headers
-        .get("grpc-encoding")
-        .map(HeaderValue::as_bytes)
-    {
-        None | Some(b"identity") => false,
-        Some(b"gzip") => true,
-        Some(other) => {
-            let mut refusal = refuse(Status::unimplemented(format!(
-                "the message is compressed with {}, which this server does not read \
-                 (it reads gzip)",
-                String::from_utf8_lossy(other)
-            )));
-            refusal.headers_mut().insert(
-                "grpc-accept-encoding",
-                HeaderValue::from_static(ACCEPTED_ENCODINGS),
-            );
-            return Err(refusal);
-        }
-    };
-    let max = shared.max_message;
-    let too_large = || {
-        refuse(Status::resource_exhausted(format!(
-            "the request is larger than max_recv_msg_size_mib ({max} bytes)"
-        )))
-    };
+    let mut out = BytesMut::with_capacity(PREFIX + len);
+    out.put_u8(0);
+    out.put_u32(len as u32);
+    message
+        .encode(&mut out)
+        .expect("the buffer has room for the message");
+    out.freeze()
+}
 
-    let mut prefix = [0u8; PREFIX];
-    let mut have = 0;
-    let mut declared: Option<(bool, usize)> = None;
-    let mut reservation = None;
-    let mut single: Option<Bytes> = None;
-    let mut gathered = BytesMut::new();
-    let mut got = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            refuse(Status::cancelled(format!(
-                "the request could not be read: {e}"
-            )))
-        })?;
-        let Ok(mut data) = frame.into_data() else {
-            continue; // a client's trailers: nothing in them for a unary call
-        };
-        let len = match declared {
+/// The refusal of a message over `max` bytes (final for an OTLP client).
+fn too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the request is larger than max_recv_msg_size_mib ({max} bytes)"
+    ))
+}
+
+/// A unary call's one message, read as its bytes arrive: its prefix first (the size, so room
+/// is reserved before the rest is read), then its bytes, then decompressed.
+pub(crate) struct MessageReader {
+    max: usize,
+    keep: bool,
+    gzip: bool,
+    prefix: [u8; PREFIX],
+    have: usize,
+    declared: Option<(bool, usize)>,
+    reservation: Option<Reservation>,
+    single: Option<Bytes>,
+    gathered: BytesMut,
+}
+
+impl MessageReader {
+    /// A reader of one message of at most `max` bytes. With `keep` (the pipeline keeps the
+    /// request for its log) the message is always a buffer of its own: a frame shares its
+    /// memory with others read at once.
+    pub(crate) fn new(max: usize, keep: bool, gzip: bool) -> Self {
+        MessageReader {
+            max,
+            keep,
+            gzip,
+            prefix: [0; PREFIX],
+            have: 0,
+            declared: None,
+            reservation: None,
+            single: None,
+            gathered: BytesMut::new(),
+        }
+    }
+
+    /// The next bytes of the call's body. A message that arrives in one piece is that piece
+    /// (no copy) unless it is to be kept.
+    pub(crate) fn push(&mut self, intake: &Intake, mut data: Bytes) -> Result<(), Status> {
+        let len = match self.declared {
             Some((_, len)) => len,
             None => {
-                let n = data.len().min(PREFIX - have);
-                prefix[have..have + n].copy_from_slice(&data[..n]);
-                have += n;
+                let n = data.len().min(PREFIX - self.have);
+                self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
                 data.advance(n);
-                if have < PREFIX {
-                    continue;
+                if self.have < PREFIX {
+                    return Ok(());
                 }
-                let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-                if prefix[0] > 1 {
-                    return Err(refuse(Status::invalid_argument(format!(
+                let p = self.prefix;
+                let len = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
+                if p[0] > 1 {
+                    return Err(Status::invalid_argument(format!(
                         "the message's compression flag is {}, not 0 or 1",
-                        prefix[0]
-                    ))));
+                        p[0]
+                    )));
                 }
-                if len > max {
-                    return Err(too_large());
+                if len > self.max {
+                    return Err(too_large(self.max));
                 }
-                reservation = Some(
-                    shared
-                        .intake
+                self.reservation = Some(
+                    intake
                         .reserve(len + PREFIX)
-                        .map_err(|e| refuse(e.to_grpc_status()))?,
+                        .map_err(|e| e.to_grpc_status())?,
                 );
-                declared = Some((prefix[0] == 1, len));
+                self.declared = Some((p[0] == 1, len));
                 len
             }
         };
         if data.is_empty() {
-            continue;
+            return Ok(());
         }
+        let got = self.single.as_ref().map_or(self.gathered.len(), Bytes::len);
         if got + data.len() > len {
-            return Err(refuse(Status::invalid_argument(
+            return Err(Status::invalid_argument(
                 "the request holds more than one message; a unary call carries one",
-            )));
+            ));
         }
-        got += data.len();
-        if single.is_none() && gathered.is_empty() && data.len() == len && !keep {
-            single = Some(data);
+        if got == 0 && data.len() == len && !self.keep {
+            self.single = Some(data);
         } else {
-            if gathered.capacity() == 0 {
-                gathered.reserve(len);
+            if self.gathered.capacity() == 0 {
+                self.gathered.reserve(len);
             }
-            gathered.put(data);
+            self.gathered.put(data);
         }
+        Ok(())
     }
-    // Room is reserved as the prefix is read: both or neither.
-    let (Some((compressed, len)), Some(reservation)) = (declared, reservation) else {
-        return Err(refuse(Status::invalid_argument(if have == 0 {
-            "the request holds no message".to_string()
-        } else {
-            format!("the request ended inside its gRPC prefix ({have} of {PREFIX} bytes)")
-        })));
-    };
-    if got < len {
-        return Err(refuse(Status::invalid_argument(format!(
-            "the request ended after {got} of its message's {len} bytes"
-        ))));
-    }
-    let mut message = single.unwrap_or_else(|| gathered.freeze());
-    if compressed {
-        if !gzip {
-            return Err(refuse(Status::internal(
-                "the message is marked compressed but the request names no grpc-encoding",
+
+    /// The message, decompressed, and the memory reserved for it, once the body has ended.
+    pub(crate) fn finish(self) -> Result<(Bytes, Reservation), Status> {
+        // Room is reserved as the prefix is read: both or neither.
+        let (Some((compressed, len)), Some(reservation)) = (self.declared, self.reservation) else {
+            return Err(Status::invalid_argument(if self.have == 0 {
+                "the request holds no message".to_string()
+            } else {
+                format!(
+                    "the request ended inside its gRPC prefix ({} of {PREFIX} bytes)",
+                    self.have
+                )
+            }));
+        };
+        let mut message = self.single.unwrap_or_else(|| self.gathered.freeze());
+        if message.len() < len {
+            return Err(Status::invalid_argument(format!(
+                "the request ended after {} of its message's {len} bytes",
+                message.len()
             )));
         }
-        message = gunzip(&message, max).map_err(|e| match e {
-            GunzipError::TooLarge => too_large(),
-            GunzipError::Invalid(e) => refuse(Status::invalid_argument(format!(
-                "the gzip message could not be decompressed: {e}"
-            ))),
-        })?;
-    }
-    Ok((message, reservation))
-}
-
-/// A unary call's answer: the message after its prefix, then `grpc-status: 0`.
-fn answer<M: Message>(message: &M) -> Response<Body> {
-    let len = message.encoded_len();
-    let data = if len == 0 {
-        Bytes::from_static(&[0; PREFIX])
-    } else {
-        let mut out = BytesMut::with_capacity(PREFIX + len);
-        out.put_u8(0);
-        out.put_u32(len as u32);
-        message
-            .encode(&mut out)
-            .expect("the buffer has room for the message");
-        out.freeze()
-    };
-    let mut resp = Response::new(Body::new(Unary {
-        data: Some(data),
-        trailers: true,
-    }));
-    let headers = resp.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(
-        "grpc-accept-encoding",
-        HeaderValue::from_static(ACCEPTED_ENCODINGS),
-    );
-    resp
-}
-
-/// A request that is not gRPC (its content type does not begin with `application/grpc`): HTTP
-/// 415, as the gRPC protocol asks.
-fn not_grpc() -> Refusal {
-    let mut resp = Response::new(Body::new(http_body_util::Full::new(Bytes::from_static(
-        b"this port serves OTLP over gRPC: the content type must begin with application/grpc\n",
-    ))));
-    *resp.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-/// The body of a unary answer: one data frame, then the trailers with `grpc-status: 0`.
-struct Unary {
-    data: Option<Bytes>,
-    trailers: bool,
-}
-
-impl http_body::Body for Unary {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        if compressed {
+            if !self.gzip {
+                return Err(Status::internal(
+                    "the message is marked compressed but the request names no grpc-encoding",
+                ));
+            }
+            let max = self.max;
+            message = gunzip(&message, max).map_err(|e| match e {
+                GunzipError::TooLarge => too_large(max),
+                GunzipError::Invalid(e) => Status::invalid_argument(format!(
+                    "the gzip message could not be decompressed: {e}"
+                )),
+            })?;
         }
-        if std::mem::take(&mut self.trailers) {
-            let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && !self.trailers
+        Ok((message, reservation))
     }
 }
 
@@ -445,6 +364,7 @@ mod tests {
 
     use super::*;
     use crate::otlp::GrpcConfig;
+    use http::{HeaderMap, StatusCode};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -459,6 +379,10 @@ mod tests {
     }
 
     fn server(max_mib: usize) -> Server {
+        server_with(max_mib, None)
+    }
+
+    fn server_with(max_mib: usize, routes: Option<tonic::service::Routes>) -> Server {
         let (tx, batches) = bounded("test", 16);
         let intake = Intake::new(vec![tx], Duration::from_secs(5), Pressure::unlimited());
         let config = GrpcConfig {
@@ -468,7 +392,7 @@ mod tests {
         };
         let shutdown = CancellationToken::new();
         let (addr, task) =
-            crate::otlp::grpc::start(&config, intake, shutdown.clone(), None).expect("listens");
+            crate::otlp::grpc::start(&config, intake, shutdown.clone(), routes).expect("listens");
         Server {
             addr,
             batches,
@@ -827,5 +751,148 @@ mod tests {
             .await
             .expect("the server stops once its calls are done")
             .expect("joins");
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_windows_and_many_calls_at_once_on_one_connection() {
+        let mut s = server(8);
+        let channel = channel(s.addr).await;
+        // ~3.5 MiB in one message: more than the stream's and the connection's 1 MiB windows.
+        let mut big = request(20_000);
+        for span in &mut big.resource_spans[0].scope_spans[0].spans {
+            span.name = "n".repeat(150);
+        }
+        assert!(big.encoded_len() > 3 << 20, "{}", big.encoded_len());
+        let mut client = TraceServiceClient::new(channel.clone());
+        let call = tokio::spawn(async move { client.export(big).await });
+        assert_eq!(next_spans(&mut s.batches).await, 20_000);
+        call.await.expect("joins").expect("accepted");
+
+        let calls: Vec<_> = (0..64)
+            .map(|i| {
+                let mut client = TraceServiceClient::new(channel.clone());
+                tokio::spawn(async move { client.export(request(1 + i % 7)).await })
+            })
+            .collect();
+        let mut spans = 0;
+        for _ in 0..64 {
+            spans += next_spans(&mut s.batches).await;
+        }
+        assert_eq!(spans, (0..64).map(|i| 1 + i % 7).sum::<usize>());
+        for call in calls {
+            call.await.expect("joins").expect("accepted");
+        }
+        s.shutdown.cancel();
+        s.task.await.expect("the server stops");
+    }
+
+    #[tokio::test]
+    async fn other_calls_go_to_the_routes_on_the_same_connection() {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("spanlake", tonic_health::ServingStatus::Serving)
+            .await;
+        let mut s = server_with(4, Some(tonic::service::Routes::new(health)));
+        let channel = channel(s.addr).await;
+        let mut traces = TraceServiceClient::new(channel.clone());
+        let mut health = HealthClient::new(channel);
+        let ask = || HealthCheckRequest {
+            service: "spanlake".into(),
+        };
+        // An export, a unary call and a streaming one, interleaved on one connection.
+        let call = tokio::spawn(async move { traces.export(request(3)).await });
+        assert_eq!(next_spans(&mut s.batches).await, 3);
+        call.await.expect("joins").expect("accepted");
+        let status = health.check(ask()).await.expect("answered").into_inner();
+        assert_eq!(status.status, 1); // SERVING
+        let mut watch = health.watch(ask()).await.expect("watching").into_inner();
+        let first = watch.message().await.expect("a message").expect("open");
+        assert_eq!(first.status, 1);
+        reporter
+            .set_service_status("spanlake", tonic_health::ServingStatus::NotServing)
+            .await;
+        let second = watch.message().await.expect("a message").expect("open");
+        assert_eq!(second.status, 2); // NOT_SERVING
+        let unknown = health
+            .check(HealthCheckRequest {
+                service: "nothing".into(),
+            })
+            .await
+            .expect_err("an unknown service");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+        // A refusal is one HEADERS frame that ends the stream (a "trailers-only" answer):
+        // gRPC's C core takes no other form.
+        let tcp = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connects");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
+        tokio::spawn(conn);
+        let mut client = client.ready().await.expect("ready");
+        let req = http::Request::post(format!("http://{}/no.Such/Method", s.addr))
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("request");
+        let (response, mut send) = client.send_request(req, false).expect("sent");
+        send.send_data(framed(0, b""), true).expect("data");
+        let response = response.await.expect("answer");
+        assert_eq!(grpc_status(response.headers()), "12");
+        assert!(
+            response.body().is_end_stream(),
+            "the headers end the stream"
+        );
+        drop(watch);
+        s.shutdown.cancel();
+        s.task.await.expect("the server stops");
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_and_a_connection_that_is_not_http2_is_told_and_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let s = server(4);
+        // The preface, an empty SETTINGS, a PING.
+        let mut tcp = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connects");
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("writes");
+        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .expect("writes");
+        tcp.write_all(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+            .await
+            .expect("writes");
+        let mut got = Vec::new();
+        let pong = [0, 0, 8, 6, 1, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            while !got.windows(pong.len()).any(|w| w == pong) {
+                let n = tcp.read(&mut buf).await.expect("reads");
+                assert!(n > 0, "closed before the PING's answer");
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "no PING answer in {got:?}");
+
+        // HTTP/1.1 on the gRPC port: a GOAWAY saying why, then the connection closes.
+        let mut tcp = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connects");
+        tcp.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("writes");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+            .await
+            .expect("closed in time")
+            .expect("reads");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("serves OTLP over gRPC"), "{text}");
+        s.shutdown.cancel();
+        s.task.await.expect("the server stops");
     }
 }

@@ -4,7 +4,9 @@ mod config;
 mod decode;
 mod front;
 mod grpc;
+mod hpack;
 mod http;
+mod http2;
 
 pub use config::{CorsConfig, GrpcConfig, HttpConfig, OtlpReceiverConfig, Protocols};
 pub use decode::{
