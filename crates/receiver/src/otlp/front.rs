@@ -168,7 +168,11 @@ async fn export_traces(
     let decoded = if shared.intake.keeps_requests() {
         spans_of_request(message)
     } else {
-        spans_of_protobuf(&message)
+        // Decoding copies what it keeps: the message (perhaps a slice of the connection's
+        // read buffer) is let go before the wait for the acknowledgement.
+        let decoded = spans_of_protobuf(&message);
+        drop(message);
+        decoded
     };
     let (block, rejected) = decoded.map_err(Status::invalid_argument)?;
     admit(&shared.intake, reservation, Batch::blocks(vec![block])).await?;

@@ -180,8 +180,6 @@ struct Stream {
     client_done: bool,
     /// The answer's parts not yet written (DATA waits for flow-control window).
     queue: VecDeque<Part>,
-    /// The answer's last part is queued.
-    answered: bool,
     send_window: i64,
     /// What the client may still send on this stream, and what it has sent since the last
     /// WINDOW_UPDATE.
@@ -236,7 +234,6 @@ impl Stream {
             recv,
             client_done: false,
             queue: VecDeque::new(),
-            answered: false,
             send_window,
             recv_window: i64::from(WINDOW),
             recv_unacked: 0,
@@ -590,7 +587,6 @@ impl Conn {
             stream
                 .queue
                 .push_back(Part::Data(Bytes::from_static(NOT_GRPC.as_bytes()), true));
-            stream.answered = true;
         } else {
             match is_gzip(head.encoding.as_deref()) {
                 Ok(gzip) => {
@@ -719,11 +715,17 @@ impl Conn {
                 }
             }
             Recv::Body(body) => {
-                // Given back as the handler takes it (`Event::Consumed`); at once if it is
-                // no longer read.
-                if !payload.is_empty() && body.send(Ok(Frame::data(payload))).is_err() {
-                    stream.recv_window += len as i64;
-                    window_update(&mut self.out, id, len as u32);
+                // The data is given back as the handler takes it (`Event::Consumed`); the
+                // padding at once, and everything at once if the body is no longer read.
+                let data = payload.len();
+                let now = if data > 0 && body.send(Ok(Frame::data(payload))).is_ok() {
+                    len - data
+                } else {
+                    len
+                };
+                if now > 0 {
+                    stream.recv_window += now as i64;
+                    window_update(&mut self.out, id, now as u32);
                 }
             }
             Recv::Discard => {}
@@ -774,7 +776,6 @@ impl Conn {
                 stream
                     .queue
                     .push_back(Part::Headers(Bytes::from_static(OK_TRAILERS), true));
-                stream.answered = true;
             }
             Err(status) => refuse(stream, status),
         }
@@ -799,6 +800,7 @@ impl Conn {
             Event::Consumed(id, n) => {
                 if let Some(stream) = self.streams.get_mut(&id)
                     && !stream.client_done
+                    && n > 0
                 {
                     stream.recv_window += n as i64;
                     window_update(&mut self.out, id, n as u32);
@@ -810,7 +812,6 @@ impl Conn {
             return;
         };
         if matches!(part, Part::Headers(_, true) | Part::Data(_, true)) {
-            stream.answered = true;
             stream.abort = None;
         }
         stream.queue.push_back(part);
@@ -929,7 +930,6 @@ fn refuse(stream: &mut Stream, status: Status) {
     stream
         .queue
         .push_back(Part::Headers(encode_block(Some(200), &headers), true));
-    stream.answered = true;
 }
 
 /// A frame's payload without its padding.
