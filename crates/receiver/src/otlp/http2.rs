@@ -118,8 +118,7 @@ pub(crate) async fn serve_connection(
         last_id: 0,
         preface: false,
         continuation: None,
-        recv_window: i64::from(WINDOW),
-        recv_unacked: 0,
+        recv: RecvWindow::new(),
         send_window: DEFAULT_WINDOW,
         peer_initial_window: DEFAULT_WINDOW,
         peer_max_frame: MAX_FRAME,
@@ -151,10 +150,8 @@ struct Conn {
     preface: bool,
     /// A header block still being gathered: its stream, whether it ends the stream, its bytes.
     continuation: Option<(u32, bool, Vec<u8>)>,
-    /// What the client may still send on the connection, and what it has sent since the last
-    /// WINDOW_UPDATE.
-    recv_window: i64,
-    recv_unacked: u32,
+    /// What the client may still send on the connection.
+    recv: RecvWindow,
     /// What this side may still send on the connection.
     send_window: i64,
     peer_initial_window: i64,
@@ -181,10 +178,8 @@ struct Stream {
     /// The answer's parts not yet written (DATA waits for flow-control window).
     queue: VecDeque<Part>,
     send_window: i64,
-    /// What the client may still send on this stream, and what it has sent since the last
-    /// WINDOW_UPDATE.
-    recv_window: i64,
-    recv_unacked: u32,
+    /// What the client may still send on this stream.
+    recv_window: RecvWindow,
     abort: Option<AbortHandle>,
 }
 
@@ -235,8 +230,7 @@ impl Stream {
             client_done: false,
             queue: VecDeque::new(),
             send_window,
-            recv_window: i64::from(WINDOW),
-            recv_unacked: 0,
+            recv_window: RecvWindow::new(),
             abort: None,
         }
     }
@@ -566,7 +560,7 @@ impl Conn {
             self.reset(id, PROTOCOL_ERROR);
             return Ok(());
         }
-        match otlp_call(head.path.as_deref().unwrap_or_default()) {
+        match head.call {
             Some(traces) => self.start_otlp(id, traces, &head, end),
             None => self.start_routed(id, head, end),
         }
@@ -668,19 +662,13 @@ impl Conn {
         }
         let len = payload.len();
         // Flow control counts the whole frame, padding included.
-        self.recv_window -= len as i64;
-        if self.recv_window < 0 {
+        if !self.recv.receive(len) {
             return Err(conn_error(
                 FLOW_CONTROL_ERROR,
                 "DATA beyond the connection's window",
             ));
         }
-        self.recv_unacked += len as u32;
-        if self.recv_unacked >= WINDOW / 2 {
-            window_update(&mut self.out, 0, self.recv_unacked);
-            self.recv_window += i64::from(self.recv_unacked);
-            self.recv_unacked = 0;
-        }
+        self.recv.give_back_by_half(&mut self.out, 0, len);
         if flags & PADDED != 0 {
             payload = unpad(payload)?;
         }
@@ -695,8 +683,7 @@ impl Conn {
             self.reset(id, STREAM_CLOSED);
             return Ok(());
         }
-        stream.recv_window -= len as i64;
-        if stream.recv_window < 0 {
+        if !stream.recv_window.receive(len) {
             self.reset(id, FLOW_CONTROL_ERROR);
             return Ok(());
         }
@@ -704,11 +691,8 @@ impl Conn {
             Recv::Message { reader, .. } => {
                 // The message's room is reserved from its prefix: the window is given back
                 // as the bytes arrive.
-                stream.recv_unacked += len as u32;
-                if stream.recv_unacked >= WINDOW / 2 && !end {
-                    window_update(&mut self.out, id, stream.recv_unacked);
-                    stream.recv_window += i64::from(stream.recv_unacked);
-                    stream.recv_unacked = 0;
+                if !end {
+                    stream.recv_window.give_back_by_half(&mut self.out, id, len);
                 }
                 if let Err(status) = reader.push(&self.front.shared.intake, payload) {
                     refuse(stream, status);
@@ -723,10 +707,7 @@ impl Conn {
                 } else {
                     len
                 };
-                if now > 0 {
-                    stream.recv_window += now as i64;
-                    window_update(&mut self.out, id, now as u32);
-                }
+                stream.recv_window.give_back(&mut self.out, id, now);
             }
             Recv::Discard => {}
         }
@@ -800,10 +781,8 @@ impl Conn {
             Event::Consumed(id, n) => {
                 if let Some(stream) = self.streams.get_mut(&id)
                     && !stream.client_done
-                    && n > 0
                 {
-                    stream.recv_window += n as i64;
-                    window_update(&mut self.out, id, n as u32);
+                    stream.recv_window.give_back(&mut self.out, id, n);
                 }
                 return;
             }
@@ -820,9 +799,7 @@ impl Conn {
 
     /// Reset stream `id` with `code`, dropping its work.
     fn reset(&mut self, id: u32, code: u32) {
-        let mut payload = [0u8; 4];
-        payload.copy_from_slice(&code.to_be_bytes());
-        frame(&mut self.out, RST_STREAM, 0, id, &payload);
+        rst_stream(&mut self.out, id, code);
         if let Some(stream) = self.streams.remove(&id) {
             drop_stream(stream);
         }
@@ -893,9 +870,7 @@ impl Conn {
             drop_stream(stream);
             if !client_done {
                 // Answered before the request ended (a refusal): the rest is not wanted.
-                let mut payload = [0u8; 4];
-                payload.copy_from_slice(&NO_ERROR.to_be_bytes());
-                frame(&mut self.out, RST_STREAM, 0, id, &payload);
+                rst_stream(&mut self.out, id, NO_ERROR);
             }
         }
     }
@@ -963,6 +938,50 @@ fn frame(out: &mut BytesMut, kind: u8, flags: u8, id: u32, payload: &[u8]) {
 
 fn window_update(out: &mut BytesMut, id: u32, increment: u32) {
     frame(out, WINDOW_UPDATE, 0, id, &increment.to_be_bytes());
+}
+
+fn rst_stream(out: &mut BytesMut, id: u32, code: u32) {
+    frame(out, RST_STREAM, 0, id, &code.to_be_bytes());
+}
+
+/// What the client may still send (on the connection or a stream), and what it has sent
+/// since the last WINDOW_UPDATE.
+struct RecvWindow {
+    left: i64,
+    unacked: usize,
+}
+
+impl RecvWindow {
+    fn new() -> Self {
+        RecvWindow {
+            left: i64::from(WINDOW),
+            unacked: 0,
+        }
+    }
+
+    /// Count `len` bytes received: false if the client sent past the window.
+    fn receive(&mut self, len: usize) -> bool {
+        self.left -= len as i64;
+        self.left >= 0
+    }
+
+    /// Give `len` bytes back to the client at once (no frame for 0: an increment of 0 is a
+    /// protocol error).
+    fn give_back(&mut self, out: &mut BytesMut, id: u32, len: usize) {
+        if len > 0 {
+            self.left += len as i64;
+            window_update(out, id, len as u32);
+        }
+    }
+
+    /// Give `len` bytes back once half the window waits to be given back (fewer frames).
+    fn give_back_by_half(&mut self, out: &mut BytesMut, id: u32, len: usize) {
+        self.unacked += len;
+        if self.unacked >= WINDOW as usize / 2 {
+            let unacked = std::mem::take(&mut self.unacked);
+            self.give_back(out, id, unacked);
+        }
+    }
 }
 
 /// A header block in HEADERS and, past the client's frame size, CONTINUATION frames.
@@ -1056,6 +1075,8 @@ struct Head {
     authority: Option<Vec<u8>>,
     content_type: Option<Vec<u8>>,
     encoding: Option<Vec<u8>>,
+    /// The OTLP call `:path` names, if it names one.
+    call: Option<bool>,
     /// The other headers (only for a routed call).
     rest: Vec<(HeaderName, HeaderValue)>,
     regular_seen: bool,
@@ -1079,6 +1100,9 @@ impl Head {
                 }
             };
             *slot = Some(value.to_vec());
+            if name == b":path" {
+                self.call = otlp_call(value);
+            }
             return;
         }
         self.regular_seen = true;
@@ -1087,7 +1111,7 @@ impl Head {
             b"grpc-encoding" => self.encoding = Some(value.to_vec()),
             _ => {}
         }
-        if self.path.as_deref().and_then(otlp_call).is_some() {
+        if self.call.is_some() {
             return; // an OTLP call reads no other header
         }
         match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
