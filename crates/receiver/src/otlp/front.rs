@@ -323,6 +323,22 @@ impl MessageReader {
         Ok(())
     }
 
+    /// The buffer the message is gathered in, with room reserved for the whole message, and
+    /// how many more bytes it takes: for reading the message's bytes straight into it. `None`
+    /// until the prefix has been read, when the message is one frame's bytes, or when it is
+    /// whole.
+    pub(crate) fn room(&mut self) -> Option<(&mut BytesMut, usize)> {
+        let (_, len) = self.declared?;
+        if self.single.is_some() || self.gathered.len() >= len {
+            return None;
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve(len);
+        }
+        let left = len - self.gathered.len();
+        Some((&mut self.gathered, left))
+    }
+
     /// The message, decompressed, and the memory reserved for it, once the body has ended.
     pub(crate) fn finish(self) -> Result<(Bytes, Reservation), Status> {
         // Room is reserved as the prefix is read: both or neither.
@@ -786,6 +802,139 @@ mod tests {
         for call in calls {
             call.await.expect("joins").expect("accepted");
         }
+        s.shutdown.cancel();
+        s.task.await.expect("the server stops");
+    }
+
+    /// An HTTP/2 frame as a client writes it.
+    fn h2_frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + payload.len());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Read the server's frames until `until` matches one (kind, flags, id, payload); all
+    /// frames read, in order.
+    async fn h2_frames_until(
+        tcp: &mut tokio::net::TcpStream,
+        until: impl Fn(u8, u8, u32, &[u8]) -> bool,
+    ) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut got = BytesMut::new();
+        let mut frames = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                while got.len() >= 9 {
+                    let len = u32::from_be_bytes([0, got[0], got[1], got[2]]) as usize;
+                    if got.len() < 9 + len {
+                        break;
+                    }
+                    let h = got.split_to(9);
+                    let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]);
+                    let payload = got.split_to(len).to_vec();
+                    let done = until(h[3], h[4], id, &payload);
+                    frames.push((h[3], h[4], id, payload));
+                    if done {
+                        return;
+                    }
+                }
+                let n = tcp.read_buf(&mut got).await.expect("reads");
+                assert!(n > 0, "closed after {frames:?}");
+            }
+        })
+        .await
+        .expect("the frame looked for arrives in time");
+        frames
+    }
+
+    #[tokio::test]
+    async fn large_frames_arriving_in_pieces_are_read_whole() {
+        use tokio::io::AsyncWriteExt;
+        let mut s = server(4);
+        let mut tcp = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connects");
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("writes");
+        tcp.write_all(&h2_frame(4, 0, 0, &[]))
+            .await
+            .expect("writes");
+        // The server's SETTINGS let a client send frames of up to 1 MiB.
+        let frames = h2_frames_until(&mut tcp, |kind, flags, _, _| kind == 4 && flags == 0).await;
+        let settings = &frames.last().expect("SETTINGS").3;
+        assert!(
+            settings
+                .chunks(6)
+                .any(|e| e == [0, 5, 0, 0x10, 0, 0].as_slice()),
+            "{settings:?}"
+        );
+        // A header block of more than 16 KiB in one HEADERS frame.
+        let mut encoder = loona_hpack::Encoder::new();
+        let filler = "f".repeat(20_000);
+        let fields: [(&[u8], &[u8]); 6] = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", EXPORT_TRACES.as_bytes()),
+            (b":authority", b"spanlake"),
+            (b"content-type", b"application/grpc"),
+            (b"x-filler", filler.as_bytes()),
+        ];
+        let block = encoder.encode(fields);
+        assert!(block.len() > 16_384);
+        tcp.write_all(&h2_frame(1, 0x4, 1, &block))
+            .await
+            .expect("writes");
+        // A frame of a type unknown to the protocol, 100 KB: skipped.
+        tcp.write_all(&h2_frame(0xfa, 0, 0, &vec![7; 100_000]))
+            .await
+            .expect("writes");
+        // One padded DATA frame of ~800 KB holding the whole message, written in pieces: its
+        // header and pad length first, then 100 KB at a time.
+        let mut big = request(5_000);
+        for (i, span) in big.resource_spans[0].scope_spans[0]
+            .spans
+            .iter_mut()
+            .enumerate()
+        {
+            span.name = format!("{i:0>120}");
+        }
+        let message = framed(0, &big.encode_to_vec());
+        let mut payload = vec![200u8];
+        payload.extend_from_slice(&message);
+        payload.extend_from_slice(&[0; 200]);
+        assert!(payload.len() > 700_000 && payload.len() < 1 << 20);
+        let data = h2_frame(0, 0x8 | 0x1, 1, &payload);
+        let before = crate::otlp::http2::READ_DIRECT.load(std::sync::atomic::Ordering::Relaxed);
+        tcp.write_all(&data[..10]).await.expect("writes");
+        for piece in data[10..].chunks(100_000) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tcp.write_all(piece).await.expect("writes");
+        }
+        assert_eq!(next_spans(&mut s.batches).await, 5_000);
+        // The answer's trailers end the stream; no GOAWAY before them.
+        let frames = h2_frames_until(&mut tcp, |kind, flags, id, _| {
+            kind == 1 && flags & 0x1 != 0 && id == 1
+        })
+        .await;
+        assert!(frames.iter().all(|f| f.0 != 7), "{frames:?}");
+        let direct =
+            crate::otlp::http2::READ_DIRECT.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(
+            direct > message.len() / 2,
+            "{direct} of {} bytes read straight into the message",
+            message.len()
+        );
+        // A frame over the 1 MiB advertised ends the connection with FRAME_SIZE_ERROR.
+        let mut over = h2_frame(0xfa, 0, 0, &[]);
+        over[..3].copy_from_slice(&((1u32 << 20) + 1).to_be_bytes()[1..]);
+        tcp.write_all(&over).await.expect("writes");
+        let frames = h2_frames_until(&mut tcp, |kind, _, _, _| kind == 7).await;
+        let goaway = &frames.last().expect("GOAWAY").3;
+        assert_eq!(goaway[4..8], 6u32.to_be_bytes(), "FRAME_SIZE_ERROR");
         s.shutdown.cancel();
         s.task.await.expect("the server stops");
     }

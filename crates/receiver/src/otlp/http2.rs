@@ -2,10 +2,16 @@
 //!
 //! The two OTLP calls are unary: one request message, one answer. A connection reads the
 //! socket into one buffer and parses the frames in place; a trace export's message that
-//! arrives in one DATA frame is that frame's bytes (no copy), a larger one is gathered once
+//! arrives whole in one read is that frame's bytes (no copy), a larger one is gathered once
 //! into a buffer of its declared size, and the call is decoded and admitted by a future polled
 //! on the connection's own task — no task, channel or header map per call, and the socket is
-//! read in 64 KiB steps rather than h2's 8 KiB. Every other call (the native and query APIs,
+//! read in 64 KiB steps rather than h2's 8 KiB. Clients may send DATA frames as large as the
+//! windows (1 MiB, advertised in `SETTINGS_MAX_FRAME_SIZE`; h2, the Rust stack, then sends a
+//! message in one frame, gRPC's C core in frames of 128–192 KiB, and stacks that keep to
+//! 16 KiB frames are served as before): a DATA frame is handed on as its bytes arrive,
+//! and once a message's size is known the rest of its frame is read from the socket straight
+//! into the message's buffer — one copy, the kernel's. Frames other than DATA are read whole
+//! up to 64 KiB (a header block's limit); frames of unknown types are skipped unread. Every other call (the native and query APIs,
 //! health, reflection) is handed to tonic's routes as an `http::Request` whose body and answer
 //! travel through channels, with HTTP/2 flow control kept per stream.
 //!
@@ -40,8 +46,19 @@ use super::front::{
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A frame's header: length (24 bits), type, flags, stream id.
 const FRAME_HEADER: usize = 9;
-/// The largest frame accepted (the protocol's default `SETTINGS_MAX_FRAME_SIZE`).
-const MAX_FRAME: usize = 16_384;
+/// The protocol's default `SETTINGS_MAX_FRAME_SIZE`: what a client may send before it has our
+/// settings, and what we send until we have the client's.
+const DEFAULT_MAX_FRAME: usize = 16_384;
+/// The largest frame a client may send (advertised as `SETTINGS_MAX_FRAME_SIZE`): as large as
+/// the windows, so a client that honours it sends a message of up to 1 MiB in one DATA frame,
+/// whose bytes are read from the socket straight into the message's buffer.
+const MAX_DATA_FRAME: usize = WINDOW as usize;
+/// The largest frame other than DATA that is read whole: a header block of `MAX_HEADER_BLOCK`
+/// with its padding and priority.
+const MAX_OTHER_FRAME: usize = MAX_HEADER_BLOCK + 512;
+/// The rest of a DATA frame is read straight into an OTLP message's buffer when at least this
+/// much of it is still to come (less is read with what follows it, in one step).
+const DIRECT_READ: usize = 16 * 1024;
 /// The window advertised for each stream and for the connection.
 const WINDOW: u32 = 1 << 20;
 /// The protocol's initial window, before settings.
@@ -87,6 +104,11 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
 
+/// Bytes read straight into messages' buffers (tests look at it to know the path was taken).
+#[cfg(test)]
+pub(crate) static READ_DIRECT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// An error that ends the connection: the GOAWAY's code and a word for the client.
 #[derive(Debug)]
 struct ConnError {
@@ -121,7 +143,9 @@ pub(crate) async fn serve_connection(
         recv: RecvWindow::new(),
         send_window: DEFAULT_WINDOW,
         peer_initial_window: DEFAULT_WINDOW,
-        peer_max_frame: MAX_FRAME,
+        peer_max_frame: DEFAULT_MAX_FRAME,
+        data: None,
+        skip: 0,
         going_away: false,
         peer_gone: false,
         calls: FuturesUnordered::new(),
@@ -150,6 +174,10 @@ struct Conn {
     preface: bool,
     /// A header block still being gathered: its stream, whether it ends the stream, its bytes.
     continuation: Option<(u32, bool, Vec<u8>)>,
+    /// The DATA frame whose payload is being read.
+    data: Option<InData>,
+    /// Bytes of a frame of an unknown type still to be skipped.
+    skip: usize,
     /// What the client may still send on the connection.
     recv: RecvWindow,
     /// What this side may still send on the connection.
@@ -165,6 +193,21 @@ struct Conn {
     /// What the routed calls' tasks report.
     events: mpsc::UnboundedReceiver<Event>,
     events_tx: mpsc::UnboundedSender<Event>,
+}
+
+/// A DATA frame being read: its payload is handed on as it arrives, not gathered first.
+struct InData {
+    id: u32,
+    /// The frame ends its stream.
+    end: bool,
+    /// The frame's length.
+    len: usize,
+    /// Its pad length (the payload's first byte) is still to come.
+    padded: bool,
+    /// Bytes of the frame still to come.
+    left: usize,
+    /// Of those, the data's (the rest is padding).
+    data: usize,
 }
 
 /// An OTLP call being answered: its stream and its answer's message or refusal.
@@ -242,6 +285,8 @@ impl Conn {
         let mut settings = BytesMut::new();
         settings.put_u16(SETTINGS_INITIAL_WINDOW_SIZE);
         settings.put_u32(WINDOW);
+        settings.put_u16(SETTINGS_MAX_FRAME_SIZE);
+        settings.put_u32(MAX_DATA_FRAME as u32);
         frame(&mut self.out, SETTINGS, 0, 0, &settings);
         window_update(&mut self.out, 0, WINDOW - DEFAULT_WINDOW as u32);
         loop {
@@ -269,10 +314,7 @@ impl Conn {
                 Wake::Answer(id, answer) => self.on_answer(id, answer),
                 Wake::Aborted | Wake::Writable => {}
                 Wake::Readable => {
-                    if self.inbuf.capacity() - self.inbuf.len() < FRAME_HEADER + MAX_FRAME {
-                        self.inbuf.reserve(READ);
-                    }
-                    match self.sock.try_read_buf(&mut self.inbuf) {
+                    match self.read() {
                         Ok(0) => return Ok(()), // the client closed the connection
                         Ok(_) => {
                             if let Err(e) = self.parse() {
@@ -317,7 +359,36 @@ impl Conn {
         self.going_away = true;
     }
 
-    /// Parse the whole frames read.
+    /// Read what the socket holds: the rest of a large DATA frame of an OTLP call straight into
+    /// the call's message buffer (no copy), anything else into `inbuf`. The bytes read; 0 when
+    /// the client has closed the connection.
+    fn read(&mut self) -> io::Result<usize> {
+        if self.inbuf.is_empty()
+            && let Some(d) = &self.data
+            && !d.padded
+            && d.data >= DIRECT_READ
+            && let Some(stream) = self.streams.get_mut(&d.id)
+            && let Recv::Message { reader, .. } = &mut stream.recv
+            && let Some((buf, room)) = reader.room()
+        {
+            let n = self
+                .sock
+                .try_read_buf(&mut (&mut *buf).limit(d.data.min(room)))?;
+            if n > 0 {
+                #[cfg(test)]
+                READ_DIRECT.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                self.on_data_direct(n);
+            }
+            return Ok(n);
+        }
+        if self.inbuf.capacity() - self.inbuf.len() < FRAME_HEADER + DEFAULT_MAX_FRAME {
+            self.inbuf.reserve(READ);
+        }
+        self.sock.try_read_buf(&mut self.inbuf)
+    }
+
+    /// Parse what has been read: whole frames, and of a DATA frame (or a frame skipped) as much
+    /// as has arrived.
     fn parse(&mut self) -> Result<(), ConnError> {
         if !self.preface {
             let n = self.inbuf.len().min(PREFACE.len());
@@ -333,32 +404,68 @@ impl Conn {
             self.inbuf.advance(PREFACE.len());
             self.preface = true;
         }
-        while self.inbuf.len() >= FRAME_HEADER {
+        loop {
+            if let Some(d) = &self.data {
+                if self.inbuf.is_empty() {
+                    return Ok(());
+                }
+                let chunk = self.inbuf.split_to(d.left.min(self.inbuf.len())).freeze();
+                self.on_data_bytes(chunk)?;
+                continue;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(self.inbuf.len());
+                self.inbuf.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(());
+                }
+            }
+            if self.inbuf.len() < FRAME_HEADER {
+                return Ok(());
+            }
             let h = &self.inbuf[..FRAME_HEADER];
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
             let (kind, flags) = (h[3], h[4]);
             let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-            if len > MAX_FRAME {
-                return Err(conn_error(FRAME_SIZE_ERROR, "a frame larger than 16 KiB"));
+            if len > MAX_DATA_FRAME {
+                return Err(conn_error(FRAME_SIZE_ERROR, "a frame larger than 1 MiB"));
+            }
+            if let Some((stream, _, _)) = &self.continuation
+                && (kind != CONTINUATION || id != *stream)
+            {
+                return Err(conn_error(PROTOCOL_ERROR, "a header block was interrupted"));
+            }
+            if kind == DATA {
+                self.inbuf.advance(FRAME_HEADER);
+                self.on_data_start(id, flags, len)?;
+                continue;
+            }
+            if kind > CONTINUATION {
+                // Unknown frame types are ignored, as the protocol asks.
+                self.inbuf.advance(FRAME_HEADER);
+                self.skip = len;
+                continue;
+            }
+            if len > MAX_OTHER_FRAME {
+                return Err(conn_error(
+                    ENHANCE_YOUR_CALM,
+                    "a frame other than DATA over 64 KiB",
+                ));
             }
             if self.inbuf.len() < FRAME_HEADER + len {
-                break;
+                self.inbuf.reserve(FRAME_HEADER + len - self.inbuf.len());
+                return Ok(());
             }
             self.inbuf.advance(FRAME_HEADER);
             let payload = self.inbuf.split_to(len).freeze();
             self.on_frame(kind, flags, id, payload)?;
         }
-        Ok(())
     }
 
+    /// A whole frame other than DATA.
     fn on_frame(&mut self, kind: u8, flags: u8, id: u32, payload: Bytes) -> Result<(), ConnError> {
-        if let Some((stream, _, _)) = &self.continuation
-            && (kind != CONTINUATION || id != *stream)
-        {
-            return Err(conn_error(PROTOCOL_ERROR, "a header block was interrupted"));
-        }
         match kind {
-            DATA => self.on_data(id, flags, payload)?,
             HEADERS => self.on_headers(id, flags, payload)?,
             CONTINUATION => {
                 let Some((_, _, block)) = self.continuation.as_mut() else {
@@ -412,7 +519,7 @@ impl Conn {
                 self.peer_gone = true;
             }
             WINDOW_UPDATE => self.on_window_update(id, &payload)?,
-            _ => {} // unknown frame types are ignored, as the protocol asks
+            _ => {} // DATA and unknown types do not come here
         }
         Ok(())
     }
@@ -656,11 +763,12 @@ impl Conn {
         }
     }
 
-    fn on_data(&mut self, id: u32, flags: u8, mut payload: Bytes) -> Result<(), ConnError> {
+    /// A DATA frame's header: the windows are counted for the whole frame at once, its payload
+    /// follows (`on_data_bytes`, `on_data_direct`).
+    fn on_data_start(&mut self, id: u32, flags: u8, len: usize) -> Result<(), ConnError> {
         if id == 0 {
             return Err(conn_error(PROTOCOL_ERROR, "DATA on stream 0"));
         }
-        let len = payload.len();
         // Flow control counts the whole frame, padding included.
         if !self.recv.receive(len) {
             return Err(conn_error(
@@ -669,54 +777,123 @@ impl Conn {
             ));
         }
         self.recv.give_back_by_half(&mut self.out, 0, len);
-        if flags & PADDED != 0 {
-            payload = unpad(payload)?;
+        let padded = flags & PADDED != 0;
+        if padded && len == 0 {
+            return Err(conn_error(
+                PROTOCOL_ERROR,
+                "a padded frame without its pad length",
+            ));
         }
-        let end = flags & END_STREAM != 0;
-        let Some(stream) = self.streams.get_mut(&id) else {
-            if id > self.last_id {
+        match self.streams.get_mut(&id) {
+            None if id > self.last_id => {
                 return Err(conn_error(PROTOCOL_ERROR, "DATA on an idle stream"));
             }
-            return Ok(()); // a stream closed here: its late frames are ignored
-        };
-        if stream.client_done {
-            self.reset(id, STREAM_CLOSED);
-            return Ok(());
-        }
-        if !stream.recv_window.receive(len) {
-            self.reset(id, FLOW_CONTROL_ERROR);
-            return Ok(());
-        }
-        match &mut stream.recv {
-            Recv::Message { reader, .. } => {
-                // The message's room is reserved from its prefix: the window is given back
-                // as the bytes arrive.
-                if !end {
-                    stream.recv_window.give_back_by_half(&mut self.out, id, len);
-                }
-                if let Err(status) = reader.push(&self.front.shared.intake, payload) {
-                    refuse(stream, status);
+            None => {} // a stream closed here: its late frames are ignored
+            Some(stream) => {
+                if stream.client_done {
+                    self.reset(id, STREAM_CLOSED);
+                } else if !stream.recv_window.receive(len) {
+                    self.reset(id, FLOW_CONTROL_ERROR);
                 }
             }
-            Recv::Body(body) => {
-                // The data is given back as the handler takes it (`Event::Consumed`); the
-                // padding at once, and everything at once if the body is no longer read.
-                let data = payload.len();
-                let now = if data > 0 && body.send(Ok(Frame::data(payload))).is_ok() {
-                    len - data
-                } else {
-                    len
-                };
-                stream.recv_window.give_back(&mut self.out, id, now);
-            }
-            Recv::Discard => {}
         }
+        let end = flags & END_STREAM != 0;
+        self.data = Some(InData {
+            id,
+            end,
+            len,
+            padded,
+            left: len,
+            data: len,
+        });
+        if len == 0 {
+            self.data = None;
+            self.end_of_data(id, end);
+        }
+        Ok(())
+    }
+
+    /// The next bytes of the DATA frame being read.
+    fn on_data_bytes(&mut self, mut chunk: Bytes) -> Result<(), ConnError> {
+        let d = self.data.as_mut().expect("a DATA frame is being read");
+        d.left -= chunk.len();
+        let mut padding = 0;
+        if d.padded {
+            let pad = usize::from(chunk[0]);
+            if pad + 1 > d.len {
+                return Err(conn_error(PROTOCOL_ERROR, "padding longer than its frame"));
+            }
+            chunk.advance(1);
+            d.padded = false;
+            d.data = d.len - 1 - pad;
+            padding = 1 + pad;
+        }
+        let data = chunk.split_to(chunk.len().min(d.data));
+        d.data -= data.len();
+        let (id, end, done) = (d.id, d.end, d.left == 0);
+        if let Some(stream) = self.streams.get_mut(&id) {
+            match &mut stream.recv {
+                Recv::Message { reader, .. } => {
+                    // The message's room is reserved from its prefix: the window is given
+                    // back as the bytes arrive.
+                    if !end {
+                        stream.recv_window.give_back_by_half(
+                            &mut self.out,
+                            id,
+                            data.len() + padding,
+                        );
+                    }
+                    if !data.is_empty()
+                        && let Err(status) = reader.push(&self.front.shared.intake, data)
+                    {
+                        refuse(stream, status);
+                        self.flush(id);
+                    }
+                }
+                Recv::Body(body) => {
+                    // The data is given back as the handler takes it (`Event::Consumed`);
+                    // the padding at once, and everything at once if the body is no longer
+                    // read.
+                    let n = data.len();
+                    let now = if n > 0 && body.send(Ok(Frame::data(data))).is_ok() {
+                        padding
+                    } else {
+                        n + padding
+                    };
+                    stream.recv_window.give_back(&mut self.out, id, now);
+                }
+                Recv::Discard => {}
+            }
+        }
+        if done {
+            self.data = None;
+            self.end_of_data(id, end);
+        }
+        Ok(())
+    }
+
+    /// `n` bytes of the DATA frame being read were read straight into its call's message.
+    fn on_data_direct(&mut self, n: usize) {
+        let d = self.data.as_mut().expect("a DATA frame is being read");
+        d.left -= n;
+        d.data -= n;
+        let (id, end, done) = (d.id, d.end, d.left == 0);
+        if !end && let Some(stream) = self.streams.get_mut(&id) {
+            stream.recv_window.give_back_by_half(&mut self.out, id, n);
+        }
+        if done {
+            self.data = None;
+            self.end_of_data(id, end);
+        }
+    }
+
+    /// A DATA frame of stream `id` has been read.
+    fn end_of_data(&mut self, id: u32, end: bool) {
         if end {
             self.end_of_request(id);
         } else {
             self.flush(id);
         }
-        Ok(())
     }
 
     /// The client has ended its side of stream `id`.
