@@ -8,12 +8,13 @@
 //! read in 64 KiB steps rather than h2's 8 KiB. Clients may send DATA frames as large as the
 //! windows (1 MiB, advertised in `SETTINGS_MAX_FRAME_SIZE`; h2, the Rust stack, then sends a
 //! message in one frame, gRPC's C core in frames of 128–192 KiB, and stacks that keep to
-//! 16 KiB frames are served as before): a DATA frame is handed on as its bytes arrive,
-//! and once a message's size is known the rest of its frame is read from the socket straight
-//! into the message's buffer — one copy, the kernel's. Frames other than DATA are read whole
-//! up to 64 KiB (a header block's limit); frames of unknown types are skipped unread. Every other call (the native and query APIs,
-//! health, reflection) is handed to tonic's routes as an `http::Request` whose body and answer
-//! travel through channels, with HTTP/2 flow control kept per stream.
+//! 16 KiB frames are served as before): a DATA frame is handed on as its bytes arrive, and
+//! once a message's size is known the rest of its frame is read from the socket straight into
+//! the message's buffer — one copy, the kernel's. Frames other than DATA are read whole up to
+//! 64 KiB (a header block's limit); frames of unknown types are skipped unread. Every other
+//! call (the native and query APIs, health, reflection) is handed to tonic's routes as an
+//! `http::Request` whose body and answer travel through channels, with HTTP/2 flow control
+//! kept per stream.
 //!
 //! What it speaks: the connection preface and SETTINGS (the server's sent at once: gRPC
 //! clients wait for it), HPACK (decoded by `hpack.rs` with the 4 KiB table advertised by
@@ -104,10 +105,12 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
 
-/// Bytes read straight into messages' buffers (tests look at it to know the path was taken).
 #[cfg(test)]
-pub(crate) static READ_DIRECT: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    /// Bytes read straight into messages' buffers on this thread (a test's server runs on the
+    /// test's own thread: tests look at it to know the path was taken).
+    pub(crate) static READ_DIRECT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// An error that ends the connection: the GOAWAY's code and a word for the client.
 #[derive(Debug)]
@@ -376,7 +379,7 @@ impl Conn {
                 .try_read_buf(&mut (&mut *buf).limit(d.data.min(room)))?;
             if n > 0 {
                 #[cfg(test)]
-                READ_DIRECT.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                READ_DIRECT.with(|c| c.set(c.get() + n));
                 self.on_data_direct(n);
             }
             return Ok(n);
