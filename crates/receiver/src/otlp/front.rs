@@ -850,11 +850,10 @@ mod tests {
         frames
     }
 
-    #[tokio::test]
-    async fn large_frames_arriving_in_pieces_are_read_whole() {
+    /// A raw HTTP/2 connection to `addr`: the preface and an empty SETTINGS written.
+    async fn h2_open(addr: SocketAddr) -> tokio::net::TcpStream {
         use tokio::io::AsyncWriteExt;
-        let mut s = server(4);
-        let mut tcp = tokio::net::TcpStream::connect(s.addr)
+        let mut tcp = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connects");
         tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -863,6 +862,14 @@ mod tests {
         tcp.write_all(&h2_frame(4, 0, 0, &[]))
             .await
             .expect("writes");
+        tcp
+    }
+
+    #[tokio::test]
+    async fn large_frames_arriving_in_pieces_are_read_whole() {
+        use tokio::io::AsyncWriteExt;
+        let mut s = server(4);
+        let mut tcp = h2_open(s.addr).await;
         // The server's SETTINGS let a client send frames of up to 1 MiB.
         let frames = h2_frames_until(&mut tcp, |kind, flags, _, _| kind == 4 && flags == 0).await;
         let settings = &frames.last().expect("SETTINGS").3;
@@ -1005,15 +1012,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let s = server(4);
         // The preface, an empty SETTINGS, a PING.
-        let mut tcp = tokio::net::TcpStream::connect(s.addr)
-            .await
-            .expect("connects");
-        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .expect("writes");
-        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
-            .await
-            .expect("writes");
+        let mut tcp = h2_open(s.addr).await;
         tcp.write_all(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
             .await
             .expect("writes");
