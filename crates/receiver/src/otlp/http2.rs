@@ -809,10 +809,7 @@ impl Conn {
             left: len,
             data: len,
         });
-        if len == 0 {
-            self.data = None;
-            self.end_of_data(id, end);
-        }
+        self.end_of_frame_if_read();
         Ok(())
     }
 
@@ -833,7 +830,7 @@ impl Conn {
         }
         let data = chunk.split_to(chunk.len().min(d.data));
         d.data -= data.len();
-        let (id, end, done) = (d.id, d.end, d.left == 0);
+        let (id, end) = (d.id, d.end);
         if let Some(stream) = self.streams.get_mut(&id) {
             match &mut stream.recv {
                 Recv::Message { reader, .. } => {
@@ -868,10 +865,7 @@ impl Conn {
                 Recv::Discard => {}
             }
         }
-        if done {
-            self.data = None;
-            self.end_of_data(id, end);
-        }
+        self.end_of_frame_if_read();
         Ok(())
     }
 
@@ -880,22 +874,22 @@ impl Conn {
         let d = self.data.as_mut().expect("a DATA frame is being read");
         d.left -= n;
         d.data -= n;
-        let (id, end, done) = (d.id, d.end, d.left == 0);
+        let (id, end) = (d.id, d.end);
         if !end && let Some(stream) = self.streams.get_mut(&id) {
             stream.recv_window.give_back_by_half(&mut self.out, id, n);
         }
-        if done {
-            self.data = None;
-            self.end_of_data(id, end);
-        }
+        self.end_of_frame_if_read();
     }
 
-    /// A DATA frame of stream `id` has been read.
-    fn end_of_data(&mut self, id: u32, end: bool) {
-        if end {
-            self.end_of_request(id);
-        } else {
-            self.flush(id);
+    /// Once the DATA frame being read has arrived whole: its stream's request ends with it, or
+    /// what its stream has to write is written.
+    fn end_of_frame_if_read(&mut self) {
+        if let Some(d) = self.data.take_if(|d| d.left == 0) {
+            if d.end {
+                self.end_of_request(d.id);
+            } else {
+                self.flush(d.id);
+            }
         }
     }
 
