@@ -71,9 +71,10 @@ impl ParquetExporter {
 /// A job for the writer's thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The writer's own thread: every piece of blocking work on the lake (taking batches, sealing
-/// row groups, committing files, the write-ahead log's fsyncs) runs there, one at a time, off
-/// the async workers. On tokio's blocking pool the work hopped between threads, each with its
+/// The writer's own thread: every piece of blocking work on the lake (taking batches into the
+/// write-ahead log, sealing row groups, committing files, the log's fsyncs) runs there, one at
+/// a time, off the async workers. (Without a log, taking a batch is only buffering it: the
+/// exporter's task does that itself, see [`takes_inline`].) On tokio's blocking pool the work hopped between threads, each with its
 /// allocator's own partly used pages: with one thread the sidecar peaks ~2 MiB lower at 10k
 /// spans/s, and the writer shows by name in `top -H` and profiles. The fsync runs here too:
 /// on tokio's blocking pool it cost one more hop a batch and waited a timer's tick (~1 ms).
@@ -212,12 +213,21 @@ impl Unsynced {
 /// fsync waits on the disk in this thread, not in another the answer would hop through. A full
 /// log refuses its batch and (when `commit`) has everything buffered committed at once, which
 /// frees it for the rest of the group.
-fn take_group(
+fn take_group(w: &mut LakeWriter, group: Vec<Batch>, sync_bytes: usize, commit: bool) -> Outcome {
+    let (mut out, took) = take_batches(w, group, sync_bytes, commit);
+    if took {
+        seal_due(w, commit, &mut out);
+    }
+    out
+}
+
+/// [`take_group`] up to the seal: whether a batch was taken, and what became of them.
+fn take_batches(
     w: &mut LakeWriter,
     group: Vec<Batch>,
     sync_bytes: usize,
     mut commit: bool,
-) -> Outcome {
+) -> (Outcome, bool) {
     let mut out = Outcome::default();
     let mut log = Unsynced::default();
     let mut took = false;
@@ -269,15 +279,30 @@ fn take_group(
     if !log.files.is_empty() {
         log.sync(&mut out);
     }
-    // While commits are failing, row groups are still sealed (memory).
-    if took && w.has_work() {
+    (out, took)
+}
+
+/// Seal the row groups that are complete and (when `commit`) commit the files that are due.
+/// While commits are failing, row groups are still sealed (memory).
+fn seal_due(w: &mut LakeWriter, commit: bool, out: &mut Outcome) {
+    if w.has_work() {
         if commit {
             out.committed = Some(w.commit_full());
         } else {
             w.seal_ready();
         }
     }
-    out
+}
+
+/// Whether the async task takes `group` itself: without a write-ahead log, taking spans is
+/// moving them into the buffer (a copy of each block), quicker than a trip to the writer's
+/// thread and back — two wake-ups a request at 10k spans/s, and the client waits for both.
+/// Log records are turned into Arrow rows when taken: they still go to the thread.
+fn takes_inline(w: &LakeWriter, group: &[Batch]) -> bool {
+    w.wal().is_none()
+        && group
+            .iter()
+            .all(|b| matches!(b.signal, Signal::Spans(_) | Signal::EndTrace(_)))
 }
 
 /// Commit retries: after a failure, wait before trying again, longer each time.
@@ -367,10 +392,25 @@ impl Exporter for ParquetExporter {
                         }
                         let group = gather(batch, &mut input, wait, sync_bytes).await;
                         let commit = backoff.ready();
-                        let out;
-                        (writer, out) = thread
-                            .run(writer, move |w| take_group(w, group, sync_bytes, commit))
-                            .await;
+                        let mut out;
+                        if takes_inline(&writer, &group) {
+                            // Only sealing and commits, when due, go to the thread.
+                            let took;
+                            (out, took) = take_batches(&mut writer, group, sync_bytes, commit);
+                            if took && writer.has_work() {
+                                (writer, out) = thread
+                                    .run(writer, move |w| {
+                                        let mut out = out;
+                                        seal_due(w, commit, &mut out);
+                                        out
+                                    })
+                                    .await;
+                            }
+                        } else {
+                            (writer, out) = thread
+                                .run(writer, move |w| take_group(w, group, sync_bytes, commit))
+                                .await;
+                        }
                         if let Some(e) = &out.unsynced {
                             tracing::error!(exporter = %name, error = %e, "parquet: cannot fsync the write-ahead log; clients will retry");
                             pressure.refuse(
@@ -619,6 +659,76 @@ mod tests {
         )
         .await;
         assert_eq!(group.len(), 1, "none arrives within the interval");
+    }
+
+    /// The `.parquet` files under `dir`, and the rows each holds (read from its footer).
+    fn lake_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, i64)> {
+        let mut out = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "parquet") {
+                    let file = std::fs::File::open(&path).expect("open");
+                    let reader =
+                        parquet::file::reader::SerializedFileReader::new(file).expect("footer");
+                    use parquet::file::reader::FileReader;
+                    out.push((path, reader.metadata().file_metadata().num_rows()));
+                }
+            }
+        }
+        out
+    }
+
+    /// With memory acknowledgements (no write-ahead log) the exporter's task takes batches
+    /// itself, without a trip to the writer's thread: each client is answered once its batch
+    /// is buffered, and when a file is due its rows are still sealed and committed at once
+    /// (on the writer's thread), not at the file's age.
+    #[tokio::test]
+    async fn memory_acknowledged_batches_are_taken_at_once_and_committed_when_due() {
+        let mut config = durable_config("memory");
+        config.max_rows_per_file = 4;
+        config.row_group_size = 2;
+        config.max_file_age = Duration::from_secs(3600);
+        let exporter = ParquetExporter::open(
+            "parquet",
+            config.clone(),
+            Arc::default(),
+            Pressure::new(0),
+            false,
+        )
+        .expect("open");
+        let (tx, rx) = spanlake_core::channel::bounded("exporter", 16);
+        let task = Box::new(exporter).start(rx);
+        for id in 1..=3 {
+            let (b, wait) = batch(id, 10);
+            tx.send(b).await.expect("open");
+            assert!(wait.wait().await, "batch {id} answered as stored");
+        }
+        assert!(lake_files(&config.path).is_empty(), "no file is due yet");
+        let (b, wait) = batch(4, 10);
+        tx.send(b).await.expect("open");
+        assert!(wait.wait().await);
+        let mut files = Vec::new();
+        for _ in 0..500 {
+            files = lake_files(&config.path);
+            if !files.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(files.len(), 1, "the due file is committed: {files:?}");
+        assert_eq!(files[0].1, 4);
+        let (b, wait) = batch(5, 10);
+        tx.send(b).await.expect("open");
+        assert!(wait.wait().await);
+        drop(tx);
+        task.await.expect("joined").expect("closed cleanly");
+        let rows: i64 = lake_files(&config.path).iter().map(|f| f.1).sum();
+        assert_eq!(rows, 5, "the last batch committed on shutdown");
+        std::fs::remove_dir_all(&config.path).ok();
     }
 
     /// Work on the writer runs on its one named thread, in order, the writer coming back each
