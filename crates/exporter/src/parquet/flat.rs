@@ -569,7 +569,14 @@ impl IdColumn {
             self.plain
                 .extend_from_slice(&(text.len() as u32).to_le_bytes());
             let at = (self.plain.len(), text.len());
-            self.plain.extend_from_slice(text);
+            // OTLP ids' hex, copied as what it is (no call to memcpy for 32 or 16 bytes).
+            match <&[u8; 32]>::try_from(text) {
+                Ok(trace) => self.plain.extend_from_slice(trace),
+                Err(_) => match <&[u8; 16]>::try_from(text) {
+                    Ok(span) => self.plain.extend_from_slice(span),
+                    Err(_) => self.plain.extend_from_slice(text),
+                },
+            }
             let slice = |(start, len): (usize, usize)| &self.plain[start..start + len];
             match (first, key, &mut self.keys) {
                 (true, _, _) => {
