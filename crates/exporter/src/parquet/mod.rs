@@ -74,9 +74,10 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The writer's own thread: every piece of blocking work on the lake (taking batches into the
 /// write-ahead log, sealing row groups, committing files, the log's fsyncs) runs there, one at
 /// a time, off the async workers. (Without a log, taking a batch is only buffering it: the
-/// exporter's task does that itself, see [`takes_inline`].) On tokio's blocking pool the work hopped between threads, each with its
-/// allocator's own partly used pages: with one thread the sidecar peaks ~2 MiB lower at 10k
-/// spans/s, and the writer shows by name in `top -H` and profiles. The fsync runs here too:
+/// exporter's task does that itself, see [`takes_inline`].) On tokio's blocking pool the work
+/// hopped between threads, each with its allocator's own partly used pages: with one thread
+/// the sidecar peaks ~2 MiB lower at 10k spans/s, and the writer shows by name in `top -H` and
+/// profiles. The fsync runs here too:
 /// on tokio's blocking pool it cost one more hop a batch and waited a timer's tick (~1 ms).
 struct WriterThread {
     jobs: std::sync::mpsc::Sender<Job>,
@@ -688,6 +689,7 @@ mod tests {
     /// (on the writer's thread), not at the file's age.
     #[tokio::test]
     async fn memory_acknowledged_batches_are_taken_at_once_and_committed_when_due() {
+        // A fresh lake's path; no log is opened (not durable).
         let mut config = durable_config("memory");
         config.max_rows_per_file = 4;
         config.row_group_size = 2;
