@@ -664,23 +664,20 @@ mod tests {
 
     /// The `.parquet` files under `dir`, and the rows each holds (read from its footer).
     fn lake_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, i64)> {
-        let mut out = Vec::new();
-        let mut dirs = vec![dir.to_path_buf()];
-        while let Some(d) = dirs.pop() {
-            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "parquet") {
-                    let file = std::fs::File::open(&path).expect("open");
-                    let reader =
-                        parquet::file::reader::SerializedFileReader::new(file).expect("footer");
-                    use parquet::file::reader::FileReader;
-                    out.push((path, reader.metadata().file_metadata().num_rows()));
-                }
-            }
-        }
-        out
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        writer::tests::files(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .map(|path| {
+                let file = std::fs::File::open(&path).expect("open");
+                let rows = SerializedFileReader::new(file)
+                    .expect("footer")
+                    .metadata()
+                    .file_metadata()
+                    .num_rows();
+                (path, rows)
+            })
+            .collect()
     }
 
     /// With memory acknowledgements (no write-ahead log) the exporter's task takes batches

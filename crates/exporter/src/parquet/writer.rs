@@ -740,7 +740,7 @@ fn remove_unfinished(dir: &Path) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use arrow::array::{Array, Int64Array, StringArray};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -779,7 +779,8 @@ mod tests {
         }
     }
 
-    fn files(root: &Path) -> Vec<PathBuf> {
+    /// Every file under `root`, sorted.
+    pub(in crate::parquet) fn files(root: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut stack = vec![root.to_path_buf()];
         while let Some(d) = stack.pop() {
