@@ -135,7 +135,7 @@ pub const MAX_KEY_LEN: usize = (1 << KIND_SHIFT) - 1;
 
 impl Attr {
     /// An attribute of `key` (at most [`MAX_KEY_LEN`] bytes) and `value`.
-    #[inline]
+    #[inline(always)]
     pub fn new(key: Str, value: Value) -> Attr {
         assert!(
             key.len as usize <= MAX_KEY_LEN,
@@ -185,7 +185,7 @@ impl Attr {
     }
 
     /// Give the attribute another value (its key stays).
-    #[inline]
+    #[inline(always)]
     pub fn set_value(&mut self, value: Value) {
         let place = |off: u32, len: u32| u64::from(off) | u64::from(len) << 32;
         let (kind, payload) = match value {
@@ -1814,7 +1814,51 @@ impl SpanBlock {
     /// Read a `KeyValue` into the attribute table; its key is the key of `like` (an attribute
     /// already read) when it is the same text, and so is a string value, so repeated keys and
     /// values are stored once.
+    #[inline(always)]
     fn key_value(&mut self, m: &[u8], like: Option<Attr>) -> Result<(), DecodeError> {
+        // The layout every SDK writes for a short attribute: the key (field 1), then the value
+        // (field 2) holding a string (1) or an integer (3), each length one byte. Read as one
+        // pattern; anything else (fields repeated or reordered, longer lengths, other kinds)
+        // takes the general reading below, which gives the same result.
+        if let [0x0a, kl, rest @ ..] = m
+            && *kl < 0x80
+            && let Some((k, [0x12, vl, v @ ..])) = rest.split_at_checked(usize::from(*kl))
+            && usize::from(*vl) == v.len()
+        {
+            enum Short<'a> {
+                Str(&'a [u8]),
+                Int(i64),
+            }
+            let short = match v {
+                [0x0a, sl, s @ ..] if usize::from(*sl) == s.len() => Some(Short::Str(s)),
+                [0x18, n @ ..] => {
+                    let mut w = Wire::new(n);
+                    let i = w.varint()?;
+                    w.done().then_some(Short::Int(i as i64))
+                }
+                _ => None,
+            };
+            if let Some(short) = short {
+                let key = self.text_like(k, like.map(|l| l.key()))?;
+                let value = match short {
+                    Short::Str(s) => {
+                        let like = like.and_then(|l| match l.value() {
+                            Value::Str(s) => Some(s),
+                            _ => None,
+                        });
+                        Value::Str(self.text_like(s, like)?)
+                    }
+                    Short::Int(i) => Value::Int(i),
+                };
+                self.attrs.push(Attr::new(key, value));
+                return Ok(());
+            }
+        }
+        self.key_value_slow(m, like)
+    }
+
+    #[inline(never)]
+    fn key_value_slow(&mut self, m: &[u8], like: Option<Attr>) -> Result<(), DecodeError> {
         let (mut key, mut value) = (Str::default(), Value::Absent);
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
@@ -3674,6 +3718,106 @@ mod tests {
             block.attr_bytes(),
             10 * ("payload".len() + 5000 + "n".len() + 8)
         );
+    }
+
+    /// An attribute's bytes as a span's field 9, in a request of that one span, twice: the
+    /// second span reads the first's attribute as its `like`.
+    fn request_of_attribute(kv: &[u8]) -> Vec<u8> {
+        fn field(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            let mut n = body.len();
+            while n >= 0x80 {
+                out.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(body);
+            out
+        }
+        let mut span = field(0x0a, &[1; 16]);
+        span.extend(field(0x12, &[2; 8]));
+        span.extend(field(0x4a, kv));
+        let spans = [field(0x12, &span), field(0x12, &span)].concat();
+        field(0x0a, &field(0x12, &spans))
+    }
+
+    #[test]
+    fn every_layout_of_an_attribute_reads_as_prost_reads_it() {
+        let long = [b'v'; 200];
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("key, then a string", b"\x0a\x01k\x12\x03\x0a\x01v".to_vec()),
+            (
+                "key, then an empty string",
+                b"\x0a\x01k\x12\x02\x0a\x00".to_vec(),
+            ),
+            (
+                "empty key, then a string",
+                b"\x0a\x00\x12\x03\x0a\x01v".to_vec(),
+            ),
+            ("key, then an int", b"\x0a\x01k\x12\x02\x18\x07".to_vec()),
+            (
+                "key, then a long int",
+                b"\x0a\x01k\x12\x03\x18\xc8\x01".to_vec(),
+            ),
+            (
+                "key, then a negative int",
+                [&b"\x0a\x01k\x12\x0b\x18"[..], &[0xff; 9], &[0x01]].concat(),
+            ),
+            ("value, then key", b"\x12\x03\x0a\x01v\x0a\x01k".to_vec()),
+            ("key twice", b"\x0a\x01a\x0a\x01k\x12\x03\x0a\x01v".to_vec()),
+            (
+                "value twice",
+                b"\x0a\x01k\x12\x02\x18\x01\x12\x03\x0a\x01v".to_vec(),
+            ),
+            (
+                "string, then int",
+                b"\x0a\x01k\x12\x05\x0a\x01v\x18\x07".to_vec(),
+            ),
+            (
+                "int, then string",
+                b"\x0a\x01k\x12\x05\x18\x07\x0a\x01v".to_vec(),
+            ),
+            (
+                "key_strindex after",
+                b"\x0a\x01k\x12\x03\x0a\x01v\x18\x02".to_vec(),
+            ),
+            ("no value", b"\x0a\x01k".to_vec()),
+            ("a bool", b"\x0a\x01k\x12\x02\x10\x01".to_vec()),
+            (
+                "a long string",
+                [&b"\x0a\x01k\x12\xcb\x01\x0a\xc8\x01"[..], &long].concat(),
+            ),
+            (
+                "a length past the end",
+                b"\x0a\x01k\x12\x04\x0a\x01v".to_vec(),
+            ),
+            (
+                "a string past its value",
+                b"\x0a\x01k\x12\x03\x0a\x02v".to_vec(),
+            ),
+            ("an int cut short", b"\x0a\x01k\x12\x02\x18\x80".to_vec()),
+            ("an int missing", b"\x0a\x01k\x12\x01\x18".to_vec()),
+            (
+                "a key inside a character",
+                b"\x0a\x01\x80\x12\x03\x0a\x01v".to_vec(),
+            ),
+            (
+                "a value inside a character",
+                b"\x0a\x01k\x12\x03\x0a\x01\x80".to_vec(),
+            ),
+        ];
+        for (what, kv) in cases {
+            let body = request_of_attribute(&kv);
+            match ExportTraceServiceRequest::decode(body.as_slice()) {
+                Ok(req) => {
+                    let (block, _) = SpanBlock::decode(&body, true)
+                        .unwrap_or_else(|e| panic!("{what}: prost reads it, we say {e}"));
+                    let expected = without_profile_fields(req.resource_spans);
+                    assert_eq!(block.to_prost(), expected, "{what}");
+                }
+                Err(_) => assert!(SpanBlock::decode(&body, true).is_err(), "{what}"),
+            }
+        }
     }
 
     #[test]
