@@ -263,7 +263,19 @@ impl IntColumn {
         let nullable = self.column.nullable;
         let (mut rows, mut n) = (self.open.rows, self.values.len());
         let dictionary = self.dictionary;
-        if dictionary {
+        // A page of one value (most of the integer columns: flags, dropped counts, the ingest
+        // time): looked up once, and written as one run.
+        let mut single = None;
+        if dictionary
+            && let Some(&first) = self.values.first()
+            && self.values.iter().all(|&v| v == first)
+        {
+            let id = self.dict.id(first);
+            if self.dict.values.len() * 8 <= self.dict_limit {
+                single = Some(id);
+            }
+        }
+        if dictionary && single.is_none() {
             self.ids.clear();
             for (k, &v) in self.values.iter().enumerate() {
                 self.ids.push(self.dict.id(v));
@@ -290,9 +302,12 @@ impl IntColumn {
             }
         }
         let values = &self.values[..n];
-        let range = values.iter().fold(None, |r: Option<(i64, i64)>, &v| {
-            Some(r.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
-        });
+        // Two plain loops (vectorized), not one over pairs.
+        let range = values
+            .iter()
+            .min()
+            .zip(values.iter().max())
+            .map(|(&lo, &hi)| (lo, hi));
         let nulls = rows - n;
         let (ids, dict_len) = (&self.ids, self.dict.values.len());
         let (present, delta) = (&self.open.present, self.delta);
@@ -303,10 +318,12 @@ impl IntColumn {
                 def_levels(out, &present[..rows], nulls);
             }
             let encoding = if dictionary {
-                let ids = &ids[..n];
                 let width = width_of(dict_len.saturating_sub(1) as u64);
                 out.push(width as u8);
-                if let Some(&first) = ids.first() {
+                if let Some(id) = single {
+                    rle_run(out, width, id, n);
+                } else if let Some(&first) = ids[..n].first() {
+                    let ids = &ids[..n];
                     if ids.iter().all(|&i| i == first) {
                         rle_run(out, width, first, n);
                     } else {

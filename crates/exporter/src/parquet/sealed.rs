@@ -198,11 +198,16 @@ impl Sealed {
             None
         };
         let mut own = OwnColumns::new(held, order.len(), &schema, &parquet_schema, &props)?;
-        // What a span of each block takes, on average, as it arrived and as rows.
-        let span_bytes: Vec<usize> = held
-            .iter()
-            .map(|h| (h.block.heap_bytes() + h.block.attr_bytes()) / h.block.len().max(1))
-            .collect();
+        // What a span of each block takes, on average, as it arrived and as rows: the chunks
+        // bound the events and links converted at once. Without them the chunks make no
+        // difference, and the walk over every attribute is skipped.
+        let span_bytes: Vec<usize> = match lists {
+            Some(_) => held
+                .iter()
+                .map(|h| (h.block.heap_bytes() + h.block.attr_bytes()) / h.block.len().max(1))
+                .collect(),
+            None => vec![0; held.len()],
+        };
         for chunk in write_chunks(&order, |&(hi, _)| span_bytes[hi as usize]) {
             for &(hi, i) in chunk {
                 let (hi, i) = (hi as usize, i as usize);
