@@ -348,6 +348,10 @@ impl Redactor {
 
     /// Redact a string field of a block: `Some` with the new text's place when it changed.
     fn scrub_field(&self, b: &mut SpanBlock, s: Str) -> Option<Str> {
+        // Most status messages and trace states are empty.
+        if s.is_empty() {
+            return None;
+        }
         let new = self.scrub_str(b.str(s))?;
         Some(b.push_str(&new))
     }
