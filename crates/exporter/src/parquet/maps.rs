@@ -922,6 +922,13 @@ impl AttrColumns {
                 for (&key, &value) in g.keys[k].iter().zip(&g.values[k]) {
                     m.push(key, value);
                 }
+            } else if g.keys[k].len() <= 4 {
+                // A group of a few attributes (most resources and scopes: a service name,
+                // none): pushed one by one, rather than by two calls of memcpy a row.
+                for (&key, &value) in g.keys[k].iter().zip(&g.values[k]) {
+                    m.keys.push(key);
+                    m.values.push(value);
+                }
             } else {
                 m.keys.extend_from_slice(&g.keys[k]);
                 m.values.extend_from_slice(&g.values[k]);
