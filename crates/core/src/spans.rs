@@ -1093,7 +1093,7 @@ const FIXED32: u8 = 5;
 /// `a == b`, without a `memcmp` call for the short strings most keys, values and ids are:
 /// two overlapping 8-byte (or 4-byte) words cover up to 16 (or 8) bytes.
 #[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;

@@ -40,7 +40,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, SerializedRowGroupWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 use spanlake_core::SpanBlock;
-use spanlake_core::spans::{Rows, Str, Value};
+use spanlake_core::spans::{Rows, Str, Value, same_bytes};
 
 use super::convert::block_value_text;
 
@@ -81,7 +81,7 @@ impl Dict {
             places,
         } = self;
         let hash = state.hash_one(s);
-        if let Some(&i) = table.find(hash, |&i| entry(plain, places, i) == s) {
+        if let Some(&i) = table.find(hash, |&i| same_bytes(entry(plain, places, i), s)) {
             return i;
         }
         let id = places.len() as u32;
@@ -877,7 +877,14 @@ impl AttrColumns {
                 }
                 id
             };
-            let t = match self.tags.iter().find(|(name, _)| *name == tag) {
+            // The names are the same few literals: most are found by their address, without
+            // a call to compare their bytes.
+            let t = match self
+                .tags
+                .iter()
+                .find(|(name, _)| std::ptr::eq(*name, tag))
+                .or_else(|| self.tags.iter().find(|(name, _)| *name == tag))
+            {
                 Some(&(_, t)) => t,
                 None => {
                     let t = id(&mut self.types.value, tag.as_bytes());
