@@ -728,24 +728,31 @@ impl Slot {
 #[derive(Default)]
 pub(crate) struct BlockIds {
     slots: Vec<Slot>,
-    /// The span name last found, by place, and its index in the `name` column.
-    name: Option<(u64, u32)>,
+    /// Span names found, and their indices in the `name` column: a few slots, by a name's
+    /// length and ends. A block stores each span's name anew, so they are compared by text.
+    names: [Option<(Str, u32)>; 8],
 }
 
 impl BlockIds {
-    /// The index of the span name `s` of this block: the one last found when at the same
-    /// place, else `find(s)`.
+    /// The index of the span name `s` of block `b`: the one found for the same text in its
+    /// slot, else `find(s)`.
     #[inline]
-    pub(crate) fn name_id(&mut self, s: Str, find: impl FnOnce(Str) -> u32) -> u32 {
-        let p = place(s);
-        match self.name {
-            Some((at, id)) if at == p => id,
-            _ => {
-                let id = find(s);
-                self.name = StrColumn::lasting(id).then_some((p, id));
-                id
-            }
+    pub(crate) fn name_id(&mut self, b: &SpanBlock, s: Str, find: impl FnOnce(Str) -> u32) -> u32 {
+        let text = b.str(s).as_bytes();
+        let (first, last) = (text.first().copied(), text.last().copied());
+        let slot =
+            (text.len() + 3 * usize::from(first.unwrap_or(0)) + 5 * usize::from(last.unwrap_or(0)))
+                % 8;
+        if let Some((at, id)) = self.names[slot]
+            && same_bytes(b.str(at).as_bytes(), text)
+        {
+            return id;
         }
+        let id = find(s);
+        if StrColumn::lasting(id) {
+            self.names[slot] = Some((s, id));
+        }
+        id
     }
 }
 

@@ -333,7 +333,7 @@ impl OwnColumns {
             }
             id
         }
-        let n = ids.name_id(span.name, |s| name.id(b.str(s)));
+        let n = ids.name_id(b, span.name, |s| name.id(b.str(s)));
         name.push(n)?;
         trace_state.push_str(nonempty(b.str(span.trace_state)))?;
         let k = match kind_name(span.kind) {
