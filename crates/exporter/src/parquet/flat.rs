@@ -302,12 +302,19 @@ impl IntColumn {
             }
         }
         let values = &self.values[..n];
-        // Two plain loops (vectorized), not one over pairs.
-        let range = values
-            .iter()
-            .min()
-            .zip(values.iter().max())
-            .map(|(&lo, &hi)| (lo, hi));
+        // One value: its own range. Else one pass, two plain accumulators.
+        let range = match (single, values.first()) {
+            (_, None) => None,
+            (Some(_), Some(&v)) => Some((v, v)),
+            (None, Some(_)) => {
+                let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+                for &v in values {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+                Some((lo, hi))
+            }
+        };
         let nulls = rows - n;
         let (ids, dict_len) = (&self.ids, self.dict.values.len());
         let (present, delta) = (&self.open.present, self.delta);
