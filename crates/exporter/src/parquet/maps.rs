@@ -528,8 +528,8 @@ impl StrColumn {
         id < SPILLED || id == NULL
     }
 
-    /// Append a row: the value `id`, or [`NULL`].
-    #[inline]
+    /// Append a row: the value `id`, or [`NULL`]. (Inlined at each column's call: ten a span.)
+    #[inline(always)]
     pub(crate) fn push(&mut self, id: u32) -> Result<(), ParquetError> {
         self.ids.push(id);
         self.rows += 1;
@@ -559,6 +559,7 @@ impl StrColumn {
         self.push(id)
     }
 
+    #[inline(never)]
     fn flush_page(&mut self) -> Result<(), ParquetError> {
         if self.ids.is_empty() {
             return Ok(());
