@@ -564,7 +564,7 @@ impl IdColumn {
     }
 
     /// Append a row: the id `raw` as a block holds it (empty: a null, in an optional column).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, raw: &[u8]) -> Result<(), ParquetError> {
         let open = &mut self.open;
         open.rows += 1;
@@ -645,6 +645,7 @@ impl IdColumn {
         Ok(())
     }
 
+    #[inline(never)]
     fn flush_page(&mut self) -> Result<(), ParquetError> {
         if self.open.rows == 0 {
             return Ok(());

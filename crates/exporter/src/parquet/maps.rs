@@ -629,6 +629,7 @@ impl MapColumn {
     }
 
     /// End the row whose first entry was at `start`; write the page out once it is full.
+    #[inline(always)]
     fn end_row(&mut self, start: usize) -> Result<(), ParquetError> {
         self.counts.push((self.keys.len() - start) as u32);
         self.rows += 1;
@@ -655,6 +656,7 @@ impl MapColumn {
             >= self.byte_limit
     }
 
+    #[inline(never)]
     fn flush_page(&mut self) -> Result<(), ParquetError> {
         if self.counts.is_empty() {
             return Ok(());
