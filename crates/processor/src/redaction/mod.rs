@@ -371,10 +371,12 @@ impl Redactor {
             let a = b.attr_table()[j];
             // Most attributes: a key judged clean and a value found clean at this place of
             // the previous span, both the very strings (a block stores a repeat once).
-            if let BlockValue::Str(v) = a.value()
-                && memo.clean_pair(place, a.key(), v)
-            {
-                continue;
+            // And a number or bool under a key judged clean there: nothing in it to scrub.
+            match a.value() {
+                BlockValue::Str(v) if memo.clean_pair(place, a.key(), v) => continue,
+                BlockValue::Str(_) | BlockValue::Nested(_) => {}
+                _ if memo.clean_key(place, a.key()) => continue,
+                _ => {}
             }
             let key = b.str(a.key());
             let verdict = memo.verdict(place, a.key(), || {
@@ -734,6 +736,14 @@ impl KeyMemo {
                 && !key.is_empty()
                 && !value.is_empty()
         })
+    }
+
+    /// Whether `key` at `place` is the very key last judged there, and clean.
+    #[inline]
+    fn clean_key(&self, place: usize, key: Str) -> bool {
+        self.by_place
+            .get(place)
+            .is_some_and(|r| r.key == key && r.verdict == KeyVerdict::Clean && !key.is_empty())
     }
 
     /// Whether `value` at `place` is the very string last found clean there.
