@@ -1090,6 +1090,15 @@ const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
 
+/// A slot among `n` for a text, from its length and its first and last bytes: for the small
+/// caches of span names (a block repeats a handful of names, each stored anew) in redaction
+/// and the seal. A few distinct names mostly land in distinct slots.
+#[inline]
+pub fn text_slot(text: &[u8], n: usize) -> usize {
+    let end = |b: Option<&u8>| usize::from(b.copied().unwrap_or(0));
+    (text.len() + 3 * end(text.first()) + 5 * end(text.last())) % n
+}
+
 /// `a == b`, without a `memcmp` call for the short strings most keys, values and ids are:
 /// two overlapping 8-byte (or 4-byte) words cover up to 16 (or 8) bytes.
 #[inline(always)]

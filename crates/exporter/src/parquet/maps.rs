@@ -40,7 +40,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, SerializedRowGroupWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 use spanlake_core::SpanBlock;
-use spanlake_core::spans::{Rows, Str, Value, same_bytes};
+use spanlake_core::spans::{Rows, Str, Value, same_bytes, text_slot};
 
 use super::convert::block_value_text;
 
@@ -742,10 +742,7 @@ impl BlockIds {
     #[inline]
     pub(crate) fn name_id(&mut self, b: &SpanBlock, s: Str, find: impl FnOnce(Str) -> u32) -> u32 {
         let text = b.str(s).as_bytes();
-        let (first, last) = (text.first().copied(), text.last().copied());
-        let slot =
-            (text.len() + 3 * usize::from(first.unwrap_or(0)) + 5 * usize::from(last.unwrap_or(0)))
-                % 8;
+        let slot = text_slot(text, self.names.len());
         if let Some((at, id)) = self.names[slot]
             && same_bytes(b.str(at).as_bytes(), text)
         {
