@@ -3789,71 +3789,33 @@ mod tests {
 
     #[test]
     fn every_layout_of_an_attribute_reads_as_prost_reads_it() {
-        let long = [b'v'; 200];
-        let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("key, then a string", b"\x0a\x01k\x12\x03\x0a\x01v".to_vec()),
-            (
-                "key, then an empty string",
-                b"\x0a\x01k\x12\x02\x0a\x00".to_vec(),
-            ),
-            (
-                "empty key, then a string",
-                b"\x0a\x00\x12\x03\x0a\x01v".to_vec(),
-            ),
-            ("key, then an int", b"\x0a\x01k\x12\x02\x18\x07".to_vec()),
-            (
-                "key, then a long int",
-                b"\x0a\x01k\x12\x03\x18\xc8\x01".to_vec(),
-            ),
-            (
-                "key, then a negative int",
-                [&b"\x0a\x01k\x12\x0b\x18"[..], &[0xff; 9], &[0x01]].concat(),
-            ),
-            ("value, then key", b"\x12\x03\x0a\x01v\x0a\x01k".to_vec()),
-            ("key twice", b"\x0a\x01a\x0a\x01k\x12\x03\x0a\x01v".to_vec()),
-            (
-                "value twice",
-                b"\x0a\x01k\x12\x02\x18\x01\x12\x03\x0a\x01v".to_vec(),
-            ),
-            (
-                "string, then int",
-                b"\x0a\x01k\x12\x05\x0a\x01v\x18\x07".to_vec(),
-            ),
-            (
-                "int, then string",
-                b"\x0a\x01k\x12\x05\x18\x07\x0a\x01v".to_vec(),
-            ),
-            (
-                "key_strindex after",
-                b"\x0a\x01k\x12\x03\x0a\x01v\x18\x02".to_vec(),
-            ),
-            ("no value", b"\x0a\x01k".to_vec()),
-            ("a bool", b"\x0a\x01k\x12\x02\x10\x01".to_vec()),
-            (
-                "a long string",
-                [&b"\x0a\x01k\x12\xcb\x01\x0a\xc8\x01"[..], &long].concat(),
-            ),
-            (
-                "a length past the end",
-                b"\x0a\x01k\x12\x04\x0a\x01v".to_vec(),
-            ),
-            (
-                "a string past its value",
-                b"\x0a\x01k\x12\x03\x0a\x02v".to_vec(),
-            ),
-            ("an int cut short", b"\x0a\x01k\x12\x02\x18\x80".to_vec()),
-            ("an int missing", b"\x0a\x01k\x12\x01\x18".to_vec()),
-            (
-                "a key inside a character",
-                b"\x0a\x01\x80\x12\x03\x0a\x01v".to_vec(),
-            ),
-            (
-                "a value inside a character",
-                b"\x0a\x01k\x12\x03\x0a\x01\x80".to_vec(),
-            ),
+        let negative = [&b"\x0a\x01k\x12\x0b\x18"[..], &[0xff; 9], &[0x01]].concat();
+        let long = [&b"\x0a\x01k\x12\xcb\x01\x0a\xc8\x01"[..], &[b'v'; 200]].concat();
+        let cases: [(&str, &[u8]); 21] = [
+            ("key, then a string", b"\x0a\x01k\x12\x03\x0a\x01v"),
+            ("key, then an empty string", b"\x0a\x01k\x12\x02\x0a\x00"),
+            ("empty key, then a string", b"\x0a\x00\x12\x03\x0a\x01v"),
+            ("key, then an int", b"\x0a\x01k\x12\x02\x18\x07"),
+            ("key, then a long int", b"\x0a\x01k\x12\x03\x18\xc8\x01"),
+            ("key, then a negative int", &negative),
+            ("value, then key", b"\x12\x03\x0a\x01v\x0a\x01k"),
+            ("key twice", b"\x0a\x01a\x0a\x01k\x12\x03\x0a\x01v"),
+            ("value twice", b"\x0a\x01k\x12\x02\x18\x01\x12\x03\x0a\x01v"),
+            ("string, then int", b"\x0a\x01k\x12\x05\x0a\x01v\x18\x07"),
+            ("int, then string", b"\x0a\x01k\x12\x05\x18\x07\x0a\x01v"),
+            ("key_strindex after", b"\x0a\x01k\x12\x03\x0a\x01v\x18\x02"),
+            ("no value", b"\x0a\x01k"),
+            ("a bool", b"\x0a\x01k\x12\x02\x10\x01"),
+            ("a long string", &long),
+            ("a length past the end", b"\x0a\x01k\x12\x04\x0a\x01v"),
+            ("a string past its value", b"\x0a\x01k\x12\x03\x0a\x02v"),
+            ("an int cut short", b"\x0a\x01k\x12\x02\x18\x80"),
+            ("an int missing", b"\x0a\x01k\x12\x01\x18"),
+            ("a key mid-character", b"\x0a\x01\x80\x12\x03\x0a\x01v"),
+            ("a value mid-character", b"\x0a\x01k\x12\x03\x0a\x01\x80"),
         ];
         for (what, kv) in cases {
-            let body = request_of_attribute(&kv);
+            let body = request_of_attribute(kv);
             match ExportTraceServiceRequest::decode(body.as_slice()) {
                 Ok(req) => {
                     let (block, _) = SpanBlock::decode(&body, true)
