@@ -373,7 +373,8 @@ impl Redactor {
             let a = b.attr_table()[j];
             // Most attributes: a key judged clean and a value found clean at this place of
             // the previous span, both the very strings (a block stores a repeat once).
-            // And a number or bool under a key judged clean there: nothing in it to scrub.
+            // And a value that is neither a string nor nested (a number, a bool, bytes) under
+            // a key judged clean there: such values are never scanned.
             match a.value() {
                 BlockValue::Str(v) if memo.clean_pair(place, a.key(), v) => continue,
                 BlockValue::Str(_) | BlockValue::Nested(_) => {}
