@@ -184,6 +184,15 @@ impl Attr {
         }
     }
 
+    /// The value's string, when it is one.
+    #[inline]
+    fn str_value(&self) -> Option<Str> {
+        match self.value() {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Give the attribute another value (its key stays).
     #[inline(always)]
     pub fn set_value(&mut self, value: Value) {
@@ -1867,11 +1876,7 @@ impl SpanBlock {
                 let key = self.text_like(k, like.map(|l| l.key()))?;
                 let value = match short {
                     Short::Str(s) => {
-                        let like = like.and_then(|l| match l.value() {
-                            Value::Str(s) => Some(s),
-                            _ => None,
-                        });
-                        Value::Str(self.text_like(s, like)?)
+                        Value::Str(self.text_like(s, like.and_then(|l| l.str_value()))?)
                     }
                     Short::Int(i) => Value::Int(i),
                 };
@@ -1897,11 +1902,7 @@ impl SpanBlock {
                 }
                 2 => {
                     let v = w.len_of(wire)?;
-                    let like = like.and_then(|l| match l.value() {
-                        Value::Str(s) => Some(s),
-                        _ => None,
-                    });
-                    value = self.any_value_of(v, like)?;
+                    value = self.any_value_of(v, like.and_then(|l| l.str_value()))?;
                 }
                 3 => {
                     expect(wire, VARINT)?;

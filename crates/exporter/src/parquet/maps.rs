@@ -932,16 +932,11 @@ impl AttrColumns {
     pub(crate) fn push_group(&mut self, g: &GroupEntries) -> Result<(), ParquetError> {
         for (k, m) in [&mut self.values, &mut self.types].into_iter().enumerate() {
             let start = m.keys.len();
-            if m.key.closed || m.value.closed {
+            // A group of a few attributes (most resources and scopes: a service name, none)
+            // is pushed entry by entry rather than by two calls of memcpy a row.
+            if m.key.closed || m.value.closed || g.keys[k].len() <= 4 {
                 for (&key, &value) in g.keys[k].iter().zip(&g.values[k]) {
                     m.push(key, value);
-                }
-            } else if g.keys[k].len() <= 4 {
-                // A group of a few attributes (most resources and scopes: a service name,
-                // none): pushed one by one, rather than by two calls of memcpy a row.
-                for (&key, &value) in g.keys[k].iter().zip(&g.values[k]) {
-                    m.keys.push(key);
-                    m.values.push(value);
                 }
             } else {
                 m.keys.extend_from_slice(&g.keys[k]);
