@@ -547,6 +547,12 @@ impl SpanBlock {
         self.request.0.as_deref()
     }
 
+    /// Let go of the request this block was read from (when it is held past the point where
+    /// the request's bytes serve: they are as large as the block again).
+    pub fn drop_request(&mut self) {
+        self.request.0 = None;
+    }
+
     /// Append text to the block.
     pub fn push_str(&mut self, s: &str) -> Str {
         self.request.0 = None;

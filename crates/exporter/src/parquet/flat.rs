@@ -254,6 +254,32 @@ impl IntColumn {
         Ok(())
     }
 
+    /// Append `n` rows of `v` (the rows of one resource or scope, one after another): the
+    /// pages break where `n` pushes would break them.
+    pub(crate) fn push_run(&mut self, v: Option<i64>, mut n: usize) -> Result<(), ParquetError> {
+        while n > 0 {
+            let take = n.min(self.page_rows.saturating_sub(self.open.rows)).max(1);
+            match v {
+                Some(v) => self.values.extend(std::iter::repeat_n(v, take)),
+                None => {
+                    debug_assert!(self.column.nullable, "a null in a required column");
+                    self.open.nulls += take;
+                }
+            }
+            if self.column.nullable {
+                self.open
+                    .present
+                    .extend(std::iter::repeat_n(v.is_some(), take));
+            }
+            self.open.rows += take;
+            n -= take;
+            if self.open.rows >= self.page_rows {
+                self.flush_page()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write the open rows as a page; with a dictionary that outgrows its limit on the way,
     /// only the rows up to there (the rest open the next page, PLAIN).
     #[inline(never)]

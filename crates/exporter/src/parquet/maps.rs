@@ -547,6 +547,42 @@ impl StrColumn {
         Ok(())
     }
 
+    /// Append `n` rows of the value `id` ([`NULL`], or an index kept for many rows): the
+    /// pages break where `n` pushes would break them, and each check is made once for the rows
+    /// that cannot reach a limit (the rows of a resource or scope, one after another).
+    pub(crate) fn push_run(&mut self, id: u32, mut n: usize) -> Result<(), ParquetError> {
+        while n > 0 {
+            let plain = if self.leaf.closed {
+                self.leaf.plain_len(id)
+            } else {
+                0
+            };
+            let len = self.ids.len();
+            // Rows before the quick bound of `push` (5 bytes a row and the PLAIN bytes)
+            // reaches the byte limit: only the last can close the page.
+            let by_bytes = self.byte_limit.saturating_sub(self.plain_bytes + len * 5) / (5 + plain);
+            // A dictionary past its limit closes the page at the next row.
+            let take = if self.leaf.over_limit() {
+                1
+            } else {
+                n.min(self.row_limit.saturating_sub(len))
+                    .min(by_bytes)
+                    .max(1)
+            };
+            self.ids.extend(std::iter::repeat_n(id, take));
+            self.rows += take;
+            self.plain_bytes += plain * take;
+            n -= take;
+            let len = self.ids.len();
+            let full = self.plain_bytes + len * 5 >= self.byte_limit
+                && self.plain_bytes + self.leaf.index_bytes(len, 1) >= self.byte_limit;
+            if len >= self.row_limit || full || self.leaf.over_limit() {
+                self.flush_page()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Make room for a page of a row group of `rows` rows at once (instead of growing by
     /// doublings).
     pub(crate) fn reserve(&mut self, rows: usize) {
@@ -628,6 +664,66 @@ impl MapColumn {
         }
     }
 
+    /// Append `n` rows of the entries `keys` and `values` (indices kept for many rows): as
+    /// `n` rows of [`MapColumn::push`] and [`MapColumn::end_row`], each check made once for
+    /// the rows that cannot reach a limit.
+    fn push_run(&mut self, keys: &[u32], values: &[u32], mut n: usize) -> Result<(), ParquetError> {
+        let entries = keys.len();
+        while n > 0 {
+            let mut plain = 0;
+            if self.key.closed {
+                plain += keys.iter().map(|&k| self.key.plain_len(k)).sum::<usize>();
+            }
+            if self.value.closed {
+                plain += values
+                    .iter()
+                    .map(|&v| self.value.plain_len(v))
+                    .sum::<usize>();
+            }
+            // Rows before the quick bound of `page_full` (10 bytes an entry and the PLAIN
+            // bytes) reaches the byte limit: only the last can close the page.
+            let row_bytes = entries * 10 + plain;
+            let by_bytes = match row_bytes {
+                0 => usize::MAX,
+                b => {
+                    self.byte_limit
+                        .saturating_sub(self.plain_bytes + self.keys.len() * 10)
+                        / b
+                }
+            };
+            // A dictionary past its limit closes the page at the next row.
+            let take = if self.key.over_limit() || self.value.over_limit() {
+                1
+            } else {
+                n.min(self.row_limit.saturating_sub(self.counts.len()))
+                    .min(by_bytes)
+                    .max(1)
+            };
+            if entries == 1 {
+                self.keys.extend(std::iter::repeat_n(keys[0], take));
+                self.values.extend(std::iter::repeat_n(values[0], take));
+            } else if entries > 1 {
+                for _ in 0..take {
+                    self.keys.extend_from_slice(keys);
+                    self.values.extend_from_slice(values);
+                }
+            }
+            self.plain_bytes += plain * take;
+            self.counts
+                .extend(std::iter::repeat_n(entries as u32, take));
+            self.rows += take;
+            n -= take;
+            if self.counts.len() >= self.row_limit
+                || self.page_full()
+                || self.key.over_limit()
+                || self.value.over_limit()
+            {
+                self.flush_page()?;
+            }
+        }
+        Ok(())
+    }
+
     /// End the row whose first entry was at `start`; write the page out once it is full.
     #[inline(always)]
     fn end_row(&mut self, start: usize) -> Result<(), ParquetError> {
@@ -693,7 +789,7 @@ pub(crate) struct AttrColumns {
 }
 
 /// A group's attributes (a resource's or a scope's) as indices, appended to each of its rows.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq)]
 pub(crate) struct GroupEntries {
     /// Keys and values of the attribute map, then of the type map.
     keys: [Vec<u32>; 2],
@@ -906,7 +1002,7 @@ impl AttrColumns {
         value
     }
 
-    /// A group's attributes (`rows` of block `b`) looked up once, for [`AttrColumns::push_group`].
+    /// A group's attributes (`rows` of block `b`) looked up once, for [`AttrColumns::push_group_run`].
     pub(crate) fn group(&mut self, b: &SpanBlock, rows: Rows, text: &mut String) -> GroupEntries {
         let mut g = GroupEntries::default();
         let types_start = self.types.keys.len();
@@ -928,21 +1024,15 @@ impl AttrColumns {
         g
     }
 
-    /// Append one row of a group's attributes.
-    pub(crate) fn push_group(&mut self, g: &GroupEntries) -> Result<(), ParquetError> {
+    /// Append `n` rows of a group's attributes (the rows of one resource or scope, one after
+    /// another).
+    pub(crate) fn push_group_run(
+        &mut self,
+        g: &GroupEntries,
+        n: usize,
+    ) -> Result<(), ParquetError> {
         for (k, m) in [&mut self.values, &mut self.types].into_iter().enumerate() {
-            let start = m.keys.len();
-            // A group of a few attributes (most resources and scopes: a service name, none)
-            // is pushed entry by entry rather than by two calls of memcpy a row.
-            if m.key.closed || m.value.closed || g.keys[k].len() <= 4 {
-                for (&key, &value) in g.keys[k].iter().zip(&g.values[k]) {
-                    m.push(key, value);
-                }
-            } else {
-                m.keys.extend_from_slice(&g.keys[k]);
-                m.values.extend_from_slice(&g.values[k]);
-            }
-            m.end_row(start)?;
+            m.push_run(&g.keys[k], &g.values[k], n)?;
         }
         Ok(())
     }
@@ -1397,6 +1487,122 @@ mod tests {
             .map(|i| (0..17).map(|b| bit(17 * i + b) << b).sum())
             .collect();
         assert_eq!(back, (0..8).map(|i| 0x1_0000 + i).collect::<Vec<_>>());
+    }
+
+    /// A run of rows of one value is written as the same pages as its rows one by one: the
+    /// same breaks (row limit, byte limit, a dictionary closing on the way), the same bytes.
+    #[test]
+    fn runs_break_pages_where_their_rows_would() {
+        let schema = parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&super::super::schema::Table::Spans.schema())
+            .expect("schema");
+        let leaves = |prefix: &str| -> Vec<ColumnDescPtr> {
+            schema
+                .columns()
+                .iter()
+                .filter(|c| c.path().string().starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        let text = leaves("service_name")[0].clone();
+        let map = leaves("resource_attributes.");
+        let map = [map[0].clone(), map[1].clone()];
+        // As the lake writes them: statistics of the top-level column alone.
+        let base = || {
+            let b =
+                WriterProperties::builder().set_compression(Compression::ZSTD(Default::default()));
+            map.iter().fold(b, |b, leaf| {
+                b.set_column_statistics_enabled(
+                    leaf.path().clone(),
+                    parquet::file::properties::EnabledStatistics::None,
+                )
+            })
+        };
+        let props = [
+            base().set_data_page_row_count_limit(4).build(),
+            base().set_data_page_size_limit(90).build(),
+            base()
+                .set_data_page_size_limit(300)
+                .set_dictionary_page_size_limit(40)
+                .build(),
+            base()
+                .set_dictionary_enabled(false)
+                .set_data_page_size_limit(120)
+                .build(),
+        ];
+        let pages = |l: &LeafWriter| -> Vec<(u32, u32, usize, Bytes)> {
+            l.pages
+                .iter()
+                .map(|p| (p.rows, p.levels, p.uncompressed, p.buf.clone()))
+                .collect()
+        };
+        let long = "a value longer than most pages' byte limits here, repeated row after row";
+        let runs: [(&str, usize); 8] = [
+            ("a", 3),
+            (long, 300),
+            ("", 1),
+            ("b", 1),
+            ("a", 130),
+            ("c", 1),
+            (long, 90),
+            ("a", 70),
+        ];
+        for props in &props {
+            let (mut one, mut run) = (
+                StrColumn::new(text.clone(), props),
+                StrColumn::new(text.clone(), props),
+            );
+            for (s, n) in runs {
+                let id = |c: &mut StrColumn| if s.is_empty() { NULL } else { c.lasting_id(s) };
+                let (i1, i2) = (id(&mut one), id(&mut run));
+                for _ in 0..n {
+                    one.push(i1).expect("push");
+                }
+                run.push_run(i2, n).expect("run");
+            }
+            one.flush_page().expect("flush");
+            run.flush_page().expect("flush");
+            assert_eq!(one.rows(), run.rows());
+            assert!(one.leaf.pages.len() > 1, "{props:?}");
+            assert_eq!(pages(&one.leaf), pages(&run.leaf));
+
+            // Rows of no entry, one and three.
+            let (mut one, mut run) = (
+                MapColumn::new(map.clone(), props),
+                MapColumn::new(map.clone(), props),
+            );
+            for (k, (s, n)) in runs.into_iter().enumerate() {
+                let entries = [0, 1, 3][k % 3];
+                let ids = |m: &mut MapColumn| -> (Vec<u32>, Vec<u32>) {
+                    (0..entries)
+                        .map(|e| {
+                            let key = m.key.lasting_id(format!("key.{e}").as_bytes());
+                            let value = if s.is_empty() {
+                                NULL
+                            } else {
+                                m.value.lasting_id(s.as_bytes())
+                            };
+                            (key, value)
+                        })
+                        .unzip()
+                };
+                let ((k1, v1), (k2, v2)) = (ids(&mut one), ids(&mut run));
+                for _ in 0..n {
+                    let start = one.keys.len();
+                    for (&k, &v) in k1.iter().zip(&v1) {
+                        one.push(k, v);
+                    }
+                    one.end_row(start).expect("row");
+                }
+                run.push_run(&k2, &v2, n).expect("run");
+            }
+            one.flush_page().expect("flush");
+            run.flush_page().expect("flush");
+            assert_eq!(one.rows(), run.rows());
+            assert!(one.value.pages.len() > 1, "{props:?}");
+            assert_eq!(pages(&one.key), pages(&run.key));
+            assert_eq!(pages(&one.value), pages(&run.value));
+        }
     }
 
     #[test]

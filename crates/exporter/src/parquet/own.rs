@@ -250,7 +250,8 @@ impl OwnColumns {
         );
     }
 
-    /// Append the row of span `i` of `held[hi]`.
+    /// Append the columns of span `i` of `held[hi]` that are its own (the rest: see
+    /// [`OwnColumns::push_groups`]).
     pub(super) fn push_span(
         &mut self,
         held: &[HeldSpans],
@@ -259,8 +260,6 @@ impl OwnColumns {
     ) -> Result<(), ParquetError> {
         let b = &held[hi].block;
         let span = &b.spans()[i];
-        let (r, s) = self.origin_of[hi][i];
-        let (r, s) = (r as usize, s as usize);
 
         let [trace_id, span_id, parent] = &mut self.ids;
         trace_id.push(b.raw(span.trace_id))?;
@@ -277,9 +276,7 @@ impl OwnColumns {
             dropped_attrs,
             dropped_events,
             dropped_links,
-            resource_dropped,
-            scope_dropped,
-            ingest,
+            ..,
         ] = &mut self.ints;
         flags.push(Some(i64::from(span.flags)))?;
         let start = clamp_nanos(span.start_time_unix_nano);
@@ -292,33 +289,12 @@ impl OwnColumns {
         dropped_attrs.push(Some(i64::from(span.dropped_attributes_count)))?;
         dropped_events.push(Some(i64::from(span.dropped_events_count)))?;
         dropped_links.push(Some(i64::from(span.dropped_links_count)))?;
-        resource_dropped.push(Some(i64::from(b.resources()[r].dropped_attributes_count)))?;
-        let scope = &b.scopes()[s];
-        scope_dropped.push(Some(if scope.present {
-            i64::from(scope.dropped_attributes_count)
-        } else {
-            0
-        }))?;
-        ingest.push(Some(held[hi].ingest))?;
 
-        let [span_maps, resource_maps, scope_maps] = &mut self.maps;
+        let [span_maps, ..] = &mut self.maps;
         let ids = &mut self.block_ids[hi];
         span_maps.push_row(b, span.attrs, ids, &mut self.text)?;
-        resource_maps.push_group(&self.groups[hi].0[r])?;
-        scope_maps.push_group(&self.groups[hi].1[s])?;
 
-        let [
-            trace_state,
-            name,
-            kind,
-            status_code,
-            status_message,
-            service,
-            resource_url,
-            scope_name,
-            scope_version,
-            scope_url,
-        ] = &mut self.strs;
+        let [trace_state, name, kind, status_code, status_message, ..] = &mut self.strs;
         fn nonempty(s: &str) -> Option<&str> {
             (!s.is_empty()).then_some(s)
         }
@@ -348,13 +324,101 @@ impl OwnColumns {
         };
         status_code.push(c)?;
         status_message.push_str(nonempty(message))?;
-        let [svc, url] = self.group_strs[hi].0[r];
-        service.push(svc)?;
-        resource_url.push(url)?;
-        let [sn, sv, su] = self.group_strs[hi].1[s];
-        scope_name.push(sn)?;
-        scope_version.push(sv)?;
-        scope_url.push(su)?;
+        Ok(())
+    }
+
+    /// Append the columns a row takes from its resource, scope and block (their attributes,
+    /// the service name, the scope's name, the ingest time…) to the rows of `chunk`, each
+    /// span `(hi, i)` of `held` already appended by [`OwnColumns::push_span`]. Rows of the
+    /// same values one after another (a trace's spans, most often a request's) are appended as
+    /// one run.
+    pub(super) fn push_groups(
+        &mut self,
+        held: &[HeldSpans],
+        chunk: &[(u32, u32)],
+    ) -> Result<(), ParquetError> {
+        let OwnColumns {
+            strs,
+            ints,
+            maps: [_, resource_maps, scope_maps],
+            origin_of,
+            groups,
+            group_strs,
+            ..
+        } = self;
+        let [
+            ..,
+            service,
+            resource_url,
+            scope_name,
+            scope_version,
+            scope_url,
+        ] = strs;
+        let [.., resource_dropped, scope_dropped, ingest] = ints;
+        /// A row's group columns: where they come from, and their values.
+        #[derive(Clone, Copy)]
+        struct Group<'a> {
+            from: (usize, usize, usize),
+            strs: [u32; 5],
+            ints: [i64; 3],
+            maps: [&'a GroupEntries; 2],
+        }
+        impl Group<'_> {
+            fn same(&self, o: &Group<'_>) -> bool {
+                self.from == o.from
+                    || (self.strs == o.strs
+                        && self.ints == o.ints
+                        && self
+                            .maps
+                            .iter()
+                            .zip(&o.maps)
+                            .all(|(a, b)| std::ptr::eq(*a, *b) || *a == *b))
+            }
+        }
+        let group = |&(hi, i): &(u32, u32)| -> Group<'_> {
+            let (hi, i) = (hi as usize, i as usize);
+            let b = &held[hi].block;
+            let (r, s) = origin_of[hi][i];
+            let (r, s) = (r as usize, s as usize);
+            let [svc, url] = group_strs[hi].0[r];
+            let [sn, sv, su] = group_strs[hi].1[s];
+            let scope = &b.scopes()[s];
+            Group {
+                from: (hi, r, s),
+                strs: [svc, url, sn, sv, su],
+                ints: [
+                    i64::from(b.resources()[r].dropped_attributes_count),
+                    if scope.present {
+                        i64::from(scope.dropped_attributes_count)
+                    } else {
+                        0
+                    },
+                    held[hi].ingest,
+                ],
+                maps: [&groups[hi].0[r], &groups[hi].1[s]],
+            }
+        };
+        let mut rest = chunk;
+        while let Some(first) = rest.first() {
+            let g = group(first);
+            let n = 1 + rest[1..]
+                .iter()
+                .take_while(|row| group(row).same(&g))
+                .count();
+            rest = &rest[n..];
+            let [svc, url, sn, sv, su] = g.strs;
+            service.push_run(svc, n)?;
+            resource_url.push_run(url, n)?;
+            scope_name.push_run(sn, n)?;
+            scope_version.push_run(sv, n)?;
+            scope_url.push_run(su, n)?;
+            let [rd, sd, at] = g.ints;
+            resource_dropped.push_run(Some(rd), n)?;
+            scope_dropped.push_run(Some(sd), n)?;
+            ingest.push_run(Some(at), n)?;
+            resource_maps.push_group_run(g.maps[0], n)?;
+            scope_maps.push_group_run(g.maps[1], n)?;
+        }
         Ok(())
     }
 

@@ -217,6 +217,7 @@ impl Sealed {
                     rows.append_nested(b, &b.spans()[i])?;
                 }
             }
+            own.push_groups(held, chunk)?;
             let Some((rows, writers)) = &mut lists else {
                 continue;
             };

@@ -326,8 +326,17 @@ impl LakeWriter {
         // in the memory the seal frees and reuses at once; left in the memory of the receiving
         // thread that allocated it, it came back only as that thread allocated again (~30 MiB
         // more resident at full load, measured with mimalloc). Without a log the exporter's
-        // task takes it, on a worker (an uncopied block measured no faster there).
-        let block = block.clone();
+        // task takes it, on a worker, where a copy would gain nothing: decoding left the block
+        // exactly sized (a processor that grew it gives the room back here, in place), so it
+        // is kept as it is, without its request.
+        let block = if self.wal.is_some() {
+            block.clone()
+        } else {
+            let mut block = block;
+            block.drop_request();
+            block.shrink_to_fit();
+            block
+        };
         let rows = block.len();
         let bytes = block.heap_bytes();
         let held = HeldSpans {
