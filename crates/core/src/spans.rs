@@ -184,6 +184,16 @@ impl Attr {
         }
     }
 
+    /// Whether `other` is the very same record: the same key and value at the same places
+    /// of the block (a repeat that decoding stored once), or the same number. Compared as
+    /// bits, without reading the value.
+    #[inline(always)]
+    pub fn same_record(&self, other: &Attr) -> bool {
+        self.key_off == other.key_off
+            && self.key_len == other.key_len
+            && self.payload == other.payload
+    }
+
     /// The value's string, when it is one.
     #[inline]
     fn str_value(&self) -> Option<Str> {

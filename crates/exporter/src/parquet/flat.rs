@@ -257,6 +257,9 @@ impl IntColumn {
     /// Append `n` rows of `v` (the rows of one resource or scope, one after another): the
     /// pages break where `n` pushes would break them.
     pub(crate) fn push_run(&mut self, v: Option<i64>, mut n: usize) -> Result<(), ParquetError> {
+        if n == 1 {
+            return self.push(v);
+        }
         while n > 0 {
             let take = n.min(self.page_rows.saturating_sub(self.open.rows)).max(1);
             match v {
@@ -549,7 +552,17 @@ type IdKey = (u128, usize);
 
 /// The key of the binary id `raw` (`None`: longer than an OTLP id, or an id given as text).
 fn binary_key(raw: &[u8]) -> Option<IdKey> {
-    if raw.len() > 16 || raw.starts_with(TEXT_ID) {
+    // OTLP's two sizes as what they are (no call to memcpy for a copy of unknown length).
+    if raw.starts_with(TEXT_ID) {
+        return None;
+    }
+    if let Ok(trace) = <[u8; 16]>::try_from(raw) {
+        return Some((u128::from_be_bytes(trace), 16));
+    }
+    if let Ok(span) = <[u8; 8]>::try_from(raw) {
+        return Some((u128::from(u64::from_be_bytes(span)) << 64, 8));
+    }
+    if raw.len() > 16 {
         return None;
     }
     let mut b = [0u8; 16];
@@ -711,5 +724,45 @@ impl IdColumn {
             bloom
         });
         write_chunk(out, chunk, props)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OTLP's two id sizes take their own paths: the keys are the general reading's, and
+    /// order as the ids' hex text does.
+    #[test]
+    fn binary_keys_of_every_length_order_as_their_text() {
+        let general = |raw: &[u8]| -> Option<IdKey> {
+            if raw.len() > 16 || raw.starts_with(TEXT_ID) {
+                return None;
+            }
+            let mut b = [0u8; 16];
+            b[..raw.len()].copy_from_slice(raw);
+            Some((u128::from_be_bytes(b), raw.len()))
+        };
+        let mut ids: Vec<Vec<u8>> = vec![Vec::new(), [TEXT_ID.as_slice(), b"abcd"].concat()];
+        for len in [1, 7, 8, 9, 15, 16, 17] {
+            for fill in [0u8, 0x7f, 0xff] {
+                let mut id = vec![fill; len];
+                id[0] = 0x80;
+                ids.push(id.clone());
+                id[len - 1] ^= 1;
+                ids.push(id);
+            }
+        }
+        for a in &ids {
+            assert_eq!(binary_key(a), general(a), "{a:?}");
+            for b in &ids {
+                if let (Some(ka), Some(kb)) = (binary_key(a), binary_key(b)) {
+                    let mut text = (String::new(), String::new());
+                    push_hex(&mut text.0, a);
+                    push_hex(&mut text.1, b);
+                    assert_eq!(ka.cmp(&kb), text.0.cmp(&text.1), "{a:?} {b:?}");
+                }
+            }
+        }
     }
 }

@@ -329,9 +329,9 @@ impl OwnColumns {
 
     /// Append the columns a row takes from its resource, scope and block (their attributes,
     /// the service name, the scope's name, the ingest time…) to the rows of `chunk`, each
-    /// span `(hi, i)` of `held` already appended by [`OwnColumns::push_span`]. Rows of the
-    /// same values one after another (a trace's spans, most often a request's) are appended as
-    /// one run.
+    /// span `(hi, i)` of `held` already appended by [`OwnColumns::push_span`]. Each of the
+    /// three goes by runs: rows of the same values one after another (a trace's spans, or
+    /// spans of one service from several requests) are appended at once.
     pub(super) fn push_groups(
         &mut self,
         held: &[HeldSpans],
@@ -355,71 +355,68 @@ impl OwnColumns {
             scope_url,
         ] = strs;
         let [.., resource_dropped, scope_dropped, ingest] = ints;
-        /// A row's group columns: where they come from, and their values.
-        #[derive(Clone, Copy)]
-        struct Group<'a> {
-            from: (usize, usize, usize),
-            strs: [u32; 5],
-            ints: [i64; 3],
-            maps: [&'a GroupEntries; 2],
+        /// A row's columns from its resource or scope: where they come from (block and group),
+        /// and their values (the same in another block when it is the same resource).
+        struct Group<'a, const N: usize> {
+            from: (u32, u32),
+            strs: [u32; N],
+            dropped: u32,
+            map: &'a GroupEntries,
         }
-        impl Group<'_> {
-            fn same(&self, o: &Group<'_>) -> bool {
+        impl<const N: usize> Group<'_, N> {
+            fn same(&self, o: &Self) -> bool {
                 self.from == o.from
                     || (self.strs == o.strs
-                        && self.ints == o.ints
-                        && self
-                            .maps
-                            .iter()
-                            .zip(&o.maps)
-                            .all(|(a, b)| std::ptr::eq(*a, *b) || *a == *b))
+                        && self.dropped == o.dropped
+                        && (std::ptr::eq(self.map, o.map) || self.map == o.map))
             }
         }
-        let group = |&(hi, i): &(u32, u32)| -> Group<'_> {
-            let (hi, i) = (hi as usize, i as usize);
-            let b = &held[hi].block;
-            let (r, s) = origin_of[hi][i];
-            let (r, s) = (r as usize, s as usize);
-            let [svc, url] = group_strs[hi].0[r];
-            let [sn, sv, su] = group_strs[hi].1[s];
-            let scope = &b.scopes()[s];
+        let resource = |&(hi, i): &(u32, u32)| {
+            let (h, i) = (hi as usize, i as usize);
+            let r = origin_of[h][i].0;
             Group {
-                from: (hi, r, s),
-                strs: [svc, url, sn, sv, su],
-                ints: [
-                    i64::from(b.resources()[r].dropped_attributes_count),
-                    if scope.present {
-                        i64::from(scope.dropped_attributes_count)
-                    } else {
-                        0
-                    },
-                    held[hi].ingest,
-                ],
-                maps: [&groups[hi].0[r], &groups[hi].1[s]],
+                from: (hi, r),
+                strs: group_strs[h].0[r as usize],
+                dropped: held[h].block.resources()[r as usize].dropped_attributes_count,
+                map: &groups[h].0[r as usize],
             }
         };
-        let mut rest = chunk;
-        while let Some(first) = rest.first() {
-            let g = group(first);
-            let n = 1 + rest[1..]
-                .iter()
-                .take_while(|row| group(row).same(&g))
-                .count();
-            rest = &rest[n..];
-            let [svc, url, sn, sv, su] = g.strs;
+        runs(chunk, resource, Group::same, |g, n| {
+            let [svc, url] = g.strs;
             service.push_run(svc, n)?;
             resource_url.push_run(url, n)?;
+            resource_dropped.push_run(Some(i64::from(g.dropped)), n)?;
+            resource_maps.push_group_run(g.map, n)
+        })?;
+        let scope = |&(hi, i): &(u32, u32)| {
+            let (h, i) = (hi as usize, i as usize);
+            let s = origin_of[h][i].1;
+            let scope = &held[h].block.scopes()[s as usize];
+            Group {
+                from: (hi, s),
+                strs: group_strs[h].1[s as usize],
+                dropped: if scope.present {
+                    scope.dropped_attributes_count
+                } else {
+                    0
+                },
+                map: &groups[h].1[s as usize],
+            }
+        };
+        runs(chunk, scope, Group::same, |g, n| {
+            let [sn, sv, su] = g.strs;
             scope_name.push_run(sn, n)?;
             scope_version.push_run(sv, n)?;
             scope_url.push_run(su, n)?;
-            let [rd, sd, at] = g.ints;
-            resource_dropped.push_run(Some(rd), n)?;
-            scope_dropped.push_run(Some(sd), n)?;
-            ingest.push_run(Some(at), n)?;
-            resource_maps.push_group_run(g.maps[0], n)?;
-            scope_maps.push_group_run(g.maps[1], n)?;
-        }
-        Ok(())
+            scope_dropped.push_run(Some(i64::from(g.dropped)), n)?;
+            scope_maps.push_group_run(g.map, n)
+        })?;
+        runs(
+            chunk,
+            |&(hi, _)| held[hi as usize].ingest,
+            |a, b| a == b,
+            |&at, n| ingest.push_run(Some(at), n),
+        )
     }
 
     /// Write the column `name`'s chunks (each of its leaves) to the row group `out`, if it is
@@ -464,4 +461,29 @@ impl OwnColumns {
     pub(super) fn flat() -> impl Iterator<Item = &'static str> {
         STRINGS.into_iter().chain(IDS).chain(INTS)
     }
+}
+
+/// The rows of `chunk` by runs of the same key (`key` of a row, compared by `same`): `push`
+/// takes each run's key and length, in order.
+fn runs<T>(
+    chunk: &[(u32, u32)],
+    key: impl Fn(&(u32, u32)) -> T,
+    same: impl Fn(&T, &T) -> bool,
+    mut push: impl FnMut(&T, usize) -> Result<(), ParquetError>,
+) -> Result<(), ParquetError> {
+    let mut rows = chunk.iter();
+    let Some(first) = rows.next() else {
+        return Ok(());
+    };
+    let (mut run, mut n) = (key(first), 1);
+    for row in rows {
+        let k = key(row);
+        if same(&run, &k) {
+            n += 1;
+        } else {
+            push(&run, n)?;
+            (run, n) = (k, 1);
+        }
+    }
+    push(&run, n)
 }
