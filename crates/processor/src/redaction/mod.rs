@@ -371,14 +371,24 @@ impl Redactor {
         let mut dropped: Vec<usize> = Vec::new();
         for (place, j) in rows.range().enumerate() {
             let a = b.attr_table()[j];
-            // Most attributes: a key judged clean and a value found clean at this place of
-            // the previous span, both the very strings (a block stores a repeat once).
-            // And a value that is neither a string nor nested (a number, a bool, bytes) under
-            // a key judged clean there: such values are never scanned.
+            // Most attributes: the very record found clean at this place of the previous span
+            // (a block stores a repeated key and value once), compared without reading it.
+            if memo.clean_record(place, &a) {
+                continue;
+            }
+            // Else a key judged clean and a value found clean at this place, both the very
+            // strings. And a value that is neither a string nor nested (a number, a bool,
+            // bytes) under a key judged clean there: such values are never scanned.
             match a.value() {
-                BlockValue::Str(v) if memo.clean_pair(place, a.key(), v) => continue,
+                BlockValue::Str(v) if memo.clean_pair(place, a.key(), v) => {
+                    memo.found_clean_record(place, a);
+                    continue;
+                }
                 BlockValue::Str(_) | BlockValue::Nested(_) => {}
-                _ if memo.clean_key(place, a.key()) => continue,
+                _ if memo.clean_key(place, a.key()) => {
+                    memo.found_clean_record(place, a);
+                    continue;
+                }
                 _ => {}
             }
             let key = b.str(a.key());
@@ -438,6 +448,8 @@ impl Redactor {
                     b.attrs_mut()[j].set_value(value);
                     tally.masked += 1;
                 }
+            } else {
+                memo.found_clean_record(place, a);
             }
         }
         if dropped.is_empty() {
@@ -703,6 +715,9 @@ struct Remembered {
     verdict: KeyVerdict,
     /// A string value under this key that holds no secret (empty: none yet).
     clean: Str,
+    /// The whole attribute last found clean here, key and value: the same record again is
+    /// clean.
+    record: Option<Attr>,
 }
 
 impl KeyMemo {
@@ -726,6 +741,7 @@ impl KeyMemo {
                 key: Str::default(),
                 verdict: KeyVerdict::Clean,
                 clean: Str::default(),
+                record: None,
             };
             if self.by_place.len() <= place {
                 self.by_place.resize(place + 1, forget);
@@ -750,6 +766,25 @@ impl KeyMemo {
                 && !key.is_empty()
                 && !value.is_empty()
         })
+    }
+
+    /// Whether `a` is the very record last found clean at `place` (its key judged clean, its
+    /// value holding no secret).
+    #[inline]
+    fn clean_record(&self, place: usize, a: &Attr) -> bool {
+        self.by_place
+            .get(place)
+            .is_some_and(|r| r.record.is_some_and(|c| c.same_record(a)))
+    }
+
+    /// Remember `a`, kept as it is under the key judged at `place`, as clean.
+    fn found_clean_record(&mut self, place: usize, a: Attr) {
+        if let Some(r) = self.by_place.get_mut(place)
+            && r.key == a.key()
+            && r.verdict == KeyVerdict::Clean
+        {
+            r.record = Some(a);
+        }
     }
 
     /// Whether `key` at `place` is the very key last judged there, and clean.
