@@ -1668,6 +1668,9 @@ impl SpanBlock {
         let mut attrs_start = None;
         let mut children = false;
         let (mut trace_id, mut span_id, mut parent): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+        // The previous span's attributes, read once here (not from the span just stored at
+        // each attribute).
+        let prev_attrs = self.spans.last().map(|p| p.attrs);
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
             match field {
@@ -1702,9 +1705,9 @@ impl SpanBlock {
                     // Spans of one instrumentation repeat their keys in the same order, often
                     // with the same values: the key and string value at this place in the
                     // previous span are shared when they are the same.
-                    let like = self.spans.last().and_then(|p| {
-                        let i = p.attrs.start as usize + (self.attrs.len() - start);
-                        (i < p.attrs.end as usize).then(|| self.attrs[i])
+                    let like = prev_attrs.and_then(|p| {
+                        let i = p.start as usize + (self.attrs.len() - start);
+                        (i < p.end as usize).then_some(i)
                     });
                     self.key_value(kv, like)?;
                     sp.attrs = Rows::from_range(start..self.attrs.len());
@@ -1861,11 +1864,11 @@ impl SpanBlock {
         Ok(())
     }
 
-    /// Read a `KeyValue` into the attribute table; its key is the key of `like` (an attribute
-    /// already read) when it is the same text, and so is a string value, so repeated keys and
-    /// values are stored once.
+    /// Read a `KeyValue` into the attribute table; its key is the key of the attribute at
+    /// `like` (one already read) when it is the same text, and so is a string value, so
+    /// repeated keys and values are stored once.
     #[inline(always)]
-    fn key_value(&mut self, m: &[u8], like: Option<Attr>) -> Result<(), DecodeError> {
+    fn key_value(&mut self, m: &[u8], like: Option<usize>) -> Result<(), DecodeError> {
         // The layout every SDK writes for a short attribute: the key (field 1), then the value
         // (field 2) holding a string (1) or an integer (3), each length one byte. Read as one
         // pattern; anything else (fields repeated or reordered, longer lengths, other kinds)
@@ -1889,10 +1892,10 @@ impl SpanBlock {
                 _ => None,
             };
             if let Some(short) = short {
-                let key = self.text_like(k, like.map(|l| l.key()))?;
+                let key = self.text_like(k, like.map(|i| self.attrs[i].key()))?;
                 let value = match short {
                     Short::Str(s) => {
-                        Value::Str(self.text_like(s, like.and_then(|l| l.str_value()))?)
+                        Value::Str(self.text_like(s, like.and_then(|i| self.attrs[i].str_value()))?)
                     }
                     Short::Int(i) => Value::Int(i),
                 };
@@ -1904,7 +1907,7 @@ impl SpanBlock {
     }
 
     #[inline(never)]
-    fn key_value_slow(&mut self, m: &[u8], like: Option<Attr>) -> Result<(), DecodeError> {
+    fn key_value_slow(&mut self, m: &[u8], like: Option<usize>) -> Result<(), DecodeError> {
         let (mut key, mut value) = (Str::default(), Value::Absent);
         let mut w = Wire::new(m);
         while let Some((field, wire)) = w.key()? {
@@ -1914,11 +1917,11 @@ impl SpanBlock {
                     if k.len() > MAX_KEY_LEN {
                         return err("an attribute key is longer than 512 MiB");
                     }
-                    key = self.text_like(k, like.map(|l| l.key()))?;
+                    key = self.text_like(k, like.map(|i| self.attrs[i].key()))?;
                 }
                 2 => {
                     let v = w.len_of(wire)?;
-                    value = self.any_value_of(v, like.and_then(|l| l.str_value()))?;
+                    value = self.any_value_of(v, like.and_then(|i| self.attrs[i].str_value()))?;
                 }
                 3 => {
                     expect(wire, VARINT)?;
