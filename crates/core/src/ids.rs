@@ -36,6 +36,27 @@ pub fn short_hex<'a>(bytes: &[u8], buf: &'a mut [u8; 32]) -> &'a [u8] {
     hex_into(bytes, buf)
 }
 
+/// Lowercase hex of the 8 bytes of `x` (most significant first: an id's bytes read
+/// big-endian), computed in registers: written where it goes with two stores, where a table's
+/// pairs of bytes staged in a buffer would be read back across sixteen small stores (which the
+/// processor cannot forward, and waits for).
+#[inline(always)]
+pub fn hex_u64(x: u64) -> [u8; 16] {
+    // Each nibble into a byte of its own, the most significant first.
+    let mut v = u128::from(x);
+    v = (v & 0xffff_ffff_0000_0000) << 32 | (v & 0xffff_ffff);
+    v = (v & 0x0000_0000_ffff_0000_0000_0000_ffff_0000) << 16
+        | (v & 0x0000_0000_0000_ffff_0000_0000_0000_ffff);
+    v = (v & 0x0000_ff00_0000_ff00_0000_ff00_0000_ff00) << 8
+        | (v & 0x0000_00ff_0000_00ff_0000_00ff_0000_00ff);
+    v = (v & 0x00f0_00f0_00f0_00f0_00f0_00f0_00f0_00f0) << 4
+        | (v & 0x000f_000f_000f_000f_000f_000f_000f_000f);
+    // Then '0'..'9' and 'a'..'f': 0x27 more for the nibbles of 10 and above.
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    let letters = ((v + ONES * 6) >> 4) & ONES;
+    (v + ONES * 0x30 + letters * 0x27).to_be_bytes()
+}
+
 /// Lowercase hex of `bytes`, appended to `out`.
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
     out.reserve(bytes.len() * 2);
@@ -113,6 +134,26 @@ pub fn id_problem(id: &[u8], len: usize, required: bool) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_of_a_word_is_the_tables_hex() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for k in 0..2000u64 {
+            let w = match k {
+                0 => 0,
+                1 => u64::MAX,
+                2 => 0x0123_4567_89ab_cdef,
+                _ => {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(k);
+                    x
+                }
+            };
+            let mut buf = [0u8; 32];
+            assert_eq!(&hex_u64(w), short_hex(&w.to_be_bytes(), &mut buf), "{w:#x}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -24,7 +24,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::types::ColumnDescPtr;
-use spanlake_core::ids::{TEXT_ID, id_in, push_hex, short_hex};
+use spanlake_core::ids::{TEXT_ID, hex_u64, id_in, push_hex, short_hex};
 use std::hash::BuildHasher;
 
 use super::maps::{
@@ -616,31 +616,41 @@ impl IdColumn {
                 open.present.push(true);
             }
             let key = binary_key(raw);
-            let (mut hex, mut buf) = ([0u8; 32], [0u8; 64]);
-            let text = match key {
-                Some(_) => short_hex(raw, &mut hex),
-                None => match id_in(raw, &mut buf) {
-                    Some(t) => t.as_bytes(),
-                    None => {
-                        // Longer than an OTLP id, and not given as text.
-                        self.text.clear();
-                        push_hex(&mut self.text, raw);
-                        self.text.as_bytes()
-                    }
-                },
-            };
             let first = self.plain.is_empty();
-            self.plain
-                .extend_from_slice(&(text.len() as u32).to_le_bytes());
-            let at = (self.plain.len(), text.len());
-            // OTLP ids' hex, copied as what it is (no call to memcpy for 32 or 16 bytes).
-            match <&[u8; 32]>::try_from(text) {
-                Ok(trace) => self.plain.extend_from_slice(trace),
-                Err(_) => match <&[u8; 16]>::try_from(text) {
-                    Ok(span) => self.plain.extend_from_slice(span),
-                    Err(_) => self.plain.extend_from_slice(text),
-                },
-            }
+            let at = match key {
+                // OTLP ids: their hex computed in registers and written into the page as it is.
+                Some((k, len @ (8 | 16))) => {
+                    self.plain
+                        .extend_from_slice(&(2 * len as u32).to_le_bytes());
+                    let at = (self.plain.len(), 2 * len);
+                    self.plain.extend_from_slice(&hex_u64((k >> 64) as u64));
+                    if len == 16 {
+                        self.plain.extend_from_slice(&hex_u64(k as u64));
+                    }
+                    at
+                }
+                _ => {
+                    let (mut hex, mut buf) = ([0u8; 32], [0u8; 64]);
+                    let text = match key {
+                        Some(_) => short_hex(raw, &mut hex),
+                        None => match id_in(raw, &mut buf) {
+                            Some(t) => t.as_bytes(),
+                            None => {
+                                // Longer than an OTLP id, and not given as text.
+                                self.text.clear();
+                                push_hex(&mut self.text, raw);
+                                self.text.as_bytes()
+                            }
+                        },
+                    };
+                    self.plain
+                        .extend_from_slice(&(text.len() as u32).to_le_bytes());
+                    let at = (self.plain.len(), text.len());
+                    self.plain.extend_from_slice(text);
+                    at
+                }
+            };
+            let text = &self.plain[at.0..at.0 + at.1];
             let slice = |(start, len): (usize, usize)| &self.plain[start..start + len];
             match (first, key, &mut self.keys) {
                 (true, _, _) => {
