@@ -154,8 +154,6 @@ mod tests {
         }
     }
 
-    use super::*;
-
     #[test]
     fn hex_matches_the_standard_encoding() {
         let bytes: Vec<u8> = (0..=255).collect();
