@@ -536,15 +536,22 @@ impl StrColumn {
         if self.leaf.closed {
             self.plain_bytes += self.leaf.plain_len(id);
         }
+        if self.page_done() {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the open page is to be written: it holds the rows or the bytes a page takes,
+    /// or the dictionary outgrew its limit.
+    #[inline(always)]
+    fn page_done(&self) -> bool {
         let n = self.ids.len();
         // An index and its level take at most 5 bytes (indices of up to 32 bits): most rows
         // are decided without looking at the dictionary.
         let full = self.plain_bytes + n * 5 >= self.byte_limit
             && self.plain_bytes + self.leaf.index_bytes(n, 1) >= self.byte_limit;
-        if n >= self.row_limit || full || self.leaf.over_limit() {
-            self.flush_page()?;
-        }
-        Ok(())
+        n >= self.row_limit || full || self.leaf.over_limit()
     }
 
     /// Append `n` rows of the value `id` ([`NULL`], or an index kept for many rows): the
@@ -576,10 +583,7 @@ impl StrColumn {
             self.rows += take;
             self.plain_bytes += plain * take;
             n -= take;
-            let len = self.ids.len();
-            let full = self.plain_bytes + len * 5 >= self.byte_limit
-                && self.plain_bytes + self.leaf.index_bytes(len, 1) >= self.byte_limit;
-            if len >= self.row_limit || full || self.leaf.over_limit() {
+            if self.page_done() {
                 self.flush_page()?;
             }
         }
@@ -723,11 +727,7 @@ impl MapColumn {
                 .extend(std::iter::repeat_n(entries as u32, take));
             self.rows += take;
             n -= take;
-            if self.counts.len() >= self.row_limit
-                || self.page_full()
-                || self.key.over_limit()
-                || self.value.over_limit()
-            {
+            if self.page_done() {
                 self.flush_page()?;
             }
         }
@@ -739,14 +739,20 @@ impl MapColumn {
     fn end_row(&mut self, start: usize) -> Result<(), ParquetError> {
         self.counts.push((self.keys.len() - start) as u32);
         self.rows += 1;
-        if self.counts.len() >= self.row_limit
-            || self.page_full()
-            || self.key.over_limit()
-            || self.value.over_limit()
-        {
+        if self.page_done() {
             self.flush_page()?;
         }
         Ok(())
+    }
+
+    /// Whether the open page is to be written: it holds the rows or the bytes a page takes,
+    /// or a dictionary outgrew its limit.
+    #[inline(always)]
+    fn page_done(&self) -> bool {
+        self.counts.len() >= self.row_limit
+            || self.page_full()
+            || self.key.over_limit()
+            || self.value.over_limit()
     }
 
     /// Whether the open page holds about `byte_limit` bytes.

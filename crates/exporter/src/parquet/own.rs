@@ -169,18 +169,8 @@ impl OwnColumns {
                 )
             })
             .collect();
-        let [
-            _,
-            _,
-            _,
-            _,
-            _,
-            service,
-            resource_url,
-            scope_name,
-            scope_version,
-            scope_url,
-        ] = &mut own.strs;
+        let [service, resource_url, scope_name, scope_version, scope_url] =
+            group_columns(&mut own.strs);
         fn found(c: &mut StrColumn, s: &str) -> u32 {
             if s.is_empty() { NULL } else { c.lasting_id(s) }
         }
@@ -346,14 +336,7 @@ impl OwnColumns {
             group_strs,
             ..
         } = self;
-        let [
-            ..,
-            service,
-            resource_url,
-            scope_name,
-            scope_version,
-            scope_url,
-        ] = strs;
+        let [service, resource_url, scope_name, scope_version, scope_url] = group_columns(strs);
         let [.., resource_dropped, scope_dropped, ingest] = ints;
         /// A row's columns from its resource or scope: where they come from (block and group),
         /// and their values (the same in another block when it is the same resource).
@@ -461,6 +444,20 @@ impl OwnColumns {
     pub(super) fn flat() -> impl Iterator<Item = &'static str> {
         STRINGS.into_iter().chain(IDS).chain(INTS)
     }
+}
+
+/// The string columns a row takes from its resource (service, schema URL) and its scope (name,
+/// version, schema URL).
+fn group_columns(strs: &mut [StrColumn; STRINGS.len()]) -> [&mut StrColumn; 5] {
+    let [
+        ..,
+        service,
+        resource_url,
+        scope_name,
+        scope_version,
+        scope_url,
+    ] = strs;
+    [service, resource_url, scope_name, scope_version, scope_url]
 }
 
 /// The rows of `chunk` by runs of the same key (`key` of a row, compared by `same`): `push`
