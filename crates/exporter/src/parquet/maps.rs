@@ -836,10 +836,6 @@ struct Slot {
     key_id: u32,
     /// The key's index in the type map (`NULL`: not yet found).
     type_key_id: u32,
-    /// The value: a string's place (kind 1) or an integer (kind 2); kind 0: none yet.
-    value_kind: u8,
-    value: u64,
-    value_id: u32,
     /// The whole attribute last found here, when every index it took may be kept: the same
     /// record again (a key and value a block stores once for the spans that repeat them)
     /// takes the same entries without being read.
@@ -860,9 +856,6 @@ impl Slot {
         key: u64::MAX,
         key_id: NULL,
         type_key_id: NULL,
-        value_kind: 0,
-        value: 0,
-        value_id: NULL,
         whole: None,
     };
 }
@@ -960,19 +953,9 @@ impl AttrColumns {
                 };
                 id
             };
+            // A value seen at this place before came with its record (above).
             let value = match a.value() {
-                Value::Str(s) => {
-                    let sp = place(s);
-                    if slot.value_kind == 1 && slot.value == sp {
-                        slot.value_id
-                    } else {
-                        let id = self.values.value.id(b.str(s).as_bytes());
-                        if id < SPILLED {
-                            (slot.value_kind, slot.value, slot.value_id) = (1, sp, id);
-                        }
-                        id
-                    }
-                }
+                Value::Str(s) => self.values.value.id(b.str(s).as_bytes()),
                 v => self.typed(b, k, v, slot, false, text),
             };
             self.values.push(key, value);
@@ -982,7 +965,7 @@ impl AttrColumns {
                     self.types.values[types_before],
                 )
             });
-            let lasting = |id: u32| id < SPILLED || id == NULL;
+            let lasting = StrColumn::lasting;
             slot.whole = (lasting(key)
                 && lasting(value)
                 && typed.is_none_or(|(k, t)| lasting(k) && lasting(t)))
@@ -1016,17 +999,11 @@ impl AttrColumns {
             }
         };
         let (value, tag) = match v {
-            Value::Int(i) if slot.value_kind == 2 && slot.value == i as u64 => {
-                (slot.value_id, Some("int"))
-            }
             Value::Int(i) => {
                 let id = id(
                     &mut self.values.value,
                     itoa::Buffer::new().format(i).as_bytes(),
                 );
-                if id < SPILLED {
-                    (slot.value_kind, slot.value, slot.value_id) = (2, i as u64, id);
-                }
                 (id, Some("int"))
             }
             _ => {

@@ -376,14 +376,9 @@ impl Redactor {
             if memo.clean_record(place, &a) {
                 continue;
             }
-            // Else a key judged clean and a value found clean at this place, both the very
-            // strings. And a value that is neither a string nor nested (a number, a bool,
-            // bytes) under a key judged clean there: such values are never scanned.
+            // Else a value that is neither a string nor nested (a number, a bool, bytes) under
+            // a key judged clean there: such values are never scanned.
             match a.value() {
-                BlockValue::Str(v) if memo.clean_pair(place, a.key(), v) => {
-                    memo.found_clean_record(place, a);
-                    continue;
-                }
                 BlockValue::Str(_) | BlockValue::Nested(_) => {}
                 _ if memo.clean_key(place, a.key()) => {
                     memo.found_clean_record(place, a);
@@ -422,14 +417,7 @@ impl Redactor {
                 continue;
             }
             let replaced = match a.value() {
-                BlockValue::Str(v) if memo.clean(place, v) => None,
-                BlockValue::Str(v) => {
-                    let scrubbed = self.scrub_field(b, v);
-                    if scrubbed.is_none() {
-                        memo.found_clean(place, v);
-                    }
-                    scrubbed.map(BlockValue::Str)
-                }
+                BlockValue::Str(v) => self.scrub_field(b, v).map(BlockValue::Str),
                 BlockValue::Nested(_) => {
                     let mut v = b.any_value(a.value()).unwrap_or_default();
                     let key = key.to_owned();
@@ -699,10 +687,10 @@ enum KeyVerdict {
     Blocked,
 }
 
-/// The verdicts of one block's keys by place in an attribute list, and the last string value
+/// The verdicts of one block's keys by place in an attribute list, and the last attribute
 /// found clean at each place. A block stores a key or string value once for the spans that
 /// repeat it at the same place (see `SpanBlock::decode`), so the same key is recognised by its
-/// place in the block's text, without hashing it again, and the same value is not scanned
+/// place in the block's text, without hashing it again, and the same attribute is not scanned
 /// again (a value's verdict is its text's alone).
 #[derive(Default)]
 struct KeyMemo {
@@ -713,8 +701,6 @@ struct KeyMemo {
 struct Remembered {
     key: Str,
     verdict: KeyVerdict,
-    /// A string value under this key that holds no secret (empty: none yet).
-    clean: Str,
     /// The whole attribute last found clean here, key and value: the same record again is
     /// clean.
     record: Option<Attr>,
@@ -740,7 +726,6 @@ impl KeyMemo {
             let forget = Remembered {
                 key: Str::default(),
                 verdict: KeyVerdict::Clean,
-                clean: Str::default(),
                 record: None,
             };
             if self.by_place.len() <= place {
@@ -753,19 +738,6 @@ impl KeyMemo {
             };
         }
         verdict
-    }
-
-    /// Whether `key` at `place` is the very key last judged there, clean, and `value` the very
-    /// string last found clean under it.
-    #[inline]
-    fn clean_pair(&self, place: usize, key: Str, value: Str) -> bool {
-        self.by_place.get(place).is_some_and(|r| {
-            r.key == key
-                && r.verdict == KeyVerdict::Clean
-                && r.clean == value
-                && !key.is_empty()
-                && !value.is_empty()
-        })
     }
 
     /// Whether `a` is the very record last found clean at `place` (its key judged clean, its
@@ -793,18 +765,6 @@ impl KeyMemo {
         self.by_place
             .get(place)
             .is_some_and(|r| r.key == key && r.verdict == KeyVerdict::Clean && !key.is_empty())
-    }
-
-    /// Whether `value` at `place` is the very string last found clean there.
-    fn clean(&self, place: usize, value: Str) -> bool {
-        !value.is_empty() && self.by_place.get(place).is_some_and(|r| r.clean == value)
-    }
-
-    /// Remember `value` at `place` as holding no secret.
-    fn found_clean(&mut self, place: usize, value: Str) {
-        if let Some(r) = self.by_place.get_mut(place) {
-            r.clean = value;
-        }
     }
 }
 
